@@ -1,0 +1,137 @@
+"""The one place that reads environment variables.
+
+Every setting of the suite comes through here.  Bad values fail loudly at
+start-up (``ImproperlyConfigured``) instead of surfacing later as odd
+behaviour; ``config/checks.py`` re-validates the cross-field rules as Django
+system checks so ``manage.py check`` reports them too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
+
+OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+#: Every setting the suite reads: name -> (default, description).  The README
+#: table is checked against this registry by a test, so it cannot drift.
+REGISTRY: dict[str, tuple[str, str]] = {}
+
+
+@dataclass(frozen=True)
+class EnvError:
+    name: str
+    value: str
+    problem: str
+
+
+def _raw(name: str, default: str, doc: str) -> str:
+    REGISTRY[name] = (default, doc)
+    return os.environ.get(name, default)
+
+
+def _fail(name: str, value: str, problem: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"environment variable {name}={value!r}: {problem}")
+
+
+def string(name: str, default: str, doc: str) -> str:
+    return _raw(name, default, doc)
+
+
+def boolean(name: str, default: bool, doc: str) -> bool:
+    value = _raw(name, "true" if default else "false", doc).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise _fail(name, value, "expected a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def integer(name: str, default: int, doc: str, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+    value = _raw(name, str(default), doc).strip()
+    try:
+        number = int(value)
+    except ValueError:
+        raise _fail(name, value, "expected an integer") from None
+    if minimum is not None and number < minimum:
+        raise _fail(name, value, f"must be >= {minimum}")
+    if maximum is not None and number > maximum:
+        raise _fail(name, value, f"must be <= {maximum}")
+    return number
+
+
+def size(name: str, default: str, doc: str) -> int:
+    """A byte size such as ``100MB``, ``2GiB`` or ``1048576``."""
+    value = _raw(name, default, doc).strip()
+    match = re.fullmatch(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?", value)
+    if not match:
+        raise _fail(name, value, "expected a size such as 1048576, 100MB or 2GiB")
+    factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[match.group(2).lower()]
+    return int(match.group(1)) * factor
+
+
+def oid(name: str, default: str, doc: str, *, required: bool = True) -> str:
+    value = _raw(name, default, doc).strip()
+    if not value and not required:
+        return ""
+    if not OID_RE.match(value) or len(value) > 64:
+        raise _fail(name, value, "expected an OID such as 1.3.6.1.4.1.21367.13.80.110 (max 64 chars)")
+    return value
+
+
+def url(name: str, default: str, doc: str, *, required: bool = False) -> str:
+    value = _raw(name, default, doc).strip()
+    if not value and not required:
+        return ""
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise _fail(name, value, "expected an http:// or https:// URL")
+    return value
+
+
+def csv(name: str, default: str, doc: str) -> list[str]:
+    value = _raw(name, default, doc)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def choice(name: str, default: str, doc: str, choices: tuple[str, ...]) -> str:
+    value = _raw(name, default, doc).strip()
+    if value not in choices:
+        raise _fail(name, value, f"expected one of {', '.join(choices)}")
+    return value
+
+
+def custom(name: str, default: str, doc: str, parse: Callable[[str], T]) -> T:
+    value = _raw(name, default, doc)
+    try:
+        return parse(value)
+    except (ValueError, TypeError) as exc:
+        raise _fail(name, value, str(exc)) from None
+
+
+def dicom_peer(value: str) -> dict[str, Any] | None:
+    """``AET@host:port`` -> {"ae_title", "host", "port"}; empty -> None."""
+    value = value.strip()
+    if not value:
+        return None
+    match = re.fullmatch(r"([^@\s\\]{1,16})@([^:\s]+):(\d{1,5})", value)
+    if not match:
+        raise ValueError("expected AET@host:port, e.g. ORTHANC@127.0.0.1:4242")
+    port = int(match.group(3))
+    if not 0 < port < 65536:
+        raise ValueError("port out of range")
+    return {"ae_title": match.group(1), "host": match.group(2), "port": port}
+
+
+def ae_title(value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > 16 or "\\" in value:
+        raise ValueError("an AE title is 1-16 characters without backslash")
+    return value

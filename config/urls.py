@@ -1,0 +1,11 @@
+"""Root URLconf: each actor's endpoints plus admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("xds/registry", include("xds_registry.urls")),
+    path("xds/repository", include("xds_repository.urls")),
+    path("xds/imaging-source", include("imaging_source.urls")),
+]

@@ -1,0 +1,32 @@
+"""XML namespaces (digest §1).  The only home of namespace URIs."""
+
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+WSA = "http://www.w3.org/2005/08/addressing"
+WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
+XOP = "http://www.w3.org/2004/08/xop/include"
+XML = "http://www.w3.org/XML/1998/namespace"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
+RS = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0"
+LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
+QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
+XDSB = "urn:ihe:iti:xds-b:2007"
+XDSI = "urn:ihe:rad:xdsi-b:2009"
+RMD = "urn:ihe:iti:rmd:2017"
+
+# ebRIM 2.1 (what most NIST testkit submissions are written in).
+RIM21 = "urn:oasis:names:tc:ebxml-regrep:rim:xsd:2.1"
+RS21 = "urn:oasis:names:tc:ebxml-regrep:registry:xsd:2.1"
+QUERY21 = "urn:oasis:names:tc:ebxml-regrep:query:xsd:2.1"
+
+NSMAP = {
+    "soap": SOAP12, "wsa": WSA, "xop": XOP, "rim": RIM, "rs": RS, "lcm": LCM,
+    "query": QUERY, "xdsb": XDSB, "xdsi": XDSI, "rmd": RMD,
+}
+
+
+def q(namespace: str, local: str) -> str:
+    """Clark notation ``{ns}local`` as lxml uses it."""
+    return f"{{{namespace}}}{local}"

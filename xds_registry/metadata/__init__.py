@@ -1,0 +1,22 @@
+"""The XDS metadata model: plain dataclasses, no lxml, no Django.
+
+See :mod:`xds_registry.metadata.objects` (DocumentEntry, SubmissionSet,
+Folder, Association, Submission) and :mod:`xds_registry.metadata.values`
+(Code, Author, CX, XCN, XON, XTN, DTM).
+"""
+
+from xds_registry.metadata.objects import (  # noqa: F401
+    Association,
+    Classification,
+    DocumentEntry,
+    ExternalIdentifier,
+    Folder,
+    InternationalString,
+    ObjectRef,
+    RegistryObject,
+    RegistryPackage,
+    Slot,
+    Submission,
+    SubmissionSet,
+)
+from xds_registry.metadata.values import CX, DTM, XCN, XON, XTN, Author, Code  # noqa: F401
