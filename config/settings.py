@@ -21,7 +21,8 @@ VAR_DIR = Path(env.string("XDS_VAR_DIR", str(BASE_DIR / "var"),
 
 
 def _secret_key() -> str:
-    value = env.string("SECRET_KEY", "", "Django secret key. Unset: a random key is generated once and kept in var/secret_key.")
+    value = env.string("SECRET_KEY", "",
+                       "Django secret key. Unset: a random key is generated once and kept in var/secret_key.")
     if value:
         return value
     key_file = VAR_DIR / "secret_key"
@@ -70,7 +71,8 @@ XDS_REPOSITORY_UNIQUE_ID = env.oid(
     "repositoryUniqueId of this Document Repository.")
 XDS_AFFINITY_DOMAIN_CODES = env.string(
     "XDS_AFFINITY_DOMAIN_CODES", "",
-    "Path of a codes.xml (NIST format) restricting codes and assigning authorities. Empty: accept any well-formed code.")
+    "Path of a codes.xml (NIST format) restricting codes and assigning authorities. "
+    "Empty: accept any well-formed code.")
 XDS_MAX_REQUEST_SIZE = env.size(
     "XDS_MAX_REQUEST_SIZE", "4GiB", "Largest HTTP request body accepted (bytes, or 100MB, 2GiB, ...).")
 XDS_MAX_XML_SIZE = env.size(
@@ -95,6 +97,11 @@ DICOM_AE_TITLE = env.custom("DICOM_AE_TITLE", "XDSI_IDS", "AE title of our DICOM
 DICOM_PORT = env.integer("DICOM_PORT", 11112, "Port of our DICOM SCP (C-STORE, MPPS).", minimum=1, maximum=65535)
 DICOM_PACS = env.custom("DICOM_PACS", "ORTHANC@127.0.0.1:4242", "The local PACS, AET@host:port.", env.dicom_peer)
 DICOMWEB_URL = env.url("DICOMWEB_URL", "", "DICOMweb base URL of the PACS (QIDO-RS/WADO-RS), e.g. http://127.0.0.1:8042/dicom-web")
+
+# --- `make run` supervisor (config/supervisor.py) ------------------------------------
+XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "`make run` starts the local Orthanc PACS and loads demo studies.")
+XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "`make run` starts the ITI-8 MLLP listener.")
+XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "`make run` starts the DICOM listener (C-STORE + MPPS SCP).")
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", "Log level.", ("DEBUG", "INFO", "WARNING", "ERROR"))
 

@@ -1,0 +1,88 @@
+# XDS-I.b suite — one-command entry points.  `make run` and `make test` are what a new user types.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+PACS := imaging_source/pacs/local-pacs.sh
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help run test test-pg test-sqlite lint bench bench-registry bench-repository bench-imaging \
+        conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
+
+help:
+	@echo "make run     set everything up and start every actor on http://127.0.0.1:$(PORT)"
+	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
+	@echo "make bench   run all benchmarks against the server 'make run' starts"
+	@echo "make lint    ruff"
+
+# --- setup ----------------------------------------------------------------------------
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages: Orthanc + DICOMweb plugin + dcmtk (the local PACS and an independent DICOM peer).
+system-deps:
+	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null \
+	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	  echo "installing orthanc, orthanc-dicomweb, dcmtk (apt)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+	    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk curl >/dev/null; \
+	fi
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --noinput -v 0
+
+# --- run ------------------------------------------------------------------------------
+run: $(STAMP) system-deps migrate
+	$(PY) manage.py collectstatic --noinput -v 0
+	PORT=$(PORT) $(PY) -m config.supervisor
+
+# --- test -----------------------------------------------------------------------------
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite: test
+
+test-pg: $(STAMP) system-deps
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/xdsi} $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# --- benchmarks (against the server `make run` starts; see README) ----------------------
+BENCH_URL ?= http://127.0.0.1:$(PORT)
+bench: bench-registry bench-repository bench-imaging
+
+bench-registry: $(STAMP)
+	$(PY) manage.py xds_bench_registry --url $(BENCH_URL) $(BENCH_ARGS)
+
+bench-repository: $(STAMP)
+	$(PY) manage.py xds_bench_repository --url $(BENCH_URL) $(BENCH_ARGS)
+
+bench-imaging: $(STAMP)
+	$(PY) manage.py xds_bench_kos
+	$(PY) manage.py xds_bench_imaging --url $(BENCH_URL) $(BENCH_ARGS)
+
+conformance: $(STAMP)
+	$(PY) manage.py xds_conformance --registry $(BENCH_URL)/xds/registry \
+	  --repository $(BENCH_URL)/xds/repository --imaging-source $(BENCH_URL)/xds/imaging-source $(CONFORMANCE_ARGS)
+
+# --- local PACS -----------------------------------------------------------------------
+pacs-start: system-deps
+	bash $(PACS) start
+pacs-load: $(STAMP)
+	PYTHON=$(PY) bash $(PACS) load
+pacs-stop:
+	bash $(PACS) stop
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
