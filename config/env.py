@@ -135,3 +135,11 @@ def ae_title(value: str) -> str:
     if not value or len(value) > 16 or "\\" in value:
         raise ValueError("an AE title is 1-16 characters without backslash")
     return value
+
+
+def xds_code(value: str) -> tuple[str, str, str]:
+    """``code^^scheme^display`` (an XDS coded value, display optional) -> (code, scheme, display)."""
+    parts = value.strip().split("^")
+    if len(parts) < 3 or not parts[0] or parts[1] or not parts[2] or len(parts) > 4:
+        raise ValueError("expected code^^scheme^display, e.g. IMAGES^^1.3.6.1.4.1.19376.1.2.6.1^Images")
+    return parts[0], parts[2], parts[3] if len(parts) == 4 else ""

@@ -97,11 +97,74 @@ DICOM_AE_TITLE = env.custom("DICOM_AE_TITLE", "XDSI_IDS", "AE title of our DICOM
 DICOM_PORT = env.integer("DICOM_PORT", 11112, "Port of our DICOM SCP (C-STORE, MPPS).", minimum=1, maximum=65535)
 DICOM_PACS = env.custom("DICOM_PACS", "ORTHANC@127.0.0.1:4242", "The local PACS, AET@host:port.", env.dicom_peer)
 DICOMWEB_URL = env.url("DICOMWEB_URL", "", "DICOMweb base URL of the PACS (QIDO-RS/WADO-RS), e.g. http://127.0.0.1:8042/dicom-web")
+# Publication (RAD-68) metadata. Coded values are code^^scheme^display; defaults follow the NIST
+# XDS-I reference metadata (conformance IDS-DEPT002-a/kos/metadata.xml) where the NIST affinity domain
+# (codes.xml) accepts the value; typeCode/contentTypeCode are imaging codes, not the sample's lab report.
+XDS_IMAGING_CLASS_CODE = env.custom(
+    "XDS_IMAGING_CLASS_CODE", "DEMO-Index^^1.3.6.1.4.1.21367.100.1^Document Index",
+    "classCode of published manifests (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_TYPE_CODE = env.custom(
+    "XDS_IMAGING_TYPE_CODE", "18748-4^^2.16.840.1.113883.6.1^Diagnostic Imaging Report",
+    "typeCode of published manifests (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_CONFIDENTIALITY_CODE = env.custom(
+    "XDS_IMAGING_CONFIDENTIALITY_CODE", "R^^2.16.840.1.113883.5.25^Restricted",
+    "confidentialityCode of published manifests (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_FACILITY_TYPE_CODE = env.custom(
+    "XDS_IMAGING_FACILITY_TYPE_CODE", "Outpatient^^Connect-a-thon healthcareFacilityTypeCodes 2^Outpatient",
+    "healthcareFacilityTypeCode of published manifests (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_PRACTICE_SETTING_CODE = env.custom(
+    "XDS_IMAGING_PRACTICE_SETTING_CODE", "R-3027B^^SRT^Radiology",
+    "practiceSettingCode of published manifests (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_CONTENT_TYPE_CODE = env.custom(
+    "XDS_IMAGING_CONTENT_TYPE_CODE", "18748-4^^2.16.840.1.113883.6.1^Diagnostic Imaging Report",
+    "SubmissionSet contentTypeCode of RAD-68 submissions (code^^scheme^display).", env.xds_code)
+XDS_IMAGING_LANGUAGE_CODE = env.string(
+    "XDS_IMAGING_LANGUAGE_CODE", "en-us", "languageCode of published manifests.")
+XDS_IMAGING_ANATOMY_SCHEME = env.choice(
+    "XDS_IMAGING_ANATOMY_SCHEME", "SCT", "Coding scheme of anatomic-region event codes (CID 4): SCT (current "
+    "DICOM), SRT or SNM3 (legacy SNOMED ids), none (modalities only).", ("SCT", "SRT", "SNM3", "none"))
+XDS_IMAGING_AUTHOR_INSTITUTION = env.string(
+    "XDS_IMAGING_AUTHOR_INSTITUTION", "", "authorInstitution (XON) on manifests; empty: no author.")
+XDS_IMAGING_SOURCE_PATIENT_AUTHORITY = env.oid(
+    "XDS_IMAGING_SOURCE_PATIENT_AUTHORITY", "1.3.6.1.4.1.21367.1800.13.20.1000",
+    "Assigning authority OID of local DICOM Patient IDs without an OID Issuer (sourcePatientId).", required=False)
+XDS_IMAGING_PATIENT_REWRITE = env.string(
+    "XDS_IMAGING_PATIENT_REWRITE", "", "Patient-id authority rewrite rules issuer=>affinityOID, comma separated, "
+    "'*' = any issuer (e.g. *=>1.3.6.1.4.1.21367.2005.13.20.1000). Table mappings win; empty: table only.")
+XDS_IMAGING_RETRIEVE_AE_TITLE = env.string(
+    "XDS_IMAGING_RETRIEVE_AE_TITLE", "", "Retrieve AE Title written in manifests (who serves C-MOVE/C-GET). "
+    "Empty: the AE title of DICOM_PACS (else DICOM_AE_TITLE).")
+XDS_IMAGING_RETRIEVE_URL_BASE = env.url(
+    "XDS_IMAGING_RETRIEVE_URL_BASE", "", "WADO-RS base URL written as Retrieve URL (0008,1190) per series in "
+    "manifests, e.g. https://pacs.example/dicom-web. Empty: no Retrieve URL.")
+DICOM_HOST = env.string("DICOM_HOST", "127.0.0.1", "Address our DICOM SCP (C-STORE, MPPS) binds to.")
+DICOM_FETCH_METHOD = env.choice(
+    "DICOM_FETCH_METHOD", "", "How RAD-69 fetches from the PACS: c-get, c-move (to our SCP) or wado-rs. "
+    "Empty: wado-rs when DICOMWEB_URL is set, else c-get.", ("", "c-get", "c-move", "wado-rs"))
+DICOM_SPOOL_DIR = env.string(
+    "DICOM_SPOOL_DIR", str(VAR_DIR / "dicom" / "spool"), "Where our C-STORE SCP spools C-MOVE'd instances for RAD-69.")
+DICOM_STABLE_DELAY = env.integer(
+    "DICOM_STABLE_DELAY", 300, "Seconds without new instances after which a study counts as stable and is "
+    "published (PACS without MPPS). 0 disables stable-study publication.", minimum=0)
+XDS_RAD69_ROOT_LAST = env.boolean(
+    "XDS_RAD69_ROOT_LAST", False, "RAD-69: stream instances while the PACS sends them, SOAP root part last in "
+    "the MTOM package (RFC 2387 / XOP 1.0 4.1; lower latency and memory). Off: root part first, after the fetch.")
+DICOM_STABLE_POLL = env.integer(
+    "DICOM_STABLE_POLL", 0, "Seconds between C-FIND/QIDO polls of the PACS for changed studies "
+    "(0: rely on instances our C-STORE SCP receives).", minimum=0)
 
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
 XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "`make run` starts the local Orthanc PACS and loads demo studies.")
 XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "`make run` starts the ITI-8 MLLP listener.")
 XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "`make run` starts the DICOM listener (C-STORE + MPPS SCP).")
+
+# --- Conformance runner (manage.py xds_conformance) ---------------------------------------
+XDS_CONFORMANCE_MANIFEST = env.string(
+    "XDS_CONFORMANCE_MANIFEST", str(BASE_DIR.parent / "shared" / "conformance" / "manifest.yaml"),
+    "Default replay manifest of `manage.py xds_conformance` (--manifest overrides).")
+XDS_CONFORMANCE_CODES = env.string(
+    "XDS_CONFORMANCE_CODES", "", "codes.xml the conformance corpus' codes are rewritten for (--codes overrides; "
+    "empty: no rewrite).")
 
 LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", "Log level.", ("DEBUG", "INFO", "WARNING", "ERROR"))
 

@@ -50,6 +50,9 @@ def services() -> list[Service]:
     web = [
         PYTHON, "-m", "gunicorn", "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", workers, "--worker-class", "sync",
+        # gunicorn 27 opens a control socket at a fixed per-user path; several servers on one
+        # machine (tests, benchmarks) would fight over it, and we do not use it.
+        "--no-control-socket",
         "--timeout", "3600", "--graceful-timeout", "10", "--access-logfile", "-",
         "--access-logformat", 'http %(h)s "%(r)s" %(s)s %(B)s %(M)sms',
     ]

@@ -21,3 +21,12 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.fail(f"{SHARED_DIR} is missing: the conformance corpus must be beside the checkout")
     return SHARED_DIR
+
+
+@pytest.fixture(autouse=True)
+def _documents_in_tmp(settings, tmp_path_factory) -> None:
+    """Keep repository documents written by any test out of the checkout's var/."""
+    location = tmp_path_factory.mktemp("documents")
+    settings.STORAGES = {**settings.STORAGES,
+                         "xds_documents": {**settings.STORAGES["xds_documents"],
+                                           "OPTIONS": {"location": str(location)}}}

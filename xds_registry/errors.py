@@ -55,6 +55,22 @@ class ErrorCode(StrEnum):
     XDSRemoveDocumentsError = "XDSRemoveDocumentsError"
 
 
+class WadoErrorCode(StrEnum):
+    """DICOM WADO-WS error codes, used by the Imaging Document Source in RAD-69 responses.
+
+    DICOM PS3.18 (2014b) 6.4.4 defines them for the WADO-WS RetrieveImagingDocumentSet
+    action, which "corresponds to the IHE XDS-I.b transaction RAD-69" (PS3.18 6.4; the
+    error list also accepts the ITI TF error codes); dcm4chee-arc-light's Imaging Document
+    Source answers RAD-69 transfer-syntax problems with them.  IHE RAD TF names no code for
+    "requested transfer syntax not supported" (digest §9.3, §14 item 4).
+    """
+
+    #: Web Server does not support the requested format or transfer syntax.
+    UnsupportedTransferSyntax = "urn:dicom:wado:0006"
+    #: The requested instance(s) cannot be provided in the requested format or transfer syntax.
+    CannotProvideInTransferSyntax = "urn:dicom:wado:0007"
+
+
 class Severity(StrEnum):
     ERROR = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error"
     WARNING = "urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning"

@@ -12,11 +12,14 @@ from xds_registry.metadata.objects import (  # noqa: F401
     ExternalIdentifier,
     Folder,
     InternationalString,
+    LocalizedString,
     ObjectRef,
+    OpaqueElement,
     RegistryObject,
     RegistryPackage,
     Slot,
     Submission,
     SubmissionSet,
+    new_id,
 )
 from xds_registry.metadata.values import CX, DTM, XCN, XON, XTN, Author, Code  # noqa: F401

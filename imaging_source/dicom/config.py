@@ -1,0 +1,67 @@
+"""Configuration of the DICOM side, passed into domain code as a value (never read from settings here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class FetchMethod(StrEnum):
+    """How RAD-69 gets instances out of the PACS."""
+
+    C_GET = "c-get"      # DIMSE C-GET: the instances come back on our own association (no listener needed)
+    C_MOVE = "c-move"    # DIMSE C-MOVE to our C-STORE SCP (the listener process), correlated by SOP UID
+    WADO_RS = "wado-rs"  # DICOMweb WADO-RS (needs DICOMWEB_URL); fastest (design-notes "Imaging Document Source")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote (or our own) DICOM application entity."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Peer:
+        return cls(value["ae_title"], value["host"], int(value["port"]))
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """Everything the DICOM code needs; built by the view/command layer from settings."""
+
+    ae_title: str
+    pacs: Peer
+    dicomweb_url: str = ""
+    fetch_method: FetchMethod = FetchMethod.C_GET
+    #: Our own SCP (C-STORE destination of C-MOVE, MPPS SCP).
+    scp_host: str = "127.0.0.1"
+    scp_port: int = 11112
+    #: Where C-MOVE'd instances are spooled by the listener and picked up by RAD-69.
+    spool_dir: Path = Path("var/dicom/spool")
+    timeouts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def use_dicomweb(self) -> bool:
+        return bool(self.dicomweb_url)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DicomConfig:
+        """Build from a settings object (``django.conf.settings``), passed in by the caller."""
+        method = getattr(settings, "DICOM_FETCH_METHOD", "") or (
+            FetchMethod.WADO_RS if settings.DICOMWEB_URL else FetchMethod.C_GET)
+        return cls(
+            ae_title=settings.DICOM_AE_TITLE,
+            pacs=Peer.from_dict(settings.DICOM_PACS),
+            dicomweb_url=settings.DICOMWEB_URL.rstrip("/"),
+            fetch_method=FetchMethod(method),
+            scp_host=getattr(settings, "DICOM_HOST", "127.0.0.1"),
+            scp_port=settings.DICOM_PORT,
+            spool_dir=Path(getattr(settings, "DICOM_SPOOL_DIR", Path(settings.VAR_DIR) / "dicom" / "spool")),
+        )

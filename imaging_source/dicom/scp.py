@@ -1,0 +1,290 @@
+"""Our long-running DICOM listener: C-STORE SCP, MPPS SCP and Verification.
+
+- **C-STORE** (PS3.4 Annex B).  Two kinds of senders:
+  * the PACS answering *our* C-MOVE (the C-STORE request carries Move Originator AE Title =
+    our AE title, PS3.7 9.1.1.1): the instance is spooled to ``spool_dir`` as
+    ``<SOP UID>.<unique>.dcm`` where the RAD-69 fetcher (fetch.py) claims it;
+  * modalities / the PACS forwarding new images: each instance is *recorded*
+    (study, series, SOP UID, time) through ``on_instance`` - that is what the
+    "study stable" watcher (imaging_source/stable.py) counts.  We are not an archive:
+    the pixels stay in the PACS.
+- **MPPS** (PS3.4 Annex F.7): N-CREATE (status must be IN PROGRESS) and N-SET; when a step
+  becomes COMPLETED, ``on_mpps_completed(study UIDs, MPPS UID)`` is called on a worker
+  thread (publication must not hold the DIMSE answer).  Steps are kept as JSON files in
+  ``state_dir`` so an N-SET after a listener restart still finds its N-CREATE.
+- **C-ECHO**.
+
+Every DIMSE transaction logs one line (``dicom <service> ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
+
+from imaging_source.dicom.ae import NoDelayAssociationServer, make_ae
+from imaging_source.dicom.config import DicomConfig
+from imaging_source.dicom.fetch import spool_name
+from imaging_source.dicom.status import (
+    DatasetMismatch,
+    DicomServiceError,
+    DimseStatus,
+    DuplicateInstance,
+    InvalidAttributeValue,
+    MayNoLongerBeUpdated,
+    MissingAttribute,
+    NoSuchInstance,
+    status_for,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Performed Procedure Step Status values (PS3.3 C.4.14, PS3.4 F.7.2).
+IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
+FINAL_STATES = (COMPLETED, DISCONTINUED)
+#: Spooled C-MOVE instances nobody claimed (a retrieve that timed out) are removed after this.
+SPOOL_MAX_AGE = 600.0
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """An instance our C-STORE SCP received (recorded for stable-study detection)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    calling_ae_title: str
+    received_at: float
+
+
+class MppsStore:
+    """MPPS instances as JSON files (``<SOP Instance UID>.json``, DICOM JSON model, PS3.18 F)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+
+    def _path(self, uid: str) -> Path:
+        if not uid or "/" in uid or uid.startswith("."):
+            raise NoSuchInstance(f"bad SOP Instance UID {uid!r}")
+        return self.directory / f"{uid}.json"
+
+    def get(self, uid: str) -> Dataset | None:
+        path = self._path(uid)
+        if not path.exists():
+            return None
+        return Dataset.from_json(path.read_text())
+
+    def put(self, uid: str, ds: Dataset) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(ds.to_json())
+        os.replace(tmp, self._path(uid))
+
+
+def study_uids_of_mpps(ds: Dataset) -> list[str]:
+    """Study Instance UIDs an MPPS refers to (Scheduled Step Attributes Sequence, PS3.4 Table F.7.2-1)."""
+    uids: dict[str, None] = {}
+    for item in ds.get("ScheduledStepAttributesSequence", []) or []:
+        uid = str(item.get("StudyInstanceUID", "") or "").strip()
+        if uid:
+            uids[uid] = None
+    return list(uids)
+
+
+class DicomListener:
+    """C-STORE + MPPS + Verification SCP on ``(host, port)`` (port 0: ephemeral)."""
+
+    def __init__(self, config: DicomConfig, *, state_dir: Path,
+                 on_instance: Callable[[ReceivedInstance], None] | None = None,
+                 on_mpps_completed: Callable[[list[str], str], None] | None = None,
+                 host: str | None = None, port: int | None = None) -> None:
+        self.config = config
+        self.spool_dir = Path(config.spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.mpps = MppsStore(Path(state_dir) / "mpps")
+        self.on_instance = on_instance
+        self.on_mpps_completed = on_mpps_completed
+        self.address = (host or config.scp_host, config.scp_port if port is None else port)
+        self.server: NoDelayAssociationServer | None = None
+        self._jobs: queue.Queue[tuple[list[str], str] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._last_purge = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        ae = make_ae(self.config.ae_title)
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(ModalityPerformedProcedureStep)
+        ae.require_called_aet = True  # PS3.8 9.3.3.2: reject associations addressed to another AE
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_CREATE, self._on_n_create),
+                    (evt.EVT_N_SET, self._on_n_set), (evt.EVT_C_ECHO, self._on_echo)]
+        self.server = ae.start_listener(self.address, evt_handlers=handlers)
+        self._worker = threading.Thread(target=self._run_jobs, name="mpps-publish", daemon=True)
+        self._worker.start()
+        host, port = self.server.server_address[:2]
+        logger.info("dicom listener ae=%s address=%s:%d", self.config.ae_title, host, port)
+        return host, port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        self._jobs.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until queued publications have run (tests, orderly shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._jobs.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _run_jobs(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                study_uids, mpps_uid = job
+                if self.on_mpps_completed is not None:
+                    self.on_mpps_completed(study_uids, mpps_uid)
+            except Exception:  # noqa: BLE001 - one failed publication must not stop the worker
+                logger.exception("dicom mpps-publish failed")
+            finally:
+                self._jobs.task_done()
+
+    # -- handlers -------------------------------------------------------------------------
+    @staticmethod
+    def _peer(event: Any) -> str:
+        requestor = event.assoc.requestor
+        return f"{requestor.ae_title}@{requestor.address}"
+
+    def _on_echo(self, event: Any) -> int:
+        logger.info("dicom C-ECHO from=%s status=0x0000", self._peer(event))
+        return 0x0000
+
+    def _on_store(self, event: Any) -> int:
+        started = time.perf_counter()
+        request = event.request
+        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        mover = (request.MoveOriginatorApplicationEntityTitle or "").strip()
+        kind = "c-move" if mover == self.config.ae_title else "incoming"
+        try:
+            if kind == "c-move":
+                self._spool(event.encoded_dataset(include_meta=True), sop_uid)
+            else:
+                ds = event.dataset
+                study_uid = str(ds.get("StudyInstanceUID", "") or "")
+                if not study_uid or not sop_uid:
+                    raise DatasetMismatch("data set without Study Instance UID")
+                received = ReceivedInstance(study_uid, str(ds.get("SeriesInstanceUID", "") or ""), sop_uid,
+                                            str(request.AffectedSOPClassUID or ""), event.assoc.requestor.ae_title,
+                                            time.time())
+                if self.on_instance is not None:
+                    self.on_instance(received)
+            status = 0x0000
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a DIMSE status
+            status = status_for(exc, service="C-STORE")
+            if not isinstance(exc, DicomServiceError):
+                logger.exception("C-STORE %s failed", sop_uid)
+        logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind, sop_uid,
+                    status, (time.perf_counter() - started) * 1000)
+        return status
+
+    def _spool(self, data: bytes, sop_uid: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.spool_dir, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, self.spool_dir / spool_name(sop_uid))  # visible only when complete
+        now = time.time()
+        if now - self._last_purge > 60:
+            self._last_purge = now
+            for stale in self.spool_dir.glob("*.dcm"):
+                try:
+                    if now - stale.stat().st_mtime > SPOOL_MAX_AGE:
+                        stale.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _on_n_create(self, event: Any) -> tuple[int, Dataset | None]:
+        request = event.request
+        uid = str(request.AffectedSOPInstanceUID or "") or generate_uid()  # PS3.4 F.7.2.1.1: SCP may assign
+        status, state = 0x0000, ""
+        reply: Dataset | None = None
+        try:
+            ds = event.attribute_list
+            state = str(ds.get("PerformedProcedureStepStatus", "") or "").strip()
+            if "PerformedProcedureStepStatus" not in ds:
+                raise MissingAttribute("Performed Procedure Step Status (0040,0252) is required")
+            if state != IN_PROGRESS:
+                # PS3.4 F.7.2.1.2: an MPPS is created IN PROGRESS
+                raise InvalidAttributeValue(f"N-CREATE with Performed Procedure Step Status {state!r}")
+            with self.mpps.lock:
+                if self.mpps.get(uid) is not None:
+                    raise DuplicateInstance(f"MPPS {uid} already exists")
+                self.mpps.put(uid, ds)
+            reply = ds
+        except Exception as exc:  # noqa: BLE001
+            status = status_for(exc)
+            if not isinstance(exc, DicomServiceError):
+                logger.exception("MPPS N-CREATE %s failed", uid)
+        logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), uid,
+                    state or "-", status)
+        if status == 0x0000 and request.AffectedSOPInstanceUID is None:
+            # The SCP chose the UID: it goes back in the response's Affected SOP Instance UID.
+            request.AffectedSOPInstanceUID = uid
+        return status, reply
+
+    def _on_n_set(self, event: Any) -> tuple[int, Dataset | None]:
+        request = event.request
+        uid = str(request.RequestedSOPInstanceUID or "")
+        status, state, studies = 0x0000, "", []
+        reply: Dataset | None = None
+        try:
+            changes = event.modification_list
+            with self.mpps.lock:
+                current = self.mpps.get(uid)
+                if current is None:
+                    raise NoSuchInstance(f"no MPPS {uid}")
+                if str(current.get("PerformedProcedureStepStatus", "")).strip() in FINAL_STATES:
+                    raise MayNoLongerBeUpdated(f"MPPS {uid} is {current.PerformedProcedureStepStatus}")
+                state = str(changes.get("PerformedProcedureStepStatus", "") or "").strip() or str(
+                    current.get("PerformedProcedureStepStatus", "")).strip()
+                if state not in (IN_PROGRESS, COMPLETED, DISCONTINUED):
+                    raise InvalidAttributeValue(f"Performed Procedure Step Status {state!r}")
+                for element in changes:
+                    current[element.tag] = element
+                self.mpps.put(uid, current)
+            reply = current
+            if state == COMPLETED:
+                studies = study_uids_of_mpps(current)
+                self._jobs.put((studies, uid))
+        except Exception as exc:  # noqa: BLE001
+            status = status_for(exc)
+            if not isinstance(exc, DicomServiceError):
+                logger.exception("MPPS N-SET %s failed", uid)
+        logger.info("dicom MPPS N-SET from=%s mpps=%s state=%s studies=%s status=0x%04X", self._peer(event), uid,
+                    state or "-", ",".join(studies) or "-", status)
+        return status, reply
+
+
+__all__ = ["DicomListener", "MppsStore", "ReceivedInstance", "study_uids_of_mpps", "DimseStatus"]

@@ -1,0 +1,250 @@
+"""manage.py xds_bench_imaging: RAD-69 of a 500-instance study vs. WADO-RS straight from the PACS.
+
+Issue 5 benchmark (``make bench-imaging``):
+
+1. generate a CT study of N instances (default 500) from pydicom's ``CT_small.dcm`` with new
+   Study/Series/SOP UIDs (as ../shared/docs/env-checks/gen_bulk.py does) and load it into the
+   PACS by STOW-RS (one request);
+2. in the same run, alternately: RAD-69 of all N instances in ONE request through the running
+   server (``--url``, real HTTP), and the same N instances fetched directly from the PACS by
+   WADO-RS (one series request: what a consumer does with the manifest's Retrieve URL).  Both
+   answers are multipart/related and both are read the same way - split with the same
+   incremental splitter, every part's file meta read and checked against the requested SOP
+   Instance UIDs; the RAD-69 SOAP root is also parsed (hardened parser, ebXML response) and
+   each xop:Include resolved to its part.  This ``ratio`` compares the two *servers*.
+   Also measured: RAD-69 read by the project's :class:`SoapClient` (SHA-1 of every part on the
+   fly), and WADO-RS instance by instance, for reference;
+3. writes ``var/bench/imaging.json`` with medians, the ratio WADO-RS time / RAD-69 time
+   (target >= 0.8) and the KOS build figure from ``var/bench/kos.json`` when present.
+
+The server must use the same PACS (DICOM_PACS / DICOMWEB_URL); it fetches with its own
+configured method (``DICOM_FETCH_METHOD``; WADO-RS when DICOMWEB_URL is set).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import platform
+import re
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from imaging_source.dicom.fetch import iter_multipart, iter_multipart_parts, read_file_meta
+from xds_registry.ebxml.messages import (
+    DocumentRequest,
+    RetrieveImagingDocumentSetRequest,
+    SeriesRequest,
+    StudyRequest,
+)
+from xds_registry.ebxml.ns import WSA_ANONYMOUS, XDSB
+from xds_registry.ebxml.parse import parse_retrieve_document_set_response
+from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
+from xds_registry.ebxml.vocabulary import Action, ResponseStatus
+from xds_registry.soap.client import SoapClient
+from xds_registry.soap.envelope import build_envelope
+from xds_registry.soap.mtom import write_message
+from xds_registry.soap.safe_xml import parse_xml, to_bytes
+
+TARGET_RATIO = 0.8
+_CID_RE = re.compile(rb"(?im)^content-id:[ \t]*<([^>\r\n]+)>")
+_START_RE = re.compile(r'start="?<([^>]+)>"?', re.IGNORECASE)
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def generate_study(n: int) -> tuple[str, str, list[tuple[str, bytes]]]:
+    """N copies of CT_small.dcm in one new study/series: (study UID, series UID, [(SOP UID, Part 10)])."""
+    source = dcmread(get_testdata_file("CT_small.dcm"))
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for i in range(1, n + 1):
+        ds = copy.deepcopy(source)
+        ds.PatientID, ds.PatientName = "XDSI-BENCH", "Bench^Imaging"
+        ds.AccessionNumber = "ACC-BENCH-IMG"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append((ds.SOPInstanceUID, buffer.getvalue()))
+    return study, series, out
+
+
+def stow(base: str, instances: list[tuple[str, bytes]], batch: int = 100) -> None:
+    """STOW-RS (PS3.18 10.5) in batches of ``batch`` instances."""
+    for start in range(0, len(instances), batch):
+        boundary = uuid.uuid4().hex
+        body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
+                        for _, data in instances[start:start + batch]) + b"--" + boundary.encode() + b"--\r\n"
+        response = requests.post(f"{base}/studies", data=body, timeout=300, headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json"})
+        if response.status_code != 200:
+            raise CommandError(f"STOW-RS to {base} failed: HTTP {response.status_code} {response.text[:200]}")
+        failed = response.json().get("00081198", {}).get("Value", [])  # empty FailedSOPSequence on success
+        if failed:
+            raise CommandError(f"STOW-RS refused {len(failed)} instances")
+
+
+class Command(BaseCommand):
+    help = "Benchmark RAD-69 (one request, N instances) against direct WADO-RS from the PACS (issue 5)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--url", default=f"http://127.0.0.1:{settings.PORT}",
+                            help="base URL of the running server (its /xds/imaging-source endpoint is used)")
+        parser.add_argument("--dicomweb", default=settings.DICOMWEB_URL or "http://127.0.0.1:8042/dicom-web",
+                            help="DICOMweb base URL of the PACS (load + direct WADO-RS)")
+        parser.add_argument("--instances", type=int, default=500)
+        parser.add_argument("--repeat", type=int, default=5)
+        parser.add_argument("--output", default=str(Path(settings.VAR_DIR) / "bench" / "imaging.json"))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        n, repeat = options["instances"], options["repeat"]
+        base = options["dicomweb"].rstrip("/")
+        endpoint = options["url"].rstrip("/") + "/xds/imaging-source"
+        if n < 1 or repeat < 1:
+            raise CommandError("--instances and --repeat must be positive")
+
+        started = time.perf_counter()
+        study, series, instances = generate_study(n)
+        stow(base, instances)
+        load_seconds = time.perf_counter() - started
+        total_bytes = sum(len(data) for _, data in instances)
+        uids = [uid for uid, _ in instances]
+        self.stdout.write(f"loaded {n} instances ({total_bytes / 1e6:.1f} MB) into {base} in {load_seconds:.2f} s")
+
+        request = retrieve_imaging_document_set_request(RetrieveImagingDocumentSetRequest(
+            [StudyRequest(study, [SeriesRequest(series, [DocumentRequest(settings.XDS_IMAGING_SOURCE_ID, uid)
+                                                         for uid in uids])])], [ExplicitVRLittleEndian]))
+        client = SoapClient(endpoint, timeout=600)
+        session = requests.Session()
+        session.headers.update({"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"})
+
+        envelope_type, _, envelope_chunks = write_message(to_bytes(build_envelope(
+            Action.RetrieveImagingDocumentSet.value, copy.deepcopy(request), to=endpoint,
+            message_id=f"urn:uuid:{uuid.uuid4()}", reply_to=WSA_ANONYMOUS)), [],
+            action=Action.RetrieveImagingDocumentSet.value)
+        envelope = b"".join(envelope_chunks)
+        post = requests.Session()
+        post.headers.update({"Content-Type": envelope_type, "Accept-Encoding": "identity"})
+
+        def rad69() -> float:
+            """RAD-69 over HTTP, the answer split like WADO-RS's, the SOAP root parsed, parts resolved."""
+            t = time.perf_counter()
+            response = post.post(endpoint, data=envelope, stream=True, timeout=600)
+            start = _START_RE.search(response.headers["Content-Type"])
+            parts = {}
+            root = None
+            for headers, body in iter_multipart_parts(response.headers["Content-Type"],
+                                                      response.iter_content(1024 * 1024)):
+                cid = _CID_RE.search(headers)
+                # The root is the part named by start= (RFC 2387), first or last.
+                if root is None and (cid.group(1).decode() == start.group(1) if start and cid else not parts):
+                    root = body
+                elif cid:
+                    parts[cid.group(1).decode()] = read_file_meta(body)["MediaStorageSOPInstanceUID"]
+            answer = parse_xml(root).find(f".//{{{XDSB}}}RetrieveDocumentSetResponse")
+            status, errors, documents = parse_retrieve_document_set_response(answer)
+            got = {parts[unquote(d.element[0].get("href")[4:])] for d in documents}
+            elapsed = time.perf_counter() - t
+            if status != ResponseStatus.SUCCESS.value or got != set(uids):
+                raise CommandError(f"RAD-69 answered {status} with {len(got)}/{n} instances: {errors[:3]}")
+            return elapsed
+
+        def rad69_soap_client() -> float:
+            t = time.perf_counter()
+            result = client.call(Action.RetrieveImagingDocumentSet.value, copy.deepcopy(request))
+            if result.fault is not None or result.body is None:
+                raise CommandError(f"RAD-69 failed: {result.fault or result.http_status}")
+            status, errors, documents = parse_retrieve_document_set_response(result.body)
+            got = set()
+            for document in documents:
+                attachment = result.binary(document.element)
+                got.add(read_file_meta(attachment.read_bytes())["MediaStorageSOPInstanceUID"])
+                attachment.close()
+            elapsed = time.perf_counter() - t
+            if status != ResponseStatus.SUCCESS.value or got != set(uids):
+                raise CommandError(f"RAD-69 answered {status} with {len(got)}/{n} instances: {errors[:3]}")
+            return elapsed
+
+        def wado_series() -> float:
+            t = time.perf_counter()
+            response = session.get(f"{base}/studies/{study}/series/{series}", stream=True, timeout=600)
+            parts = [read_file_meta(p)["MediaStorageSOPInstanceUID"] for p in
+                     iter_multipart(response.headers["Content-Type"], response.iter_content(1024 * 1024))]
+            elapsed = time.perf_counter() - t
+            if set(parts) != set(uids):
+                raise CommandError(f"WADO-RS returned {len(parts)}/{n} instances")
+            return elapsed
+
+        def wado_per_instance() -> float:
+            t = time.perf_counter()
+            for uid in uids:
+                response = session.get(f"{base}/studies/{study}/series/{series}/instances/{uid}", timeout=60)
+                if len(list(iter_multipart(response.headers["Content-Type"], iter([response.content])))) != 1:
+                    raise CommandError(f"WADO-RS instance {uid} failed")
+            return time.perf_counter() - t
+
+        probe = post.post(endpoint, data=envelope, stream=True, timeout=600)
+        answer_is_root_last = not next(probe.iter_content(4096)).split(b"\r\n\r\n", 1)[0].lower().count(b"xop+xml")
+        probe.close()
+        rad69()  # warm-up: first association / connection / page cache
+        wado_series()
+        rad_times, wado_times, client_times = [], [], []
+        for _ in range(repeat):
+            rad_times.append(rad69())
+            wado_times.append(wado_series())
+            client_times.append(rad69_soap_client())
+        per_instance = wado_per_instance()
+
+        rad, wado = statistics.median(rad_times), statistics.median(wado_times)
+        ratio = wado / rad
+        figures: dict[str, Any] = {
+            "benchmark": "rad69_vs_wado_rs",
+            "instances": n,
+            "bytes": total_bytes,
+            "repeat": repeat,
+            "server": endpoint,
+            "pacs_dicomweb": base,
+            "server_fetch_method": (settings.DICOM_FETCH_METHOD or ("wado-rs" if settings.DICOMWEB_URL else "c-get"))
+            + " (as configured for this process; the server's own settings decide)",
+            "server_root_last": answer_is_root_last,
+            "rad69_seconds_median": round(rad, 4),
+            "rad69_seconds_all": [round(x, 4) for x in rad_times],
+            "wado_rs_series_seconds_median": round(wado, 4),
+            "wado_rs_series_seconds_all": [round(x, 4) for x in wado_times],
+            "rad69_soap_client_seconds_median": round(statistics.median(client_times), 4),
+            "ratio_wado_over_rad69_soap_client": round(wado / statistics.median(client_times), 3),
+            "wado_rs_per_instance_seconds": round(per_instance, 4),
+            "ratio_wado_over_rad69": round(ratio, 3),
+            "ratio_per_instance_wado_over_rad69": round(per_instance / rad, 3),
+            "rad69_mb_per_s": round(total_bytes / rad / 1e6, 1),
+            "target_ratio": TARGET_RATIO,
+            "meets_target": ratio >= TARGET_RATIO,
+            "load_seconds": round(load_seconds, 3),
+            "python": platform.python_version(),
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        output = Path(options["output"])
+        kos_file = output.with_name("kos.json")
+        if kos_file.exists():
+            figures["kos_build"] = json.loads(kos_file.read_text())
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(figures, indent=2) + "\n")
+        self.stdout.write(f"RAD-69 {n} instances: {rad:.3f} s median ({total_bytes / rad / 1e6:.0f} MB/s); "
+                          f"WADO-RS series {wado:.3f} s; ratio {ratio:.2f} (target >= {TARGET_RATIO}); "
+                          f"WADO-RS per instance {per_instance:.2f} s -> {output}")

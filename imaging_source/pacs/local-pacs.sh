@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# local-pacs.sh - the project's real local PACS for development, tests and CI:
+# Debian's Orthanc with the DICOMweb plugin, on loopback, run as a plain
+# background process (no systemd needed).  Derived from ../shared/scripts/local-pacs.sh
+# (same commands and environment variables; see ../shared/docs/env-notes.md section 7),
+# plus demo/NIST loading and run-time modality registration.
+#
+#   local-pacs.sh start    install Orthanc if missing, start it, wait until it answers
+#   local-pacs.sh stop     stop the Orthanc started by this script (by its PID file)
+#   local-pacs.sh status   say whether it runs (exit 0) or not (exit 3)
+#   local-pacs.sh load [FILE|DIR|--pydicom|--nist|--demo ...]
+#                          upload DICOM files over REST; with no argument or --pydicom, a set
+#                          of sample files bundled with pydicom (needs $PYTHON with pydicom);
+#                          --nist: the NIST IDS-DEPT002-a study (conformance IMG cases);
+#                          --demo: both
+#   local-pacs.sh register NAME AET HOST PORT
+#                          add (or replace) a DICOM modality at run time (C-MOVE destination,
+#                          allowed to query/retrieve); not kept across restarts
+#   local-pacs.sh wipe     stop it and delete its state directory (storage, log, config)
+#
+# Settings (environment variables, defaults in brackets):
+#   ORTHANC_AET [ORTHANC]          AE title of the PACS
+#   ORTHANC_DICOM_PORT [4242]      DICOM port (C-ECHO/C-STORE/C-FIND/C-MOVE/C-GET)
+#   ORTHANC_HTTP_PORT [8042]       HTTP port: REST API, DICOMweb under /dicom-web/
+#   XDSI_AET [XDSI_IDS]            our own AE title: the only AE allowed to query/retrieve,
+#   XDSI_HOST [127.0.0.1]            and the C-MOVE destination, listening on
+#   XDSI_PORT [11112]                XDSI_HOST:XDSI_PORT
+#   LOCAL_PACS_DIR [${TMPDIR:-/tmp}/xdsi-local-pacs]   config, storage, log, PID file
+#   LOCAL_PACS_TIMEOUT [30]        seconds to wait for start/stop
+#   PYTHON [python3]               interpreter with pydicom, for 'load' without arguments
+set -euo pipefail
+
+ORTHANC_AET="${ORTHANC_AET:-ORTHANC}"
+ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-4242}"
+ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-8042}"
+XDSI_AET="${XDSI_AET:-XDSI_IDS}"
+XDSI_HOST="${XDSI_HOST:-127.0.0.1}"
+XDSI_PORT="${XDSI_PORT:-11112}"
+# Absolute, because Orthanc reads relative paths in its config relative to the config file.
+LOCAL_PACS_DIR="$(realpath -m "${LOCAL_PACS_DIR:-${TMPDIR:-/tmp}/xdsi-local-pacs}")"
+LOCAL_PACS_TIMEOUT="${LOCAL_PACS_TIMEOUT:-30}"
+PYTHON="${PYTHON:-python3}"
+# The NIST XDS-I test study used by the conformance IMG cases (36 MR instances, 2 series).
+NIST_IMAGES="${NIST_IMAGES:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/conformance/nist/_imagecache/std/IDS-DEPT002-a/images}"
+
+ORTHANC_BIN=/usr/sbin/Orthanc
+DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+CONFIG="$LOCAL_PACS_DIR/orthanc.json"
+PIDFILE="$LOCAL_PACS_DIR/orthanc.pid"
+LOG="$LOCAL_PACS_DIR/orthanc.log"
+URL="http://127.0.0.1:$ORTHANC_HTTP_PORT"
+
+# Files bundled in the pydicom 3.0.x wheel (no download), with distinct UIDs.
+SAMPLE_FILES="CT_small.dcm MR_small.dcm examples_overlay.dcm examples_palette.dcm
+examples_ybr_color.dcm rtplan.dcm waveform_ecg.dcm liver_1frame.dcm test-SR.dcm"
+
+say() { echo "local-pacs: $*"; }
+die() { echo "local-pacs: error: $*" >&2; exit 1; }
+
+install_if_missing() {
+  if [ -x "$ORTHANC_BIN" ] && [ -f "$DICOMWEB_PLUGIN" ] && command -v echoscu >/dev/null \
+     && command -v curl >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "Orthanc is missing and you are not root: apt-get install orthanc orthanc-dicomweb dcmtk curl"
+    sudo="sudo"
+  fi
+  say "installing orthanc, orthanc-dicomweb, dcmtk, curl (apt-get)"
+  $sudo apt-get update -qq
+  # The package's own service is not started where policy-rc.d or the lack of systemd forbids it.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    orthanc orthanc-dicomweb dcmtk curl >/dev/null
+}
+
+# PID of our Orthanc if it runs, else nothing.
+our_pid() {
+  [ -f "$PIDFILE" ] || return 0
+  local pid; pid="$(cat "$PIDFILE")"
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "Orthanc" ]; then echo "$pid"; fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+answers() {
+  curl -sf -o /dev/null "$URL/system" &&
+    echoscu -aet "$XDSI_AET" -aec "$ORTHANC_AET" 127.0.0.1 "$ORTHANC_DICOM_PORT" >/dev/null 2>&1
+}
+
+write_config() {
+  mkdir -p "$LOCAL_PACS_DIR/storage"
+  cat > "$CONFIG" <<EOF
+{
+  "Name" : "xdsi-local-pacs",
+  "StorageDirectory" : "$LOCAL_PACS_DIR/storage",
+  "IndexDirectory" : "$LOCAL_PACS_DIR/storage",
+  "Plugins" : [ "$DICOMWEB_PLUGIN" ],
+
+  "HttpServerEnabled" : true,
+  "HttpPort" : $ORTHANC_HTTP_PORT,
+  "RemoteAccessAllowed" : false,
+  "AuthenticationEnabled" : false,
+
+  "DicomServerEnabled" : true,
+  "DicomAet" : "$ORTHANC_AET",
+  "DicomPort" : $ORTHANC_DICOM_PORT,
+  "DicomCheckCalledAet" : true,
+  "DicomCheckModalityHost" : true,
+  "DicomAlwaysAllowEcho" : true,
+  "DicomAlwaysAllowStore" : false,
+  "DicomAlwaysAllowFind" : false,
+  "DicomAlwaysAllowGet" : false,
+  "DicomAlwaysAllowMove" : false,
+  "DicomModalities" : {
+    "xdsi" : [ "$XDSI_AET", "$XDSI_HOST", $XDSI_PORT ]
+  },
+
+  "SaveJobs" : false,
+
+  "DicomWeb" : {
+    "Enable" : true,
+    "Root" : "/dicom-web/",
+    "EnableWado" : true,
+    "WadoRoot" : "/wado"
+  }
+}
+EOF
+}
+
+cmd_start() {
+  install_if_missing
+  if [ -n "$(our_pid)" ]; then
+    say "already running (PID $(our_pid)), $URL"
+    return 0
+  fi
+  local port
+  for port in "$ORTHANC_HTTP_PORT" "$ORTHANC_DICOM_PORT"; do
+    if port_in_use "$port"; then die "port $port on 127.0.0.1 is already in use by another program"; fi
+  done
+  write_config
+  # TCP_NODELAY=1: Debian's DCMTK leaves Nagle on, which costs ~40 ms per DIMSE message.
+  TCP_NODELAY=1 nohup "$ORTHANC_BIN" "$CONFIG" </dev/null >"$LOG" 2>&1 &
+  echo $! > "$PIDFILE"
+  local waited=0
+  until answers; do
+    if [ -z "$(our_pid)" ]; then
+      tail -n 20 "$LOG" >&2; rm -f "$PIDFILE"; die "Orthanc exited during start (log: $LOG)"
+    fi
+    if [ "$waited" -ge $((LOCAL_PACS_TIMEOUT * 10)) ]; then
+      die "no answer after ${LOCAL_PACS_TIMEOUT}s (log: $LOG); stop it with: $0 stop"
+    fi
+    sleep 0.1; waited=$((waited + 1))
+  done
+  say "started (PID $(cat "$PIDFILE")): DICOM $ORTHANC_AET@127.0.0.1:$ORTHANC_DICOM_PORT," \
+      "HTTP $URL, DICOMweb $URL/dicom-web, C-MOVE destination $XDSI_AET@$XDSI_HOST:$XDSI_PORT"
+}
+
+cmd_stop() {
+  local pid; pid="$(our_pid)"
+  if [ -z "$pid" ]; then
+    rm -f "$PIDFILE"; say "not running"; return 0
+  fi
+  kill -TERM "$pid"              # Orthanc shuts down cleanly on TERM (takes ~4 s)
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$waited" -eq $((LOCAL_PACS_TIMEOUT * 10)) ]; then
+      say "no clean stop after ${LOCAL_PACS_TIMEOUT}s, sending KILL to $pid"; kill -KILL "$pid"
+    fi
+    sleep 0.1; waited=$((waited + 1))
+  done
+  rm -f "$PIDFILE"
+  say "stopped (PID $pid)"
+}
+
+cmd_status() {
+  local pid; pid="$(our_pid)"
+  if [ -n "$pid" ] && answers; then
+    say "running (PID $pid): DICOM $ORTHANC_AET@127.0.0.1:$ORTHANC_DICOM_PORT, HTTP $URL, state $LOCAL_PACS_DIR"
+    curl -s "$URL/statistics" | grep -E '"Count(Patients|Studies|Series|Instances)"' | tr -d ' ,'
+    return 0
+  fi
+  if [ -n "$pid" ]; then
+    say "process $pid exists but does not answer"
+  else
+    say "not running"
+  fi
+  return 3
+}
+
+cmd_load() {
+  [ -n "$(our_pid)" ] || die "not running: start it first"
+  local sources=() arg want_pydicom=0
+  [ "$#" -gt 0 ] || want_pydicom=1
+  for arg in "$@"; do
+    case "$arg" in
+      --pydicom) want_pydicom=1 ;;
+      --nist)    [ -d "$NIST_IMAGES" ] || die "NIST study not found at $NIST_IMAGES (set NIST_IMAGES)"
+                 sources+=("$NIST_IMAGES") ;;
+      --demo)    want_pydicom=1
+                 [ -d "$NIST_IMAGES" ] && sources+=("$NIST_IMAGES") ;;
+      *)         sources+=("$arg") ;;
+    esac
+  done
+  if [ "$want_pydicom" -eq 1 ]; then
+    local dir
+    dir="$("$PYTHON" -c 'import os, pydicom.data as d; print(os.path.join(os.path.dirname(d.__file__), "test_files"))')" \
+      || die "'$PYTHON' cannot import pydicom: set PYTHON to a venv interpreter, e.g. PYTHON=.venv/bin/python"
+    local f
+    for f in $SAMPLE_FILES; do sources+=("$dir/$f"); done
+  fi
+  local ok=0 failed=0 file
+  while IFS= read -r -d '' file; do
+    if curl -sf -o /dev/null -X POST -H 'Content-Type: application/dicom' \
+         --data-binary @"$file" "$URL/instances"; then
+      ok=$((ok + 1))
+    else
+      failed=$((failed + 1)); echo "local-pacs: not accepted: $file" >&2
+    fi
+  done < <(find "${sources[@]}" -type f -print0)
+  say "loaded $ok file(s), $failed refused"
+  [ "$failed" -eq 0 ] || exit 1
+}
+
+cmd_register() {
+  [ "$#" -eq 4 ] || die "usage: register NAME AET HOST PORT"
+  [ -n "$(our_pid)" ] || die "not running: start it first"
+  curl -sf -o /dev/null -X PUT "$URL/modalities/$1" \
+    -d "{\"AET\":\"$2\",\"Host\":\"$3\",\"Port\":$4}" || die "Orthanc refused modality $1"
+  say "registered modality $1: $2@$3:$4"
+}
+
+cmd_wipe() {
+  cmd_stop
+  case "$LOCAL_PACS_DIR" in ""|/) die "refusing to delete '$LOCAL_PACS_DIR'";; esac
+  rm -rf "$LOCAL_PACS_DIR"
+  say "deleted $LOCAL_PACS_DIR"
+}
+
+case "${1:-}" in
+  start)  cmd_start ;;
+  stop)   cmd_stop ;;
+  status) cmd_status ;;
+  load)   shift; cmd_load "$@" ;;
+  register) shift; cmd_register "$@" ;;
+  wipe)   cmd_wipe ;;
+  *) echo "usage: $0 start|stop|status|load [FILE|DIR|--pydicom|--nist|--demo ...]|register NAME AET HOST PORT|wipe" >&2; exit 2 ;;
+esac

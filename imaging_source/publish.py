@@ -1,0 +1,284 @@
+"""RAD-68 Provide and Register Imaging Document Set - MTOM/XOP: publish a study's manifest.
+
+``publish(study, config)``:
+
+1. maps the local DICOM patient to the affinity-domain patientId; an unmapped patient puts the
+   study in the reconciliation queue and **nothing** goes to the repository;
+2. compares the study's instance set with the last successful publication of the same study:
+   unchanged -> nothing is sent; changed -> a *replacement* (RPLC to the previous DocumentEntry's
+   entryUUID, RAD68-006), never a second original; first time -> an original;
+3. builds the KOS manifest (:mod:`kos.builder`), checks it with :mod:`kos.validate`, builds the
+   DocumentEntry + SubmissionSet (:mod:`imaging_source.metadata`);
+4. records a PENDING :class:`~imaging_source.models.Publication`, sends the ProvideAndRegister
+   request as real SOAP/MTOM bytes to ``XDS_REPOSITORY_URL`` (``local:repository`` = this server's
+   repository endpoint), and records the outcome: PUBLISHED on Success; FAILED with the
+   RegistryErrors, the SOAP fault or the transport error otherwise.
+
+Domain code: no ``django.conf.settings`` here -- the caller passes a :class:`PublishConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from imaging_source.metadata import MetadataConfig, build_submission
+from imaging_source.models import Publication, ReconciliationItem
+from imaging_source.patient_mapping import (
+    RewriteRule,
+    UnmappedPatient,
+    map_patient,
+    parse_rewrite_rules,
+    source_patient_id,
+)
+from imaging_source.study import InstanceRef, SeriesRef, StudyRef
+from kos.builder import ManifestError, ManifestOptions, RetrieveLocation, build_manifest, to_part10
+from kos.validate import errors as kos_errors
+from kos.validate import validate_manifest
+from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
+
+logger = logging.getLogger("imaging_source.publish")
+
+LOCAL_REPOSITORY = "local:repository"
+
+
+class Outcome(StrEnum):
+    PUBLISHED = "published"  # an original manifest was accepted
+    REPLACED = "replaced"  # a replacement (RPLC) was accepted
+    UNCHANGED = "unchanged"  # same instance set as the last publication: nothing sent
+    QUEUED = "queued"  # patient not mapped: reconciliation queue, nothing sent
+    FAILED = "failed"  # the repository refused it or could not be reached (recorded)
+    IN_PROGRESS = "in-progress"  # another publisher is sending this study right now
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    repository_url: str  # RAD-68 endpoint; "local:repository" for this server's repository
+    location: RetrieveLocation  # Retrieve Location UID / AE / WADO-RS base written into the KOS
+    metadata: MetadataConfig
+    rewrite_rules: list[RewriteRule] = field(default_factory=list)
+    timeout: float = 120.0
+    manufacturer: str = "XDS-I Imaging Document Source"
+    institution_name: str | None = None
+    #: A PENDING publication older than this is considered abandoned (process died mid-send).
+    pending_timeout: timedelta = timedelta(minutes=15)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PublishConfig:
+        """Built by commands / admin / DICOM triggers from ``django.conf.settings`` (passed in)."""
+        return cls(
+            repository_url=settings.XDS_REPOSITORY_URL or LOCAL_REPOSITORY,
+            location=RetrieveLocation(
+                location_uid=settings.XDS_IMAGING_SOURCE_ID,
+                ae_title=_retrieve_ae_title(settings),
+                wado_rs_base=getattr(settings, "XDS_IMAGING_RETRIEVE_URL_BASE", "") or None),
+            metadata=MetadataConfig.from_settings(settings),
+            rewrite_rules=parse_rewrite_rules(getattr(settings, "XDS_IMAGING_PATIENT_REWRITE", "")),
+            institution_name=getattr(settings, "XDS_IMAGING_AUTHOR_INSTITUTION", "") or None,
+        )
+
+
+def _retrieve_ae_title(settings: Any) -> str:
+    """Retrieve AE Title (0008,0054): who serves C-MOVE/C-GET of the instances -- the PACS, whose AE
+    title the reference manifest also carries (DCM4CHEE there); ours only when no PACS is configured."""
+    explicit = getattr(settings, "XDS_IMAGING_RETRIEVE_AE_TITLE", "")
+    if explicit:
+        return explicit
+    pacs = getattr(settings, "DICOM_PACS", None)
+    return pacs["ae_title"] if pacs else settings.DICOM_AE_TITLE
+
+
+@dataclass
+class PublishResult:
+    outcome: Outcome
+    study_instance_uid: str
+    publication: Publication | None = None
+    reconciliation: ReconciliationItem | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.PUBLISHED, Outcome.REPLACED, Outcome.UNCHANGED)
+
+
+def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> PublishResult:
+    """Publish (or re-publish) the manifest of *study*. See the module docstring.
+
+    Raises :class:`kos.builder.ManifestError` for a study that cannot be described (no instances).
+    """
+    started = time.monotonic()
+    if study.instance_count == 0:
+        raise ManifestError(f"study {study.study_instance_uid} has no instances to publish")
+
+    try:
+        patient_id = map_patient(study.patient_id, study.issuer_of_patient_id, config.rewrite_rules)
+    except UnmappedPatient as exc:
+        item = _queue_for_reconciliation(study, str(exc))
+        _log(study, Outcome.QUEUED, started, reconciliation=item.pk)
+        return PublishResult(Outcome.QUEUED, study.study_instance_uid, reconciliation=item, message=str(exc))
+
+    instance_hash = study.instance_set_hash()
+    _abandon_stale_pending(study.study_instance_uid, config.pending_timeout)
+    previous = last_publication(study.study_instance_uid)
+    if previous is not None and previous.instance_set_hash == instance_hash:
+        _resolve_open_reconciliation(study.study_instance_uid, previous)
+        _log(study, Outcome.UNCHANGED, started, publication=previous.pk)
+        return PublishResult(Outcome.UNCHANGED, study.study_instance_uid, publication=previous,
+                             message=f"unchanged since {previous.kos_sop_instance_uid}")
+
+    kos_ds = build_manifest(study, config.location, ManifestOptions(
+        manufacturer=config.manufacturer, institution_name=config.institution_name))
+    kos_bytes = to_part10(kos_ds)
+    # Our own output must pass our own validator: a failure here is a bug, not a user error.
+    problems = kos_errors(validate_manifest(kos_bytes, expected_location_uid=config.location.location_uid))
+    if problems:
+        raise ManifestError("built manifest is invalid: " + "; ".join(str(p) for p in problems))
+    kos_uid = str(kos_ds.SOPInstanceUID)
+    built = build_submission(
+        study, kos_sop_instance_uid=kos_uid, patient_id=patient_id,
+        source_patient_id=source_patient_id(study.patient_id, study.issuer_of_patient_id,
+                                            config.metadata.source_patient_authority),
+        config=config.metadata, replaces_entry_uuid=previous.entry_uuid if previous else None)
+
+    try:
+        with transaction.atomic():
+            publication = Publication.objects.create(
+                study_instance_uid=study.study_instance_uid, kos_sop_instance_uid=kos_uid,
+                entry_uuid=built.entry_uuid, submission_set_unique_id=built.submission_set_unique_id,
+                patient_id=patient_id, source_patient_id=built.document_entry.source_patient_id or "",
+                accession_number=study.accession_number or "", instance_set_hash=instance_hash,
+                instance_count=study.instance_count, series_count=len(study.series), replaces=previous,
+                status=Publication.Status.PENDING, repository_url=config.repository_url, kos=kos_bytes,
+                kos_size=len(kos_bytes), kos_sha1=hashlib.sha1(kos_bytes).hexdigest(), trigger=trigger)
+    except IntegrityError:
+        _log(study, Outcome.IN_PROGRESS, started)
+        return PublishResult(Outcome.IN_PROGRESS, study.study_instance_uid,
+                             message="another publication of this study is being sent")
+
+    status, errors = _send(config, built, kos_bytes)
+    publication.response_status = status
+    publication.errors = errors
+    publication.sent_at = timezone.now()
+    publication.status = (Publication.Status.PUBLISHED if status == ResponseStatus.SUCCESS
+                          else Publication.Status.FAILED)
+    publication.save(update_fields=["response_status", "errors", "sent_at", "status"])
+
+    if publication.status == Publication.Status.PUBLISHED:
+        _resolve_open_reconciliation(study.study_instance_uid, publication)
+        outcome = Outcome.REPLACED if previous else Outcome.PUBLISHED
+        message = (f"replaced {previous.kos_sop_instance_uid} by {kos_uid}" if previous
+                   else f"published {kos_uid}")
+    else:
+        outcome = Outcome.FAILED
+        message = "; ".join(e.get("code_context") or e.get("error_code", "") for e in errors) or status
+    _log(study, outcome, started, publication=publication.pk, status=status, errors=len(errors))
+    return PublishResult(outcome, study.study_instance_uid, publication=publication, message=message)
+
+
+def last_publication(study_instance_uid: str) -> Publication | None:
+    """The latest successful publication of a study (the DocumentEntry a replacement targets)."""
+    return (Publication.objects.filter(study_instance_uid=study_instance_uid, status=Publication.Status.PUBLISHED)
+            .order_by("-created_at", "-id").first())
+
+
+def study_to_json(study: StudyRef) -> dict[str, Any]:
+    return asdict(study)
+
+
+def study_from_json(data: dict[str, Any]) -> StudyRef:
+    series = [SeriesRef(**{**s, "instances": [InstanceRef(**i) for i in s.get("instances", [])]})
+              for s in data.get("series", [])]
+    return StudyRef(**{**data, "series": series})
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, list[dict[str, str]]]:
+    """Send RAD-68; return (response status URI, recorded errors). Never raises for remote problems."""
+    # Imported here: the SOAP client is library code of xds_registry, loaded only when sending.
+    from xds_registry.ebxml.responses import parse_registry_response
+    from xds_registry.ebxml.serialize import provide_and_register_request
+    from xds_registry.soap.client import SoapClient, TransportError
+    from xds_registry.soap.mtom import OutgoingPart
+
+    content_id = f"{uuid.uuid4().hex}@imaging-source"
+    body = provide_and_register_request(built.submission, [(built.entry_uuid, content_id)])
+    part = OutgoingPart(content_id=content_id, content_type=DICOM_MIME_TYPE, source=kos_bytes)
+    try:
+        result = SoapClient(config.repository_url, timeout=config.timeout).call(
+            Action.ProvideAndRegisterDocumentSet, body, parts=[part])
+    except TransportError as exc:
+        return "transport-error", [{"error_code": "TransportError", "code_context": str(exc),
+                                    "severity": "Error", "location": config.repository_url}]
+    if result.fault is not None:
+        fault = result.fault
+        return "soap-fault", [{"error_code": f"SOAP Fault {fault.code}" + (f"/{fault.subcode}" if fault.subcode
+                                                                            else ""),
+                               "code_context": fault.reason, "severity": "Error", "location": ""}]
+    if result.body is None:
+        return "no-response", [{"error_code": "TransportError", "code_context": "empty SOAP body",
+                                "severity": "Error", "location": ""}]
+    try:
+        status, registry_errors = parse_registry_response(result.body)
+    except ValueError as exc:
+        return "bad-response", [{"error_code": "TransportError", "code_context": str(exc), "severity": "Error",
+                                 "location": ""}]
+    return status, [{"error_code": str(e.error_code), "code_context": e.code_context,
+                     "severity": str(e.severity).rsplit(":", 1)[-1], "location": e.location or ""}
+                    for e in registry_errors]
+
+
+# --- queue and bookkeeping -----------------------------------------------------------------------
+
+def _queue_for_reconciliation(study: StudyRef, reason: str) -> ReconciliationItem:
+    defaults = {
+        "local_patient_id": study.patient_id or "", "local_issuer": study.issuer_of_patient_id or "",
+        "patient_name": study.patient_name or "", "accession_number": study.accession_number or "",
+        "study_date": (study.study_date or "")[:8], "reason": reason, "study": study_to_json(study),
+    }
+    with transaction.atomic():
+        item = (ReconciliationItem.objects.select_for_update()
+                .filter(study_instance_uid=study.study_instance_uid, status=ReconciliationItem.Status.OPEN).first())
+        if item is None:
+            try:
+                with transaction.atomic():
+                    return ReconciliationItem.objects.create(study_instance_uid=study.study_instance_uid, **defaults)
+            except IntegrityError:  # a concurrent publisher queued it first
+                item = ReconciliationItem.objects.get(study_instance_uid=study.study_instance_uid,
+                                                      status=ReconciliationItem.Status.OPEN)
+        for key, value in defaults.items():
+            setattr(item, key, value)
+        item.save()
+        return item
+
+
+def _resolve_open_reconciliation(study_instance_uid: str, publication: Publication) -> None:
+    ReconciliationItem.objects.filter(study_instance_uid=study_instance_uid,
+                                      status=ReconciliationItem.Status.OPEN).update(
+        status=ReconciliationItem.Status.RESOLVED, publication=publication, resolved_at=timezone.now(),
+        updated_at=timezone.now())
+
+
+def _abandon_stale_pending(study_instance_uid: str, pending_timeout: timedelta) -> None:
+    limit = timezone.now() - pending_timeout
+    Publication.objects.filter(study_instance_uid=study_instance_uid, status=Publication.Status.PENDING,
+                               created_at__lt=limit).update(
+        status=Publication.Status.FAILED,
+        errors=[{"error_code": "Abandoned", "code_context": "the sending process did not record an answer",
+                 "severity": "Error", "location": ""}])
+
+
+def _log(study: StudyRef, outcome: Outcome, started: float, **extra: Any) -> None:
+    fields = " ".join(f"{k}={v}" for k, v in extra.items())
+    logger.info("transaction=RAD-68 study=%s patient=%s instances=%d outcome=%s ms=%d %s",
+                study.study_instance_uid, study.patient_id, study.instance_count, outcome,
+                int((time.monotonic() - started) * 1000), fields)

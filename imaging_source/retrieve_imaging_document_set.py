@@ -1,0 +1,301 @@
+"""RAD-69 Retrieve Imaging Document Set: the Imaging Document Source side (RAD TF-3 4.69).
+
+For each requested instance (DocumentUniqueId = SOP Instance UID, digest §9.3) the PACS is
+asked - one C-GET / C-MOVE / WADO-RS request per series, never per instance - and the
+instance is delivered in one of the requested transfer syntaxes: as stored when that is one
+of them, transcoded otherwise (:mod:`imaging_source.dicom.transcode`).
+
+Per-document errors (RAD TF-3 4.69.4.2.3 via GZ-RAD69 RAD69-016/019: severity Error,
+``location`` = the SOP Instance UID, no DocumentResponse for it); the others are still
+returned -> PartialSuccess (ITI TF-3 4.2.4, digest §8):
+
+======================================================  ===============================================
+situation                                               errorCode
+======================================================  ===============================================
+RepositoryUniqueId empty or not ours                    XDSUnknownRepositoryId (ITI TF-3 Table 4.2.4.1-2)
+DocumentUniqueId / studyInstanceUID / seriesInstanceUID XDSDocumentUniqueIdError
+empty, instance unknown, or instance in another
+study/series than requested
+no TransferSyntaxUID requested, or none is a known one  urn:dicom:wado:0006 (DICOM PS3.18 6.4.4)
+this instance cannot be produced in any requested one   urn:dicom:wado:0007 (DICOM PS3.18 6.4.4)
+PACS unreachable / failure for the whole series         XDSRepositoryError
+======================================================  ===============================================
+
+Domain code: configuration comes in as :class:`ImagingSourceConfig`, built by the view layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imaging_source.dicom.config import DicomConfig
+from imaging_source.dicom.fetch import FetchedInstance, FetchError, FetchResult, FetchStream, SeriesFetch
+from imaging_source.dicom.find import FindError, locate_instance
+from imaging_source.dicom.transcode import (
+    TranscodeError,
+    choose_target,
+    known_transfer_syntax,
+    transcode,
+)
+from xds_registry.ebxml.messages import RetrieveImagingDocumentSetRequest
+from xds_registry.ebxml.responses import DocumentResponse
+from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE
+from xds_registry.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
+from xds_registry.soap.mtom import OutgoingPart
+
+logger = logging.getLogger("imaging_source.rad69")
+
+#: Above this many missing instances we stop asking the PACS where each one really is.
+MAX_LOCATE = 50
+
+
+@dataclass(frozen=True)
+class ImagingSourceConfig:
+    repository_unique_id: str  # XDS_IMAGING_SOURCE_ID = the KOS Retrieve Location UID
+    dicom: DicomConfig
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImagingSourceConfig:
+        return cls(repository_unique_id=settings.XDS_IMAGING_SOURCE_ID, dicom=DicomConfig.from_settings(settings))
+
+
+@dataclass
+class RetrieveOutcome:
+    errors: list[RegistryError] = field(default_factory=list)
+    documents: list[DocumentResponse] = field(default_factory=list)
+    transcoded: int = 0
+
+
+@dataclass
+class _Wanted:
+    index: int
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    repository_unique_id: str
+    home_community_id: str | None
+
+
+def _error(code: str, context: str, location: str) -> RegistryError:
+    return RegistryError(str(code), context, Severity.ERROR, location)
+
+
+def retrieve_imaging_document_set(request: RetrieveImagingDocumentSetRequest,
+                                  config: ImagingSourceConfig) -> RetrieveOutcome:
+    """Answer one RAD-69 request: the documents to return and the per-document errors.
+
+    Everything is fetched before the answer is known (the SOAP root part, which lists the
+    documents and errors, goes first in the MTOM package).  See :func:`stream_imaging_document_set`
+    for the pipelined variant.
+    """
+    retrieval = _Retrieval(request, config)
+    for item, instance in retrieval.instances():
+        retrieval.deliver(item, instance)
+    return retrieval.finish()
+
+
+class StreamingRetrieve:
+    """RAD-69 answered while the PACS is still sending: parts first, then the outcome.
+
+    ``parts()`` yields one MTOM part per delivered instance as soon as the PACS delivered it
+    (WADO-RS: per instance; C-GET/C-MOVE: per series); each instance's memory is released once
+    its part has been consumed.  After ``parts()`` is exhausted, ``outcome()`` has the errors
+    and the DocumentResponses for the SOAP root, which then goes LAST in the MTOM package
+    (RFC 2387 3.2 / XOP 1.0 4.1: the ``start`` parameter, not the order, names the root).
+    """
+
+    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig) -> None:
+        self._retrieval = _Retrieval(request, config)
+        self._outcome: RetrieveOutcome | None = None
+
+    def parts(self) -> Iterator[OutgoingPart]:
+        previous: FetchedInstance | None = None
+        for item, instance in self._retrieval.instances():
+            if previous is not None:
+                previous.discard()  # its part has been written out
+                previous = None
+            part = self._retrieval.deliver(item, instance)
+            if part is not None:
+                previous = instance
+                yield part
+        if previous is not None:
+            previous.discard()
+        self._outcome = self._retrieval.finish()
+
+    def outcome(self) -> RetrieveOutcome:
+        if self._outcome is None:
+            raise RuntimeError("outcome() before parts() was exhausted")
+        return self._outcome
+
+
+def stream_imaging_document_set(request: RetrieveImagingDocumentSetRequest,
+                                config: ImagingSourceConfig) -> StreamingRetrieve:
+    return StreamingRetrieve(request, config)
+
+
+class _Retrieval:
+    """One RAD-69 request: validation per document, fetch per series, delivery, final errors."""
+
+    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig) -> None:
+        self.started = time.perf_counter()
+        self.config = config
+        self.requested = len(request.document_requests())
+        self.errors: dict[int, RegistryError] = {}
+        self.documents: dict[int, DocumentResponse] = {}
+        self.transcoded = 0
+        self.wanted: list[_Wanted] = []
+        self.fetched = FetchResult()
+        seen: set[tuple[str, str, str]] = set()
+        requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
+        self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
+
+        for index, (study_uid, series_uid, doc) in enumerate(request.document_requests()):
+            sop_uid = doc.document_unique_id.strip()
+            repository = doc.repository_unique_id.strip()
+            if not repository or repository != config.repository_unique_id:
+                # ITI TF-3 4.2.4.1: the RepositoryUniqueId must name this Imaging Document Source.
+                self.errors[index] = _error(ErrorCode.XDSUnknownRepositoryId,
+                                            f"RepositoryUniqueId {repository!r} is not this Imaging Document Source "
+                                            f"({config.repository_unique_id})", sop_uid)
+            elif not sop_uid:
+                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
+                                            "empty DocumentUniqueId (SOP Instance UID)", sop_uid)
+            elif not study_uid.strip() or not series_uid.strip():
+                what = "studyInstanceUID" if not study_uid.strip() else "seriesInstanceUID"
+                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
+                                            f"empty {what} for instance {sop_uid}", sop_uid)
+            elif not requested_ts:
+                self.errors[index] = _error(WadoErrorCode.UnsupportedTransferSyntax,
+                                            "no TransferSyntaxUID requested (iherad:TransferSyntaxUIDList is empty)",
+                                            sop_uid)
+            elif not self.known_ts:
+                self.errors[index] = _error(
+                    WadoErrorCode.UnsupportedTransferSyntax,
+                    f"none of the requested transfer syntaxes is supported: {', '.join(requested_ts)}", sop_uid)
+            elif (study_uid, series_uid, sop_uid) in seen:
+                continue  # asked twice: returned once
+            else:
+                seen.add((study_uid, series_uid, sop_uid))
+                self.wanted.append(_Wanted(index, study_uid.strip(), series_uid.strip(), sop_uid, repository,
+                                           doc.home_community_id))
+
+    def instances(self) -> Iterator[tuple[_Wanted, FetchedInstance]]:
+        """Fetched instances with the request item they answer, in arrival order."""
+        if not self.wanted:
+            return
+        groups: dict[tuple[str, str], list[str]] = {}
+        by_key: dict[tuple[str, str], _Wanted] = {}
+        for item in self.wanted:
+            groups.setdefault((item.study_uid, item.series_uid), []).append(item.sop_uid)
+            by_key.setdefault((item.series_uid, item.sop_uid), item)
+        series = [SeriesFetch(study, series_uid, uids) for (study, series_uid), uids in groups.items()]
+        stream = FetchStream(self.config.dicom, series, accept_transfer_syntaxes=self.known_ts)
+        self.fetched = stream.result
+        try:
+            for key, instance in stream:
+                yield by_key[key], instance
+        except (FetchError, ConnectionError, OSError) as exc:
+            logger.warning("rad69 fetch failed: %s", exc)
+            for item in self.wanted:
+                if item.index not in self.documents and item.index not in self.errors:
+                    self.errors[item.index] = _error(ErrorCode.XDSRepositoryError,
+                                                     f"the PACS could not be reached: {exc}", item.sop_uid)
+
+    def deliver(self, item: _Wanted, instance: FetchedInstance) -> OutgoingPart | None:
+        """The part for one fetched instance (recorded as a DocumentResponse), or None (recorded as an error)."""
+        try:
+            part, changed = _deliver(instance, self.known_ts)
+        except TranscodeError as exc:
+            # We serve these syntaxes in general (pass-through), just not for this instance.
+            self.errors[item.index] = _error(
+                WadoErrorCode.CannotProvideInTransferSyntax,
+                f"instance {item.sop_uid} is stored as {instance.transfer_syntax_uid} and cannot be provided"
+                f" in {', '.join(self.known_ts)}: {exc}", item.sop_uid)
+            instance.discard()
+            return None
+        self.transcoded += changed
+        self.documents[item.index] = DocumentResponse(item.repository_unique_id, item.sop_uid, DICOM_MIME_TYPE, part,
+                                                      home_community_id=item.home_community_id)
+        return part
+
+    def finish(self) -> RetrieveOutcome:
+        """Errors for what did not come back; the outcome in request order; the transaction's log line."""
+        located = 0
+        for item in self.wanted:
+            if item.index in self.documents or item.index in self.errors:
+                continue
+            failure = self.fetched.failures.get(item.series_uid)
+            if located < MAX_LOCATE:
+                located += 1
+                self.errors[item.index] = _missing_error(item, self.config.dicom, failure)
+            else:
+                self.errors[item.index] = _error(ErrorCode.XDSDocumentUniqueIdError,
+                                                 f"instance {item.sop_uid} not found in series {item.series_uid}"
+                                                 f" of study {item.study_uid}", item.sop_uid)
+        outcome = RetrieveOutcome(errors=[self.errors[i] for i in sorted(self.errors)],
+                                  documents=[self.documents[i] for i in sorted(self.documents)],
+                                  transcoded=self.transcoded)
+        logger.info("rad69 requested=%d returned=%d errors=%d transcoded=%d method=%s ms=%.1f", self.requested,
+                    len(outcome.documents), len(outcome.errors), self.transcoded, self.config.dicom.fetch_method,
+                    (time.perf_counter() - self.started) * 1000)
+        return outcome
+
+
+def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> RegistryError:
+    """Why an instance did not come back: elsewhere in the PACS, unknown, or the PACS failed."""
+    try:
+        where = locate_instance(item.sop_uid, dicom)
+    except (FindError, ConnectionError, OSError) as exc:
+        return _error(ErrorCode.XDSRepositoryError,
+                      f"instance {item.sop_uid} could not be retrieved: {failure or exc}", item.sop_uid)
+    if where is not None and where != (item.study_uid, item.series_uid):
+        return _error(ErrorCode.XDSDocumentUniqueIdError,
+                      f"instance {item.sop_uid} is in study {where[0]} series {where[1]}, not in the requested "
+                      f"study {item.study_uid} series {item.series_uid}", item.sop_uid)
+    if where is not None:  # the PACS has it where asked, but did not deliver it
+        return _error(ErrorCode.XDSRepositoryError,
+                      f"the PACS did not deliver instance {item.sop_uid}: {failure or 'no reason given'}",
+                      item.sop_uid)
+    return _error(ErrorCode.XDSDocumentUniqueIdError,
+                  f"unknown instance {item.sop_uid} (not in study {item.study_uid} series {item.series_uid})",
+                  item.sop_uid)
+
+
+def _content_id() -> str:
+    return f"{uuid.uuid4().hex}@imaging-source.xds-i"
+
+
+def _deliver(instance: FetchedInstance, requested: list[str]) -> tuple[OutgoingPart, int]:
+    """The MTOM part for one instance: pass-through when possible, else transcoded. -> (part, 1 if transcoded)."""
+    target = choose_target(instance.transfer_syntax_uid, requested)
+    if target is None:
+        raise TranscodeError(f"no decoder for {instance.transfer_syntax_uid} or no encoder for the requested ones")
+    if target == instance.transfer_syntax_uid:
+        if instance.data is not None:
+            return OutgoingPart(_content_id(), DICOM_MIME_TYPE, instance.data), 0
+        assert instance.path is not None
+        return OutgoingPart(_content_id(), DICOM_MIME_TYPE, _consume_file(instance.path),
+                            size=instance.path.stat().st_size), 0
+    data = transcode(instance.read_bytes(), target)
+    instance.discard()
+    return OutgoingPart(_content_id(), DICOM_MIME_TYPE, data), 1
+
+
+def _consume_file(path: Path, chunk_size: int = 1024 * 1024) -> Any:
+    """A part source that streams a spill file and removes it once sent."""
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            with open(path, "rb") as fh:
+                while block := fh.read(chunk_size):
+                    yield block
+        finally:
+            path.unlink(missing_ok=True)
+
+    return chunks

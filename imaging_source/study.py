@@ -1,0 +1,167 @@
+"""Plain description of a study as found in the PACS.
+
+This is the contract between the DICOM side (``imaging_source.dicom``: C-FIND / QIDO-RS study
+finder) and the publication side (``imaging_source.publish``, ``kos``): the finder returns a
+``StudyRef``; publication builds the KOS manifest and XDS metadata from it. Values are kept as
+DICOM strings (DA ``YYYYMMDD``, TM ``HHMMSS[.f]``, PN ``Family^Given``) so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class InstanceRef:
+    sop_class_uid: str
+    sop_instance_uid: str
+    instance_number: int | None = None
+
+
+@dataclass
+class SeriesRef:
+    series_instance_uid: str
+    modality: str
+    series_number: int | None = None
+    body_part_examined: str | None = None
+    instances: list[InstanceRef] = field(default_factory=list)
+
+
+@dataclass
+class StudyRef:
+    study_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str | None = None
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    issuer_of_accession_number: str | None = None
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician_name: str = ""
+    series: list[SeriesRef] = field(default_factory=list)
+
+    @property
+    def instance_count(self) -> int:
+        return sum(len(s.instances) for s in self.series)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Distinct series modalities, in first-seen order."""
+        seen: dict[str, None] = {}
+        for s in self.series:
+            if s.modality:
+                seen.setdefault(s.modality, None)
+        return list(seen)
+
+    def instance_set_hash(self) -> str:
+        """SHA-256 over the sorted (series UID, SOP Instance UID) pairs.
+
+        Used to tell whether a published study changed (instances added or removed) and so
+        needs a replacement manifest (RPLC); order of discovery does not matter.
+        """
+        pairs = sorted(
+            f"{s.series_instance_uid}/{i.sop_instance_uid}" for s in self.series for i in s.instances
+        )
+        return hashlib.sha256("\n".join(pairs).encode("ascii")).hexdigest()
+
+    @classmethod
+    def from_datasets(cls, datasets: Iterable[Any]) -> StudyRef:
+        """Build a StudyRef from pydicom Datasets (full instances or C-FIND IMAGE-level identifiers).
+
+        All datasets must belong to the same study. Study/patient attributes are taken from the
+        first dataset; series keep first-seen order and instances are sorted by Instance Number
+        (then UID) for a stable manifest.
+        """
+        items = list(datasets)
+        if not items:
+            raise ValueError("no datasets")
+        first = items[0]
+        study_uid = _s(first, "StudyInstanceUID")
+        series_by_uid: dict[str, SeriesRef] = {}
+        seen: set[str] = set()
+        for ds in items:
+            if _s(ds, "StudyInstanceUID") != study_uid:
+                raise ValueError(
+                    f"dataset {_s(ds, 'SOPInstanceUID')} belongs to study {_s(ds, 'StudyInstanceUID')},"
+                    f" not {study_uid}"
+                )
+            suid = _s(ds, "SeriesInstanceUID")
+            series = series_by_uid.get(suid)
+            if series is None:
+                series = SeriesRef(
+                    series_instance_uid=suid,
+                    modality=_s(ds, "Modality"),
+                    series_number=_i(ds, "SeriesNumber"),
+                    body_part_examined=_s(ds, "BodyPartExamined") or None,
+                )
+                series_by_uid[suid] = series
+            sop_uid = _s(ds, "SOPInstanceUID")
+            if sop_uid in seen:
+                continue
+            seen.add(sop_uid)
+            series.instances.append(
+                InstanceRef(
+                    sop_class_uid=_s(ds, "SOPClassUID"),
+                    sop_instance_uid=sop_uid,
+                    instance_number=_i(ds, "InstanceNumber"),
+                )
+            )
+        for series in series_by_uid.values():
+            series.instances.sort(
+                key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_instance_uid)
+            )
+        return cls(
+            study_instance_uid=study_uid,
+            patient_id=_s(first, "PatientID"),
+            issuer_of_patient_id=_s(first, "IssuerOfPatientID") or None,
+            patient_name=_s(first, "PatientName"),
+            patient_birth_date=_s(first, "PatientBirthDate"),
+            patient_sex=_s(first, "PatientSex"),
+            study_date=_s(first, "StudyDate"),
+            study_time=_s(first, "StudyTime"),
+            accession_number=_s(first, "AccessionNumber"),
+            issuer_of_accession_number=_issuer_of_accession(first),
+            study_id=_s(first, "StudyID"),
+            study_description=_s(first, "StudyDescription"),
+            referring_physician_name=_s(first, "ReferringPhysicianName"),
+            series=list(series_by_uid.values()),
+        )
+
+
+def _s(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword) if hasattr(ds, "get") else getattr(ds, keyword, None)
+    if value is None:
+        return ""
+    if hasattr(value, "value"):  # a DataElement
+        value = value.value
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _i(ds: Any, keyword: str) -> int | None:
+    text = _s(ds, keyword)
+    if not text:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _issuer_of_accession(ds: Any) -> str | None:
+    """Issuer of Accession Number Sequence (0008,0051) -> Local Namespace Entity ID or Universal ID."""
+    seq = ds.get("IssuerOfAccessionNumberSequence") if hasattr(ds, "get") else None
+    if not seq:
+        return None
+    item = seq[0]
+    return (
+        _s(item, "LocalNamespaceEntityID") or _s(item, "UniversalEntityID") or None
+    )

@@ -1,0 +1,125 @@
+"""Fixtures for the Imaging Document Source publication tests.
+
+``recording_repository`` is a real SOAP/HTTP peer on an ephemeral loopback port (not a mock): it
+reads each RAD-68 request with the real MTOM reader and SOAP/ebXML parsers, keeps it, and answers
+with a RegistryResponse it is told to give (Success by default).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from imaging_source.metadata import MetadataConfig
+from imaging_source.patient_mapping import RewriteRule
+from imaging_source.publish import PublishConfig
+from imaging_source.study import StudyRef
+from kos.builder import RetrieveLocation
+from xds_registry.ebxml.messages import ProvideAndRegisterRequest
+from xds_registry.ebxml.parse import parse_provide_and_register_request
+from xds_registry.ebxml.responses import registry_response
+from xds_registry.ebxml.vocabulary import Action, ResponseStatus
+from xds_registry.errors import RegistryError
+from xds_registry.metadata.values import Code
+from xds_registry.soap.envelope import SoapRequest, SoapResponse, parse_envelope
+from xds_registry.soap.mtom import read_message
+
+IDS_DIR = (Path(__file__).resolve().parents[3] / "shared" / "conformance" / "nist" / "_imagecache" / "std"
+           / "IDS-DEPT002-a")
+NIST_LOCATION_UID = "1.3.6.1.4.1.21367.13.80.110"
+AFFINITY_OID = "1.3.6.1.4.1.21367.2005.13.20.1000"
+AFFINITY_PATIENT = f"IDS-AD002-a^^^&{AFFINITY_OID}&ISO"
+
+
+@pytest.fixture(scope="session")
+def ids_study() -> StudyRef:
+    files = sorted((IDS_DIR / "images").glob("*.dcm"))
+    assert len(files) == 36, f"IDS-DEPT002-a images missing under {IDS_DIR}"
+    return StudyRef.from_datasets(pydicom.dcmread(f, stop_before_pixels=True) for f in files)
+
+
+def metadata_config() -> MetadataConfig:
+    return MetadataConfig(
+        source_id=NIST_LOCATION_UID,
+        class_code=Code("DEMO-Index", "1.3.6.1.4.1.21367.100.1", "Document Index"),
+        type_code=Code("18748-4", "2.16.840.1.113883.6.1", "Diagnostic Imaging Report"),
+        confidentiality_code=Code("R", "2.16.840.1.113883.5.25", "Restricted"),
+        facility_type_code=Code("Outpatient", "Connect-a-thon healthcareFacilityTypeCodes 2", "Outpatient"),
+        practice_setting_code=Code("309964003", "SRT", "Radiology department (environment)"),
+        content_type_code=Code("18748-4", "2.16.840.1.113883.6.1", "Diagnostic Imaging Report"),
+        source_patient_authority="1.3.6.1.4.1.21367.1800.13.20.1000",
+        local_timezone="UTC",
+    )
+
+
+def publish_config(url: str, *, rewrite: bool = False) -> PublishConfig:
+    return PublishConfig(
+        repository_url=url, location=RetrieveLocation(NIST_LOCATION_UID, "XDSI_IDS"),
+        metadata=metadata_config(),
+        rewrite_rules=[RewriteRule("*", AFFINITY_OID)] if rewrite else [], timeout=10)
+
+
+@dataclass
+class Received:
+    request: SoapRequest
+    pnr: ProvideAndRegisterRequest
+    documents: dict[str, bytes]  # Document/@id -> bytes
+    content_type: str
+
+
+@dataclass
+class RecordingRepository:
+    received: list[Received] = field(default_factory=list)
+    answer_errors: list[RegistryError] = field(default_factory=list)
+    answer_status: ResponseStatus | None = None
+
+    def __post_init__(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                message = read_message(self.headers["Content-Type"], self.rfile, content_length=length,
+                                       max_size=1 << 30, max_xml_size=1 << 26)
+                request = parse_envelope(message)
+                pnr = parse_provide_and_register_request(request.body)
+                documents = {doc_id: request.binary(el).read_bytes() for doc_id, el in pnr.documents}
+                outer.received.append(Received(request, pnr, documents, self.headers["Content-Type"]))
+                body = registry_response(outer.answer_errors, status=outer.answer_status)
+                content_type, _, chunks = SoapResponse(
+                    Action.ProvideAndRegisterDocumentSetResponse, body, relates_to=request.message_id).render()
+                data = b"".join(chunks)
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/xds/repository"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recording_repository() -> Iterator[RecordingRepository]:
+    repo = RecordingRepository()
+    yield repo
+    repo.stop()
+
+
+# The real local PACS (Orthanc) fixtures for the DICOM / RAD-69 tests (DICOM engineer).
+from .pacs_fixtures import pacs, spool_dir  # noqa: E402, F401

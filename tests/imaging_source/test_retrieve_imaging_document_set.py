@@ -1,0 +1,274 @@
+"""RAD-69 Retrieve Imaging Document Set on our Imaging Document Source, against the real Orthanc.
+
+Requests go through the real SOAP endpoint (``local:imaging-source``: real MTOM bytes in and
+out, the same code path as HTTP); instances come from the PACS over real DICOM / DICOMweb.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+)
+
+from imaging_source.dicom.config import FetchMethod
+from imaging_source.dicom.find import find_studies, find_study
+from imaging_source.dicom.scp import DicomListener
+from xds_registry.ebxml.messages import (
+    DocumentRequest,
+    RetrieveImagingDocumentSetRequest,
+    SeriesRequest,
+    StudyRequest,
+)
+from xds_registry.ebxml.ns import XDSI
+from xds_registry.ebxml.parse import parse_retrieve_document_set_response
+from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
+from xds_registry.ebxml.vocabulary import Action, ResponseStatus
+from xds_registry.errors import ErrorCode, RegistryError, WadoErrorCode
+from xds_registry.soap.client import SoapClient
+
+from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID
+
+pytestmark = pytest.mark.pacs
+
+SOURCE_ID = "1.3.6.1.4.1.21367.13.80.110"
+
+
+@dataclass
+class Answer:
+    status: str
+    errors: list[RegistryError]
+    documents: dict[str, pydicom.Dataset]  # DocumentUniqueId -> parsed instance
+    raw: dict[str, bytes]
+
+
+@pytest.fixture(params=[(FetchMethod.C_GET, False), (FetchMethod.C_MOVE, False), (FetchMethod.WADO_RS, False),
+                        (FetchMethod.C_GET, True), (FetchMethod.WADO_RS, True)],
+                ids=["c-get", "c-move", "wado-rs", "c-get-root-last", "wado-rs-root-last"])
+def source(request, pacs, settings, spool_dir, tmp_path):
+    """Our Imaging Document Source configured for the test PACS with one fetch method.
+
+    ``root-last``: XDS_RAD69_ROOT_LAST, the streamed answer (instances first, SOAP root part last).
+    """
+    method, root_last = request.param
+    settings.XDS_RAD69_ROOT_LAST = root_last
+    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
+    settings.DICOM_AE_TITLE = pacs.ae_title
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
+    settings.DICOMWEB_URL = pacs.dicomweb_url if method == FetchMethod.WADO_RS else ""
+    settings.DICOM_FETCH_METHOD = method.value
+    settings.DICOM_SPOOL_DIR = str(spool_dir)
+    settings.DICOM_PORT = pacs.scp_port
+    listener = None
+    if method == FetchMethod.C_MOVE:  # the C-MOVE destination: our SCP (the listener process in production)
+        listener = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir), state_dir=tmp_path / "state")
+        listener.start()
+    yield method
+    if listener:
+        listener.stop()
+
+
+@pytest.fixture(scope="module")
+def nist(pacs):
+    return find_study(NIST_STUDY_UID, pacs.config())
+
+
+def _request(studies: list[StudyRequest], syntaxes: list[str]) -> RetrieveImagingDocumentSetRequest:
+    return RetrieveImagingDocumentSetRequest(studies, syntaxes)
+
+
+def _whole(study, repository: str = SOURCE_ID) -> StudyRequest:
+    return StudyRequest(study.study_instance_uid, [
+        SeriesRequest(s.series_instance_uid, [DocumentRequest(repository, i.sop_instance_uid) for i in s.instances])
+        for s in study.series])
+
+
+def _call(request: RetrieveImagingDocumentSetRequest, *, drop_syntax_list: bool = False) -> Answer:
+    body = retrieve_imaging_document_set_request(request)
+    if drop_syntax_list:
+        body.remove(body.find(f"{{{XDSI}}}TransferSyntaxUIDList"))
+    result = SoapClient("local:imaging-source").call(Action.RetrieveImagingDocumentSet.value, body)
+    assert result.fault is None, result.fault
+    assert result.http_status == 200
+    assert result.action == Action.RetrieveImagingDocumentSetResponse.value
+    status, errors, documents = parse_retrieve_document_set_response(result.body)
+    raw = {d.document_unique_id: result.binary(d.element).read_bytes() for d in documents}
+    for d in documents:
+        assert d.mime_type == "application/dicom" and d.repository_unique_id == SOURCE_ID
+    return Answer(status, errors, {uid: pydicom.dcmread(io.BytesIO(b)) for uid, b in raw.items()}, raw)
+
+
+def test_whole_study_is_returned_byte_exact_in_the_stored_syntax(source, nist) -> None:
+    answer = _call(_request([_whole(nist)], [ExplicitVRLittleEndian]))
+
+    assert answer.status == ResponseStatus.SUCCESS.value and answer.errors == []
+    where = {i.sop_instance_uid: s.series_instance_uid for s in nist.series for i in s.instances}
+    assert set(answer.documents) == set(where)
+    for uid, ds in answer.documents.items():
+        assert ds.SOPInstanceUID == uid and ds.SeriesInstanceUID == where[uid]
+        assert ds.StudyInstanceUID == NIST_STUDY_UID and ds.PatientID == "IDS-DEPT002-a"
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.pixel_array.shape == (ds.Rows, ds.Columns)
+
+
+def test_instances_are_transcoded_to_the_requested_implicit_syntax(source, nist) -> None:
+    answer = _call(_request([_whole(nist)], [ImplicitVRLittleEndian]))
+    assert answer.status == ResponseStatus.SUCCESS.value
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in answer.documents.values()} == {ImplicitVRLittleEndian}
+    ds = next(iter(answer.documents.values()))
+    assert ds.pixel_array.shape == (ds.Rows, ds.Columns)
+
+
+def test_the_first_requested_syntax_we_can_produce_is_used(source, pacs) -> None:
+    """JPEG Baseline cannot be encoded by pydicom; JPEG 2000 Lossless can: every pixel survives."""
+    ct = find_study(find_studies("1CT1", config=pacs.config())[0], pacs.config())
+    sop = ct.series[0].instances[0].sop_instance_uid
+    answer = _call(_request([StudyRequest(ct.study_instance_uid, [
+        SeriesRequest(ct.series[0].series_instance_uid, [DocumentRequest(SOURCE_ID, sop)])])],
+        [JPEGBaseline8Bit, JPEG2000Lossless]))
+    assert answer.status == ResponseStatus.SUCCESS.value, answer.errors
+    ds = answer.documents[sop]
+    assert ds.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    original = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+def test_jpeg_instances_pass_through_or_are_decompressed(source, pacs) -> None:
+    us = find_study(find_studies(JPEG_PATIENT_ID, config=pacs.config())[0], pacs.config())
+    sop = us.series[0].instances[0].sop_instance_uid
+    study = StudyRequest(us.study_instance_uid, [
+        SeriesRequest(us.series[0].series_instance_uid, [DocumentRequest(SOURCE_ID, sop)])])
+
+    as_stored = _call(_request([study], [JPEGBaseline8Bit]))
+    assert as_stored.documents[sop].file_meta.TransferSyntaxUID == JPEGBaseline8Bit
+    # Passed through untouched: the compressed frames are the ones pydicom's sample file holds.
+    assert as_stored.documents[sop].PixelData == pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm")).PixelData
+    decompressed = _call(_request([study], [ExplicitVRLittleEndian]))
+    ds = decompressed.documents[sop]
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert ds.pixel_array.shape == as_stored.documents[sop].pixel_array.shape
+
+
+def test_per_document_errors_with_partial_success(source, nist) -> None:
+    good = nist.series[0].instances[0].sop_instance_uid
+    elsewhere = nist.series[1].instances[0].sop_instance_uid
+    unknown = "1.2.3.4.5.6.7.8.9.404"
+    wrong_repo = nist.series[0].instances[1].sop_instance_uid
+    series0 = nist.series[0].series_instance_uid
+    request = _request([
+        StudyRequest(NIST_STUDY_UID, [SeriesRequest(series0, [
+            DocumentRequest(SOURCE_ID, good),
+            DocumentRequest(SOURCE_ID, unknown),
+            DocumentRequest(SOURCE_ID, elsewhere),  # lives in series 1
+            DocumentRequest("1.2.3.999", wrong_repo),
+            DocumentRequest(SOURCE_ID, ""),
+        ])]),
+        StudyRequest("", [SeriesRequest(series0, [DocumentRequest(SOURCE_ID, nist.series[0].instances[2]
+                                                                   .sop_instance_uid)])]),
+    ], [ExplicitVRLittleEndian])
+    answer = _call(request)
+
+    assert answer.status == ResponseStatus.PARTIAL_SUCCESS.value
+    assert set(answer.documents) == {good}
+    by_location = {e.location: e for e in answer.errors}
+    assert by_location[unknown].error_code == ErrorCode.XDSDocumentUniqueIdError
+    assert by_location[elsewhere].error_code == ErrorCode.XDSDocumentUniqueIdError
+    assert nist.series[1].series_instance_uid in by_location[elsewhere].code_context
+    assert by_location[wrong_repo].error_code == ErrorCode.XDSUnknownRepositoryId
+    assert by_location[""].error_code == ErrorCode.XDSDocumentUniqueIdError
+    assert "studyInstanceUID" in by_location[nist.series[0].instances[2].sop_instance_uid].code_context
+    assert all(e.is_error for e in answer.errors) and len(answer.errors) == 5
+
+
+def test_unsupported_or_missing_transfer_syntax_fails_every_document(source, nist) -> None:
+    one = StudyRequest(NIST_STUDY_UID, [SeriesRequest(nist.series[0].series_instance_uid, [
+        DocumentRequest(SOURCE_ID, nist.series[0].instances[0].sop_instance_uid)])])
+    for answer in (_call(_request([one], ["1.2.3.4.5"])), _call(_request([one], [])),
+                   _call(_request([one], []), drop_syntax_list=True)):
+        assert answer.status == ResponseStatus.FAILURE.value and answer.documents == {}
+        [error] = answer.errors
+        assert error.error_code == WadoErrorCode.UnsupportedTransferSyntax
+        assert error.location == nist.series[0].instances[0].sop_instance_uid
+
+
+def test_an_instance_that_cannot_be_produced_in_the_requested_syntax(source, nist) -> None:
+    """MR stored as Explicit VR LE, only JPEG Baseline asked for: pydicom cannot encode it."""
+    sop = nist.series[0].instances[0].sop_instance_uid
+    ok = nist.series[0].instances[1].sop_instance_uid
+    answer = _call(_request([StudyRequest(NIST_STUDY_UID, [SeriesRequest(nist.series[0].series_instance_uid, [
+        DocumentRequest(SOURCE_ID, sop), DocumentRequest(SOURCE_ID, ok)])])], [JPEGBaseline8Bit]))
+    assert answer.status == ResponseStatus.FAILURE.value
+    assert {e.location for e in answer.errors} == {sop, ok}
+    assert {e.error_code for e in answer.errors} == {WadoErrorCode.CannotProvideInTransferSyntax}
+
+
+def test_nist_ids_4811_request_returns_the_reference_images(source, shared_dir) -> None:
+    """Conformance IMG-04 (nist/ids_4811): the toolkit's own RAD-69 request, tags equal to the gold images."""
+    from xds_registry.soap.safe_xml import parse_xml
+
+    case = shared_dir / "conformance" / "nist" / "ids_4811"
+    body = parse_xml((case / "Rad69RetrieveRequest" / "RAD-69Request.xml").read_bytes())
+    result = SoapClient("local:imaging-source").call(Action.RetrieveImagingDocumentSet.value, body)
+    status, errors, documents = parse_retrieve_document_set_response(result.body)
+    assert status == ResponseStatus.SUCCESS.value, errors
+    assert len(documents) == 36
+    gold = {}
+    images = shared_dir / "conformance" / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
+    for path in images.glob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        gold[ds.SOPInstanceUID] = ds
+    tags = ("SOPClassUID", "SOPInstanceUID", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+            "SeriesInstanceUID")  # the testplan's TagList (ValidateReturnedImages, sameDcmImgs)
+    for document in documents:
+        ds = pydicom.dcmread(io.BytesIO(result.binary(document.element).read_bytes()))
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        reference = gold[document.document_unique_id]
+        assert [ds.get(t) for t in tags] == [reference.get(t) for t in tags]
+
+
+@pytest.mark.parametrize("method", [FetchMethod.C_GET, FetchMethod.WADO_RS])
+def test_an_unreachable_pacs_fails_every_document_with_a_repository_error(settings, method) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": closed}
+    settings.DICOMWEB_URL = f"http://127.0.0.1:{closed}/dicom-web" if method == FetchMethod.WADO_RS else ""
+    settings.DICOM_FETCH_METHOD = method.value
+    uids = ["1.2.3.4.1", "1.2.3.4.2"]
+    answer = _call(_request([StudyRequest("1.2.3", [SeriesRequest("1.2.3.4", [
+        DocumentRequest(SOURCE_ID, uid) for uid in uids])])], [ExplicitVRLittleEndian]))
+    assert answer.status == ResponseStatus.FAILURE.value and answer.documents == {}
+    assert [(e.error_code, e.location) for e in answer.errors] == [(ErrorCode.XDSRepositoryError, uid) for uid in uids]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("root_last", [False, True], ids=["root-first", "root-last"])
+def test_rad69_over_real_http(live_server, pacs, settings, nist, root_last) -> None:
+    """The same request over a real HTTP socket (Django's live server), both MTOM layouts."""
+    settings.XDS_RAD69_ROOT_LAST = root_last
+    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
+    settings.DICOM_AE_TITLE = pacs.ae_title
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
+    settings.DICOMWEB_URL = pacs.dicomweb_url
+    settings.DICOM_FETCH_METHOD = FetchMethod.WADO_RS.value
+    client = SoapClient(f"{live_server.url}/xds/imaging-source")
+    result = client.call(Action.RetrieveImagingDocumentSet.value,
+                         retrieve_imaging_document_set_request(_request([_whole(nist)], [ImplicitVRLittleEndian])))
+    assert result.http_status == 200 and result.fault is None
+    status, errors, documents = parse_retrieve_document_set_response(result.body)
+    assert status == ResponseStatus.SUCCESS.value, errors
+    assert len(documents) == 36
+    ds = pydicom.dcmread(io.BytesIO(result.binary(documents[-1].element).read_bytes()))
+    assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert ds.SOPInstanceUID == documents[-1].document_unique_id

@@ -1,0 +1,253 @@
+"""End to end over real HTTP: gunicorn (sync workers) serving config.wsgi on an
+ephemeral loopback port, against a fresh SQLite file migrated with manage.py.
+
+Only what the real apps expose is used: the three SOAP endpoints with their
+current OPERATIONS, the WSDLs, and the hostile-input corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from lxml import etree
+
+from tests.xds_registry.soap.hostile_corpus import HostileCase, cases, hundred_megabytes, watched_port
+from xds_registry import soap_operations as registry_operations
+from xds_registry.ebxml import ns
+from xds_registry.ebxml.ns import q
+from xds_registry.ebxml.vocabulary import Action
+from xds_registry.soap.client import SoapClient, TransportError
+from xds_registry.soap.faults import parse_fault
+from xds_registry.soap.mtom import OutgoingPart, cid_href
+from xds_registry.soap.safe_xml import parse_xml
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+MAX_REQUEST = 16 * 1024 * 1024
+UNKNOWN_ACTION = "urn:example:NotAnIheAction"
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    spool: Path
+    log: list[str] = field(default_factory=list)
+
+    def endpoint(self, name: str) -> str:
+        return f"{self.url}/xds/{name}"
+
+    def transaction_lines(self) -> list[str]:
+        return [line for line in list(self.log) if " xds transaction=" in line]
+
+
+def _pump(stream, sink: list[str]) -> None:  # noqa: ANN001
+    for line in iter(stream.readline, ""):
+        sink.append(line.rstrip("\n"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("e2e")
+    spool = work / "spool"
+    spool.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(BASE_DIR),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"sqlite:///{work / 'xds.sqlite3'}",
+        "XDS_VAR_DIR": str(work / "var"),
+        "XDS_DOCUMENT_DIR": str(work / "documents"),
+        "SECRET_KEY": "end-to-end-test-key-not-secret-" + "x" * 20,
+        "DEBUG": "false",
+        "XDS_MAX_REQUEST_SIZE": str(MAX_REQUEST),
+        "LOG_LEVEL": "INFO",
+        "TMPDIR": str(spool),  # MTOM spill files land here: checked empty afterwards
+    }
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=env, check=True,
+                   capture_output=True, timeout=300)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    process = subprocess.Popen(
+        [str(gunicorn), "config.wsgi:application", "--bind", "127.0.0.1:0", "--workers", "2",
+         "--worker-class", "sync", "--timeout", "120", "--graceful-timeout", "5",
+         # gunicorn 27 opens a control socket at a fixed per-user path; a test
+         # server must not collide with `make run` or a parallel test worker.
+         "--no-control-socket"],
+        cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
+    threading.Thread(target=_pump, args=(process.stdout, log), daemon=True).start()
+    url = None
+    deadline = time.monotonic() + 60
+    while url is None and time.monotonic() < deadline:
+        for line in list(log):
+            if match := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", line):
+                url = match.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if url is None:
+        process.kill()
+        pytest.fail("gunicorn did not start:\n" + "\n".join(log))
+    # Wait until a worker answers (booting Django can be slow on a busy machine).
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(f"{url}/xds/registry", timeout=30).raise_for_status()
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("gunicorn workers did not answer:\n" + "\n".join(log))
+            time.sleep(0.2)
+    try:
+        yield Server(url, process, spool, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def stored_query_body() -> etree._Element:
+    """A well-formed ITI-18 FindDocuments request."""
+    request = etree.Element(q(ns.QUERY, "AdhocQueryRequest"), nsmap={"query": ns.QUERY, "rim": ns.RIM})
+    etree.SubElement(request, q(ns.QUERY, "ResponseOption"), returnType="ObjectRef", returnComposedObjects="true")
+    query = etree.SubElement(request, q(ns.RIM, "AdhocQuery"), id="urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d")
+    for name, value in (("$XDSDocumentEntryPatientId", "'e2e-1^^^&1.3.6.1.4.1.21367.13.20.1000&ISO'"),
+                        ("$XDSDocumentEntryStatus", "('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')")):
+        slot = etree.SubElement(query, q(ns.RIM, "Slot"), name=name)
+        etree.SubElement(etree.SubElement(slot, q(ns.RIM, "ValueList")), q(ns.RIM, "Value")).text = value
+    return request
+
+
+def assert_valid_exchange(server: Server) -> None:
+    """A valid SOAP request is answered with a SOAP 1.2 message relating to it."""
+    result = SoapClient(server.endpoint("registry"), timeout=30).call(
+        Action.RegistryStoredQuery, stored_query_body(), message_id="urn:uuid:e2e-valid-request")
+    assert result.relates_to == "urn:uuid:e2e-valid-request"
+    if Action.RegistryStoredQuery.value in registry_operations.OPERATIONS:
+        assert result.fault is None, result.fault
+        assert result.body.tag == q(ns.QUERY, "AdhocQueryResponse")
+        assert result.action == Action.RegistryStoredQueryResponse
+    else:  # ITI-18 not built: the honest answer is a fault
+        assert result.fault is not None and result.fault.subcode == "wsa:ActionNotSupported"
+
+
+def test_unknown_action_is_action_not_supported_over_http(server: Server) -> None:
+    for name in ("registry", "repository", "imaging-source"):
+        result = SoapClient(server.endpoint(name)).call(UNKNOWN_ACTION, etree.Element("{urn:x}Ping"),
+                                                         message_id=f"urn:uuid:e2e-unknown-{name}")
+        assert result.http_status == 400
+        assert result.fault is not None and result.fault.subcode == "wsa:ActionNotSupported"
+        assert result.action == ns.WSA_FAULT_ACTION and result.relates_to == f"urn:uuid:e2e-unknown-{name}"
+
+
+@pytest.mark.parametrize(("name", "path"), [
+    ("registry", "/xds/registry"), ("repository", "/xds/repository"), ("imaging-source", "/xds/imaging-source")])
+def test_wsdl_carries_the_real_address(server: Server, name: str, path: str) -> None:
+    response = requests.get(f"{server.url}{path}?wsdl", timeout=10)
+    assert response.status_code == 200
+    wsdl = parse_xml(response.content)
+    assert [el.get("location") for el in wsdl.iter(q(ns.WSDL_SOAP12, "address"))] == [server.url + path]
+    first = next(el.get("schemaLocation") for el in wsdl.iter(q(ns.XSD, "include")))
+    assert first.startswith(f"{server.url}{path}?xsd=")
+    assert parse_xml(requests.get(first, timeout=10).content).tag == q(ns.XSD, "schema")
+    assert requests.get(f"{server.url}{path}", params={"xsd": "../../config/settings.py"}, timeout=10
+                        ).status_code == 404
+
+
+def test_mtom_request_over_http_leaves_no_spill_files(server: Server) -> None:
+    body = etree.Element("{urn:x}Submit", nsmap={"xop": ns.XOP})
+    document = etree.SubElement(body, "{urn:x}Document")
+    etree.SubElement(document, q(ns.XOP, "Include"), href=cid_href("big@e2e"))
+    content = os.urandom(3 * 1024 * 1024)
+    result = SoapClient(server.endpoint("repository")).call(
+        UNKNOWN_ACTION, body, parts=[OutgoingPart("big@e2e", "application/octet-stream", content)])
+    assert result.fault is not None and result.fault.subcode == "wsa:ActionNotSupported"
+    time.sleep(0.2)
+    assert list(server.spool.iterdir()) == []
+
+
+def test_chunked_mtom_request_is_read_to_its_end(server: Server) -> None:
+    # An iterator part without a size: no Content-Length, chunked transfer; the
+    # whole body must still be parsed (the fault names the action it found).
+    body = etree.Element("{urn:x}Submit", nsmap={"xop": ns.XOP})
+    etree.SubElement(etree.SubElement(body, "{urn:x}Document"), q(ns.XOP, "Include"), href=cid_href("c@e2e"))
+    part = OutgoingPart("c@e2e", "application/octet-stream", lambda: iter([b"x" * 300_000] * 4))
+    result = SoapClient(server.endpoint("repository")).call(UNKNOWN_ACTION, body, parts=[part],
+                                                            message_id="urn:uuid:e2e-chunked")
+    assert result.fault is not None and result.fault.subcode == "wsa:ActionNotSupported"
+    assert result.relates_to == "urn:uuid:e2e-chunked"
+
+
+@pytest.mark.parametrize("case", cases(), ids=lambda case: case.file)
+def test_hostile_input_then_valid_request(server: Server, case: HostileCase) -> None:
+    with watched_port() as port:
+        response = requests.post(server.endpoint("registry"), data=case.body(port.port),
+                                 headers={"Content-Type": case.content_type}, timeout=30)
+        assert port.connections() == 0
+    assert response.status_code == case.http
+    assert response.headers["Content-Type"].startswith("application/soap+xml")
+    fault = parse_fault(parse_xml(response.content).find(f"{q(ns.SOAP12, 'Body')}/{q(ns.SOAP12, 'Fault')}"))
+    assert fault.code == case.code
+    if case.subcode:
+        assert fault.subcode == case.subcode
+    assert server.process.poll() is None
+    assert_valid_exchange(server)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_hundred_megabyte_body_is_refused_with_413(server: Server, chunked: bool) -> None:
+    body = hundred_megabytes()
+    if not chunked:
+        # requests sends Content-Length for a sized iterable.
+        class Sized:
+            def __iter__(self) -> Iterator[bytes]:
+                return body
+
+            def __len__(self) -> int:
+                return 100 * 1024 * 1024
+
+        data: object = Sized()
+    else:
+        data = body
+    response = requests.post(server.endpoint("registry"), data=data,
+                             headers={"Content-Type": "application/soap+xml"}, timeout=60)
+    assert response.status_code == 413
+    fault = parse_fault(parse_xml(response.content).find(f"{q(ns.SOAP12, 'Body')}/{q(ns.SOAP12, 'Fault')}"))
+    assert fault.code == "Sender"
+    assert server.process.poll() is None
+    assert_valid_exchange(server)
+
+
+def test_client_transport_errors(server: Server) -> None:
+    with pytest.raises(TransportError, match="not SOAP"):
+        SoapClient(f"{server.url}/no/such/endpoint").call(UNKNOWN_ACTION, etree.Element("{urn:x}Ping"))
+    with watched_port() as port:
+        closed = port.port
+    with pytest.raises(TransportError):
+        SoapClient(f"http://127.0.0.1:{closed}/xds/registry", timeout=5).call(UNKNOWN_ACTION,
+                                                                              etree.Element("{urn:x}Ping"))
+
+
+def test_one_log_line_per_transaction(server: Server) -> None:
+    before = len(server.transaction_lines())
+    SoapClient(server.endpoint("imaging-source")).call(UNKNOWN_ACTION, etree.Element("{urn:x}Ping"),
+                                                        message_id="urn:uuid:e2e-log-line")
+    deadline = time.monotonic() + 5
+    while len(server.transaction_lines()) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new = [line for line in server.transaction_lines()[before:] if "urn:uuid:e2e-log-line" in line]
+    assert len(new) == 1
+    assert "endpoint=imaging-source" in new[0] and "status=Fault:Sender/wsa:ActionNotSupported" in new[0]

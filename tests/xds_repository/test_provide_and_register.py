@@ -1,0 +1,265 @@
+"""ITI-41 / RAD-68 through the repository's SOAP endpoint (real SOAP bytes, in process),
+forwarding ITI-42 over HTTP to a stand-in registry on loopback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from tests.xds_repository.conftest import (
+    REPOSITORY_ID,
+    Doc,
+    StandInRegistry,
+    assert_nothing_stored,
+    codes,
+    kos_bytes,
+    kos_doc,
+    new_oid,
+    provide_and_register_parts,
+    send,
+    stored_files,
+)
+from xds_registry.ebxml import ns
+from xds_registry.ebxml.vocabulary import ObjectType, ResponseStatus
+from xds_registry.errors import ErrorCode
+from xds_repository.models import StoredDocument
+
+pytestmark = pytest.mark.django_db
+
+# --- happy paths ---------------------------------------------------------------------------
+
+def test_mtom_document_is_stored_and_registered_with_hash_size_and_repository_id(
+        doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    content = b"hello XDS " * 5000
+    doc = Doc(content=content)
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert (status, errors) == (ResponseStatus.SUCCESS, [])
+    row = StoredDocument.objects.get()
+    assert (row.unique_id, row.state, row.size, row.hash, row.mime_type) == (
+        doc.unique_id, StoredDocument.State.REGISTERED, len(content), hashlib.sha1(content).hexdigest(), "text/plain")
+    assert [p.read_bytes() for p in stored_files(doc_dir)] == [content]
+    registered = stand_in_registry.entries[doc.unique_id]
+    assert registered.hash == hashlib.sha1(content).hexdigest()
+    assert registered.size == str(len(content))
+    assert registered.repository_unique_id == REPOSITORY_ID
+
+
+def test_inline_base64_document_inside_mtom_is_accepted(doc_dir: Path) -> None:
+    doc = Doc(content=b"inline content")
+    body, parts, _ = provide_and_register_parts([doc], inline=True)
+    assert send(body, parts, mtom=True) == (ResponseStatus.SUCCESS, [])
+    assert StoredDocument.objects.get().hash == hashlib.sha1(b"inline content").hexdigest()
+
+
+def test_inline_base64_document_in_plain_soap_is_accepted(doc_dir: Path) -> None:
+    doc = Doc(content=b"plain soap")
+    body, parts, _ = provide_and_register_parts([doc], inline=True)
+    assert send(body, parts, mtom=False) == (ResponseStatus.SUCCESS, [])
+    assert [p.read_bytes() for p in stored_files(doc_dir)] == [b"plain soap"]
+
+
+def test_several_documents_in_one_submission(doc_dir: Path) -> None:
+    docs = [Doc(content=f"document {i}".encode() * 1000) for i in range(3)]
+    assert send(*provide_and_register_parts(docs)[:2]) == (ResponseStatus.SUCCESS, [])
+    assert sorted(StoredDocument.objects.values_list("unique_id", flat=True)) == sorted(d.unique_id for d in docs)
+
+
+def test_matching_submitted_hash_and_size_are_accepted(doc_dir: Path) -> None:
+    content = b"checked"
+    doc = Doc(content=content, hash=hashlib.sha1(content).hexdigest().upper(), size=len(content))
+    assert send(*provide_and_register_parts([doc])[:2]) == (ResponseStatus.SUCCESS, [])
+
+
+# --- metadata errors (nothing stored, registry not asked) ------------------------------------
+
+def test_entry_without_document_is_xds_missing_document(doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    body, parts, entries = provide_and_register_parts([Doc(content=b"a"), Doc(content=b"b")])
+    second = [d for d in body.iter(f"{{{ns.XDSB}}}Document") if d.get("id") == entries[1].id][0]
+    body.remove(second)
+    status, errors = send(body, parts[:1])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSMissingDocument]
+    assert entries[1].id in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+    assert stand_in_registry.received == []
+
+
+def test_document_without_entry_is_xds_missing_document_metadata(doc_dir: Path) -> None:
+    body, parts, _ = provide_and_register_parts([Doc(content=b"a")])
+    extra = etree.SubElement(body, f"{{{ns.XDSB}}}Document", id="urn:uuid:0f0e0d0c-0000-4000-8000-000000000000")
+    extra.text = base64.b64encode(b"orphan").decode()
+    status, errors = send(body, parts)
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSMissingDocumentMetadata]
+    assert_nothing_stored(doc_dir)
+
+
+def test_xop_include_naming_no_part_is_xds_missing_document(doc_dir: Path) -> None:
+    body, parts, _ = provide_and_register_parts([Doc(content=b"a"), Doc(content=b"b")])
+    status, errors = send(body, parts[:1])  # the second part is not sent
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSMissingDocument]
+    assert_nothing_stored(doc_dir)
+
+
+@pytest.mark.parametrize("field", ["hash", "size"])
+def test_submitted_hash_or_size_differing_from_content_is_repository_metadata_error(
+        doc_dir: Path, stand_in_registry: StandInRegistry, field: str) -> None:
+    content = b"the real content"
+    doc = Doc(content=content, hash=hashlib.sha1(b"other").hexdigest()) if field == "hash" else \
+        Doc(content=content, size=len(content) + 1)
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryMetadataError]
+    assert f"submitted {field}" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+    assert stand_in_registry.received == []
+
+
+def test_duplicate_unique_ids_in_one_message(doc_dir: Path) -> None:
+    uid = new_oid()
+    status, errors = send(*provide_and_register_parts([Doc(content=b"1", unique_id=uid),
+                                                       Doc(content=b"2", unique_id=uid)])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryDuplicateUniqueIdInMessage]
+    assert_nothing_stored(doc_dir)
+
+
+def test_document_above_the_size_limit_is_refused_cleanly(doc_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.XDS_MAX_DOCUMENT_SIZE = 1000
+    status, errors = send(*provide_and_register_parts([Doc(content=b"x" * 1001)])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
+    assert "1001 bytes" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+def test_on_demand_entry_is_refused(doc_dir: Path) -> None:
+    body, parts, entries = provide_and_register_parts([Doc(content=b"a")])
+    for extrinsic in body.iter(f"{{{ns.RIM}}}ExtrinsicObject"):
+        extrinsic.set("objectType", ObjectType.ON_DEMAND_DOCUMENT_ENTRY)
+    status, errors = send(body, parts)
+    assert status == ResponseStatus.FAILURE
+    assert ErrorCode.XDSRepositoryMetadataError in codes(errors)
+    assert_nothing_stored(doc_dir)
+
+
+# --- RAD-68 imaging manifests ----------------------------------------------------------------
+
+def test_kos_manifest_is_accepted(doc_dir: Path) -> None:
+    doc = kos_doc()
+    assert send(*provide_and_register_parts([doc])[:2]) == (ResponseStatus.SUCCESS, [])
+    assert StoredDocument.objects.get().mime_type == "application/dicom"
+
+
+def test_manifest_that_is_not_dicom_is_refused(doc_dir: Path) -> None:
+    doc = kos_doc(content=b"not a DICOM file at all" * 20)
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryMetadataError]
+    assert "not a parseable DICOM" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+def test_manifest_of_another_sop_class_is_refused(doc_dir: Path) -> None:
+    uid = new_oid()
+    doc = kos_doc(uid, content=kos_bytes(uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.2"))
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert codes(errors) == [ErrorCode.XDSRepositoryMetadataError]
+    assert "not Key Object Selection" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+def test_manifest_whose_sop_instance_uid_differs_from_unique_id_is_refused(doc_dir: Path) -> None:
+    doc = kos_doc(new_oid(), content=kos_bytes(new_oid()))
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert codes(errors) == [ErrorCode.XDSRepositoryMetadataError]
+    assert "differs from the KOS SOP Instance UID" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+def test_manifest_with_a_mime_type_other_than_application_dicom_is_refused(doc_dir: Path) -> None:
+    doc = kos_doc(mime_type="application/octet-stream")
+    status, errors = send(*provide_and_register_parts([doc])[:2])
+    assert codes(errors) == [ErrorCode.XDSRepositoryMetadataError]
+    assert "must have mimeType application/dicom" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+# --- registry trouble: nothing left behind ---------------------------------------------------
+
+def test_registry_down_is_xds_registry_not_available_and_nothing_stays(doc_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.XDS_REGISTRY_URL = f"http://127.0.0.1:{port}/xds/registry"  # nobody listens there
+    status, errors = send(*provide_and_register_parts([Doc(content=b"z" * 500_000)])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRegistryNotAvailable]
+    assert_nothing_stored(doc_dir)
+
+
+def test_registry_rejection_returns_its_errors_and_nothing_stays(
+        doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    stand_in_registry.mode = "reject"
+    status, errors = send(*provide_and_register_parts([Doc(content=b"y" * 500_000), kos_doc()])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSPatientIdDoesNotMatch]
+    assert errors[0].code_context == "stand-in registry says no"
+    assert_nothing_stored(doc_dir)
+
+
+def test_registry_answering_no_soap_is_not_available_and_nothing_stays(
+        doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    stand_in_registry.mode = "garbage"
+    status, errors = send(*provide_and_register_parts([Doc(content=b"w")])[:2])
+    assert codes(errors) == [ErrorCode.XDSRegistryNotAvailable]
+    assert_nothing_stored(doc_dir)
+
+
+def test_rejected_resubmission_keeps_the_content_of_a_registered_document(
+        doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    content = b"shared content" * 1000
+    first = Doc(content=content)
+    assert send(*provide_and_register_parts([first])[:2])[0] == ResponseStatus.SUCCESS
+    stand_in_registry.mode = "reject"
+    assert send(*provide_and_register_parts([Doc(content=content)])[:2])[0] == ResponseStatus.FAILURE
+    row = StoredDocument.objects.get()
+    assert row.unique_id == first.unique_id
+    assert [p.read_bytes() for p in stored_files(doc_dir)] == [content]
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB file system (tmpfs) to fill up."""
+    mount_point = tmp_path / "small-fs"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("size", [100_000, 3_000_000])  # in memory / spilled to a file by the SOAP layer
+def test_full_disk_is_xds_repository_out_of_resources_and_leaves_nothing(
+        doc_dir: Path, settings, small_filesystem: Path, size: int) -> None:  # type: ignore[no-untyped-def]
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(small_filesystem)}}}
+    (small_filesystem / "filler").write_bytes(b"\0" * 1_000_000)  # ~48 kB left
+    status, errors = send(*provide_and_register_parts([Doc(content=os.urandom(size))])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
+    assert StoredDocument.objects.count() == 0
+    assert [p.name for p in small_filesystem.rglob("*") if p.is_file()] == ["filler"]

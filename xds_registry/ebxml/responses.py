@@ -1,0 +1,127 @@
+"""Response bodies shared by every actor: RegistryResponse, AdhocQueryResponse,
+RetrieveDocumentSetResponse, each with an optional RegistryErrorList.
+
+Rules (digest §3, ITI TF-3 Table 4.2.4.1-2 / 4.1-11): ``errorCode``,
+``codeContext`` and ``severity`` are required and the ``RegistryError`` body is
+empty; ``location`` is optional; warnings alone leave the status Success;
+PartialSuccess when part of the work was done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from xds_registry.ebxml import ns
+from xds_registry.ebxml.ns import q
+from xds_registry.ebxml.vocabulary import ResponseStatus
+from xds_registry.errors import RegistryError, Severity
+from xds_registry.soap.mtom import OutgoingPart, cid_href
+
+
+def status_for(errors: list[RegistryError], *, succeeded: int | None = None) -> ResponseStatus:
+    """No Error-severity finding -> Success; errors and ``succeeded > 0`` -> PartialSuccess; else Failure."""
+    if not any(error.is_error for error in errors):
+        return ResponseStatus.SUCCESS
+    if succeeded:
+        return ResponseStatus.PARTIAL_SUCCESS
+    return ResponseStatus.FAILURE
+
+
+def registry_error_list(errors: list[RegistryError]) -> etree._Element:
+    """``rs:RegistryErrorList`` with ``highestSeverity`` and one empty ``rs:RegistryError`` per finding."""
+    highest = Severity.ERROR if any(error.is_error for error in errors) else Severity.WARNING
+    element = etree.Element(q(ns.RS, "RegistryErrorList"), {"highestSeverity": highest.value}, nsmap={"rs": ns.RS})
+    for error in errors:
+        attributes = {
+            "errorCode": str(error.error_code),
+            "codeContext": error.code_context,
+            "severity": Severity(error.severity).value,
+        }
+        if error.location:
+            attributes["location"] = error.location
+        etree.SubElement(element, q(ns.RS, "RegistryError"), attributes)
+    return element
+
+
+def registry_response(errors: list[RegistryError], *, status: ResponseStatus | None = None) -> etree._Element:
+    """``rs:RegistryResponse`` (ITI-41/42/57/62/86/92 responses)."""
+    element = etree.Element(q(ns.RS, "RegistryResponse"), {"status": (status or status_for(errors)).value},
+                            nsmap={"rs": ns.RS})
+    if errors:
+        element.append(registry_error_list(errors))
+    return element
+
+
+def adhoc_query_response(errors: list[RegistryError], objects: list[etree._Element], *,
+                         status: ResponseStatus | None = None) -> etree._Element:
+    """``query:AdhocQueryResponse`` with a (possibly empty) ``rim:RegistryObjectList``.
+
+    ``objects`` (ObjectRef or RegistryObject elements) are moved into the list.
+    """
+    element = etree.Element(q(ns.QUERY, "AdhocQueryResponse"), {"status": (status or status_for(errors)).value},
+                            nsmap={"query": ns.QUERY, "rs": ns.RS, "rim": ns.RIM})
+    if errors:
+        element.append(registry_error_list(errors))
+    object_list = etree.SubElement(element, q(ns.RIM, "RegistryObjectList"))
+    for obj in objects:
+        object_list.append(obj)
+    return element
+
+
+@dataclass
+class DocumentResponse:
+    """One retrieved document of an ITI-43 / RAD-69 response."""
+
+    repository_unique_id: str
+    document_unique_id: str
+    mime_type: str
+    part: OutgoingPart
+    home_community_id: str | None = None
+
+
+def retrieve_document_set_response(errors: list[RegistryError], documents: list[DocumentResponse]
+                                   ) -> tuple[etree._Element, list[OutgoingPart]]:
+    """``xdsb:RetrieveDocumentSetResponse`` and the MTOM parts it references.
+
+    Status: Success, PartialSuccess (some documents returned, some errors) or
+    Failure (errors and no document), per ITI TF-3 4.2.4 / digest §3.
+    """
+    element = etree.Element(q(ns.XDSB, "RetrieveDocumentSetResponse"),
+                            nsmap={"xdsb": ns.XDSB, "rs": ns.RS, "xop": ns.XOP})
+    element.append(registry_response(errors, status=status_for(errors, succeeded=len(documents))))
+    for document in documents:
+        response = etree.SubElement(element, q(ns.XDSB, "DocumentResponse"))
+        if document.home_community_id:
+            etree.SubElement(response, q(ns.XDSB, "HomeCommunityId")).text = document.home_community_id
+        etree.SubElement(response, q(ns.XDSB, "RepositoryUniqueId")).text = document.repository_unique_id
+        etree.SubElement(response, q(ns.XDSB, "DocumentUniqueId")).text = document.document_unique_id
+        etree.SubElement(response, q(ns.XDSB, "mimeType")).text = document.mime_type
+        content = etree.SubElement(response, q(ns.XDSB, "Document"))
+        etree.SubElement(content, q(ns.XOP, "Include"), {"href": cid_href(document.part.content_id)})
+    return element, [document.part for document in documents]
+
+
+def parse_registry_errors(element: etree._Element | None) -> list[RegistryError]:
+    """The findings of an ``rs:RegistryErrorList`` (``None`` -> [])."""
+    if element is None:
+        return []
+    errors = []
+    for item in element.iter(q(ns.RS, "RegistryError")):
+        severity_text = (item.get("severity") or "").strip()
+        severity = Severity.WARNING if severity_text.endswith(":Warning") else Severity.ERROR
+        errors.append(RegistryError(item.get("errorCode") or "", item.get("codeContext") or (item.text or "").strip(),
+                                    severity, item.get("location") or ""))
+    return errors
+
+
+def parse_registry_response(element: etree._Element) -> tuple[str, list[RegistryError]]:
+    """``(status URI, errors)`` of a RegistryResponse, an AdhocQueryResponse or a
+    RetrieveDocumentSetResponse (whose status is in its inner RegistryResponse)."""
+    if element.tag == q(ns.XDSB, "RetrieveDocumentSetResponse"):
+        inner = element.find(q(ns.RS, "RegistryResponse"))
+        if inner is None:
+            raise ValueError("RetrieveDocumentSetResponse without rs:RegistryResponse")
+        element = inner
+    return element.get("status") or "", parse_registry_errors(element.find(q(ns.RS, "RegistryErrorList")))

@@ -1,0 +1,252 @@
+"""``manage.py xds_bench_registry_load``: load N DocumentEntries for the registry benchmark.
+
+Every entry goes through the SAME code as ITI-42 (:func:`register_document_set`: validation,
+id assignment, lifecycle checks, stored XML, indexed columns, code table), batched as one
+SubmissionSet per patient carrying ``--per-submission`` documents -- only the HTTP/SOAP layer
+is skipped.  Patients are registered through the identity-feed code first.
+
+Data shape (deterministic for a given ``--seed``): patient ``i`` is
+``BENCH-<run>-<i:07d>^^^&<authority>&ISO`` and receives ``--docs-per-patient`` entries with
+classCode/typeCode/formatCode/... drawn from the affinity domain's value sets when one is
+configured (``XDS_AFFINITY_DOMAIN_CODES``) or from a built-in set, creationTime spread over
+2015-2025, 1-2 confidentiality codes and 0-3 event codes.  ``--summary FILE`` writes a JSON
+description (patient ids, codes, time range, rate) for the benchmark runner.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from xds_registry.affinity_domain import AffinityDomain, load_affinity_domain
+from xds_registry.ebxml.vocabulary import (
+    AssociationType,
+    ClassificationNode,
+    ClassificationScheme,
+    IdentificationScheme,
+    ObjectType,
+    SubmissionSetStatus,
+)
+from xds_registry.metadata.objects import (
+    Association,
+    Classification,
+    DocumentEntry,
+    InternationalString,
+    Slot,
+    Submission,
+    SubmissionSet,
+)
+from xds_registry.metadata.values import Author, Code
+from xds_registry.models import Patient
+from xds_registry.register_document_set import register_document_set
+
+DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"
+BUILTIN_CODES: dict[str, list[Code]] = {
+    "classCode": [Code(c, "1.3.6.1.4.1.19376.1.2.6.1", c.title()) for c in
+                  ("REPORTS", "IMAGES", "SUMMARY", "PLANS", "PRESCRIPTIONS", "DISPENSATIONS")],
+    "typeCode": [Code(c, "2.16.840.1.113883.6.1", d) for c, d in
+                 (("18748-4", "Diagnostic imaging study"), ("11369-6", "Immunization"), ("34133-9", "Summary"))],
+    "formatCode": [Code("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1", "Key Object Selection"),
+                   Code("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3", "Radiology text")],
+    "healthcareFacilityTypeCode": [Code("264372000", "2.16.840.1.113883.6.96", "Pharmacy"),
+                                   Code("22232009", "2.16.840.1.113883.6.96", "Hospital")],
+    "practiceSettingCode": [Code("394914008", "2.16.840.1.113883.6.96", "Radiology"),
+                            Code("394802001", "2.16.840.1.113883.6.96", "General medicine")],
+    "confidentialityCode": [Code("N", "2.16.840.1.113883.5.25", "Normal"),
+                            Code("R", "2.16.840.1.113883.5.25", "Restricted")],
+    "eventCodeList": [Code(c, "1.2.840.10008.2.16.4", c) for c in ("CT", "MR", "US", "CR", "DX", "NM")],
+    "contentTypeCode": [Code("18748-4", "2.16.840.1.113883.6.1", "Diagnostic imaging study")],
+}
+MIME_TYPES = ["application/dicom", "text/plain"]
+SCHEMES = {
+    "classCode": ClassificationScheme.DocumentEntry_classCode,
+    "typeCode": ClassificationScheme.DocumentEntry_typeCode,
+    "formatCode": ClassificationScheme.DocumentEntry_formatCode,
+    "healthcareFacilityTypeCode": ClassificationScheme.DocumentEntry_healthcareFacilityTypeCode,
+    "practiceSettingCode": ClassificationScheme.DocumentEntry_practiceSettingCode,
+}
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    run: str
+    authority: str
+    patients: int
+    docs_per_patient: int
+    per_submission: int
+    seed: int
+    codes: dict[str, list[tuple[str, str, str]]]  # attribute -> [(code, scheme, display)]
+    mime_types: list[str]
+    repository_unique_id: str
+
+    def patient_id(self, index: int) -> str:
+        return f"BENCH-{self.run}-{index:07d}^^^&{self.authority}&ISO"
+
+
+def codes_for(domain: AffinityDomain | None) -> tuple[dict[str, list[tuple[str, str, str]]], list[str]]:
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for name, builtin in BUILTIN_CODES.items():
+        if domain is not None and domain.constrains(name):
+            out[name] = [(c.code, c.scheme, c.display or c.code) for c in domain.value_sets[name][:12]]
+        else:
+            out[name] = [(c.code, c.scheme, c.display_name or c.code) for c in builtin]
+    mimes = MIME_TYPES
+    if domain is not None and domain.constrains("mimeType"):
+        mimes = [c.code for c in domain.value_sets["mimeType"] if c.code in MIME_TYPES] or \
+            [domain.value_sets["mimeType"][0].code]
+    return out, mimes
+
+
+def _code(plan: LoadPlan, attribute: str, rng: random.Random) -> Code:
+    code, scheme, display = rng.choice(plan.codes[attribute])
+    return Code(code, scheme, display)
+
+
+def make_submission(plan: LoadPlan, patient_id: str, first_doc: int, count: int, rng: random.Random) -> Submission:
+    """One SubmissionSet with ``count`` DocumentEntries for ``patient_id`` (symbolic ids, fresh uniqueIds)."""
+    ss = SubmissionSet(id="SubmissionSet", object_type=ObjectType.REGISTRY_PACKAGE.value)
+    ss.set_slot("submissionTime", time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+    ss.classifications.append(Classification.marker(ClassificationNode.SUBMISSION_SET, ss.id))
+    ss.set_codes(ClassificationScheme.SubmissionSet_contentTypeCode, [_code(plan, "contentTypeCode", rng)])
+    ss.classifications.append(Classification.for_author(ClassificationScheme.SubmissionSet_author, ss.id,
+                                                        Author(person="^Bench^Loader^^^")))
+    ss.patient_id = patient_id
+    ss.unique_id = f"2.25.{rng.getrandbits(120)}"
+    ss.source_id = "1.3.6.1.4.1.21367.13.80.110"
+    ss.name = InternationalString.of("benchmark load")
+    submission = Submission(submission_set=ss)
+    for n in range(count):
+        de = DocumentEntry(id=f"Document{n}", object_type=ObjectType.STABLE_DOCUMENT_ENTRY.value,
+                           mime_type=rng.choice(plan.mime_types))
+        year = rng.randint(2015, 2025)
+        created = f"{year}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 23):02d}" \
+                  f"{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}"
+        de.slots = [
+            Slot("creationTime", [created]), Slot("languageCode", ["en-US"]),
+            Slot("sourcePatientId", [patient_id]), Slot("hash", [f"{rng.getrandbits(160):040x}"]),
+            Slot("size", [str(rng.randint(1000, 5_000_000))]),
+            Slot("repositoryUniqueId", [plan.repository_unique_id]),
+            Slot("serviceStartTime", [created[:12]]), Slot("serviceStopTime", [created[:12]]),
+            Slot("urn:ihe:iti:xds:2013:referenceIdList",
+                 [f"ACC{first_doc + n}^^^&1.2.3.4.5&ISO^urn:ihe:iti:xds:2013:accession"]),
+        ]
+        de.name = InternationalString.of(f"Benchmark document {first_doc + n}")
+        for attribute, scheme in SCHEMES.items():
+            de.set_codes(scheme, [_code(plan, attribute, rng)])
+        conf = plan.codes["confidentialityCode"]
+        de.set_codes(ClassificationScheme.DocumentEntry_confidentialityCode,
+                     [Code(c, s, d) for c, s, d in rng.sample(conf, k=min(len(conf), rng.randint(1, 2)))])
+        events = plan.codes["eventCodeList"]
+        de.set_codes(ClassificationScheme.DocumentEntry_eventCodeList,
+                     [Code(c, s, d) for c, s, d in rng.sample(events, k=min(len(events), rng.randint(0, 3)))])
+        de.classifications.append(Classification.for_author(
+            ClassificationScheme.DocumentEntry_author, de.id,
+            Author(person=f"^Author{rng.randint(1, 500)}^Bench^^^", institutions=["Bench Hospital"])))
+        de.set_external_id(IdentificationScheme.DocumentEntry_patientId, patient_id)
+        de.set_external_id(IdentificationScheme.DocumentEntry_uniqueId, f"2.25.{rng.getrandbits(120)}")
+        submission.document_entries.append(de)
+        submission.associations.append(Association(
+            id=f"Assoc{n}", association_type=AssociationType.HasMember.value, source_object=ss.id,
+            target_object=de.id, object_type=ObjectType.ASSOCIATION.value,
+            slots=[Slot("SubmissionSetStatus", [SubmissionSetStatus.ORIGINAL.value])]))
+    return submission
+
+
+def load_patients(plan: LoadPlan, start: int, stop: int, domain: AffinityDomain | None) -> int:
+    """Register patients [start, stop) and their documents; returns the number of entries loaded."""
+    rng = random.Random(f"{plan.run}:{plan.seed}:{start}")  # uniqueIds differ between runs
+    Patient.objects.bulk_create(
+        [Patient(patient_id=plan.patient_id(i), assigning_authority=plan.authority, family_name=f"Bench{i}")
+         for i in range(start, stop)], ignore_conflicts=True, batch_size=1000)
+    loaded = 0
+    for i in range(start, stop):
+        pid = plan.patient_id(i)
+        done = 0
+        while done < plan.docs_per_patient:
+            count = min(plan.per_submission, plan.docs_per_patient - done)
+            register_document_set(make_submission(plan, pid, i * plan.docs_per_patient + done, count, rng),
+                                  affinity_domain=domain)
+            done += count
+        loaded += done
+    return loaded
+
+
+def _worker(plan: LoadPlan, start: int, stop: int, codes_file: str) -> int:
+    connections.close_all()
+    return load_patients(plan, start, stop, load_affinity_domain(codes_file))
+
+
+class Command(BaseCommand):
+    help = "Load N DocumentEntries through the ITI-42 validation and persistence code (registry benchmark)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--entries", type=int, default=100_000, help="DocumentEntries to load (default 100000)")
+        parser.add_argument("--docs-per-patient", type=int, default=20, help="entries per patient (default 20)")
+        parser.add_argument("--per-submission", type=int, default=10,
+                            help="entries per SubmissionSet (batching; default 10)")
+        parser.add_argument("--workers", type=int, default=1, help="parallel loader processes (default 1)")
+        parser.add_argument("--authority", default="", help="assigning authority OID of the patient ids "
+                            f"(default: first of the affinity domain, else {DEFAULT_AUTHORITY})")
+        parser.add_argument("--run", default="", help="run tag inside patient ids (default: a timestamp)")
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--summary", default="", help="write a JSON summary to this file")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        entries, per_patient = options["entries"], options["docs_per_patient"]
+        if entries < 1 or per_patient < 1 or options["per_submission"] < 1 or options["workers"] < 1:
+            raise CommandError("--entries, --docs-per-patient, --per-submission and --workers must be >= 1")
+        codes_file = settings.XDS_AFFINITY_DOMAIN_CODES
+        domain = load_affinity_domain(codes_file)
+        authority = options["authority"] or (sorted(domain.assigning_authorities)[0]
+                                             if domain and domain.assigning_authorities else DEFAULT_AUTHORITY)
+        codes, mimes = codes_for(domain)
+        patients = -(-entries // per_patient)
+        plan = LoadPlan(run=options["run"] or time.strftime("%m%d%H%M%S"), authority=authority, patients=patients,
+                        docs_per_patient=per_patient, per_submission=options["per_submission"], seed=options["seed"],
+                        codes=codes, mime_types=mimes, repository_unique_id=settings.XDS_REPOSITORY_UNIQUE_ID)
+        self.stdout.write(f"loading {patients * per_patient} entries for {patients} patients "
+                          f"({per_patient}/patient, {plan.per_submission}/submission, {options['workers']} worker(s))")
+        started = time.monotonic()
+        loaded = 0
+        chunk = max(1, min(500, patients // (options["workers"] * 8) or 1))
+        ranges = [(s, min(s + chunk, patients)) for s in range(0, patients, chunk)]
+
+        def progress(n: int) -> None:
+            nonlocal loaded
+            loaded += n
+            elapsed = time.monotonic() - started
+            self.stdout.write(f"  {loaded:>9} entries  {elapsed:8.1f} s  {loaded / elapsed:8.0f} entries/s")
+            self.stdout.flush()
+
+        if options["workers"] == 1:
+            for start, stop in ranges:
+                progress(load_patients(plan, start, stop, domain))
+        else:
+            connections.close_all()
+            with ProcessPoolExecutor(options["workers"]) as pool:
+                futures = [pool.submit(_worker, plan, s, e, codes_file) for s, e in ranges]
+                for future in as_completed(futures):
+                    progress(future.result())
+        elapsed = time.monotonic() - started
+        summary = {
+            "entries": loaded, "patients": patients, "docs_per_patient": per_patient,
+            "per_submission": plan.per_submission, "workers": options["workers"], "seconds": round(elapsed, 2),
+            "entries_per_second": round(loaded / elapsed, 1) if elapsed else None,
+            "patient_id_format": plan.patient_id(0).replace("0000000", "{index:07d}"),
+            "sample_patient_ids": [plan.patient_id(i) for i in range(min(patients, 100))],
+            "codes": {k: [f"{c}^^{s}" for c, s, _ in v] for k, v in codes.items()},
+            "creation_time_range": ["20150101000000", "20251231235959"],
+        }
+        if options["summary"]:
+            Path(options["summary"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(options["summary"]).write_text(json.dumps(summary, indent=2))
+        self.stdout.write(f"loaded {loaded} entries in {elapsed:.1f} s ({summary['entries_per_second']} entries/s)")

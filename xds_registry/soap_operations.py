@@ -1,0 +1,46 @@
+"""SOAP operations of the Document Registry, dispatched by :class:`xds_registry.endpoint.XdsEndpoint`.
+
+``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_registry.endpoint.Operation`
+(ITI-42, ITI-18, ITI-51, ITI-57, ITI-62, ITI-92, ITI-44).  An action missing here is answered with an honest
+``wsa:ActionNotSupported`` SOAP fault, never a fake success.
+
+This is the view layer: it reads settings and passes them to the domain code as arguments.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from xds_registry.affinity_domain import load_affinity_domain
+from xds_registry.ebxml.parse import parse_submit_objects_request
+from xds_registry.ebxml.responses import registry_response
+from xds_registry.ebxml.vocabulary import Action
+from xds_registry.endpoint import Operation
+from xds_registry.register_document_set import register_document_set
+from xds_registry.soap.envelope import SoapRequest, SoapResponse
+from xds_registry.stored_query.operations import (
+    multi_patient_stored_query_operation,
+    registry_stored_query_operation,
+)
+
+
+def register_document_set_operation(request: SoapRequest) -> SoapResponse:
+    """ITI-42 Register Document Set-b (ITI TF-2b 3.42): lcm:SubmitObjectsRequest -> rs:RegistryResponse."""
+    submission = parse_submit_objects_request(request.body)
+    result = register_document_set(submission, affinity_domain=load_affinity_domain(settings.XDS_AFFINITY_DOMAIN_CODES))
+    return SoapResponse(Action.RegisterDocumentSetResponse.value, registry_response(result.warnings))
+
+
+OPERATIONS: dict[str, Operation] = {
+    Action.RegisterDocumentSet.value: Operation(
+        transaction="ITI-42", handler=register_document_set_operation,
+        response_action=Action.RegisterDocumentSetResponse.value, error_body="RegistryResponse"),
+    # ITI-18 / ITI-51 (stored-query engineer): xds_registry.stored_query.operations.
+    Action.RegistryStoredQuery.value: Operation(
+        transaction="ITI-18", handler=registry_stored_query_operation,
+        response_action=Action.RegistryStoredQueryResponse.value, error_body="AdhocQueryResponse"),
+    # Answers wsa:ActionNotSupported unless XDS_MPQ_ENABLED (checked per request).
+    Action.MultiPatientStoredQuery.value: Operation(
+        transaction="ITI-51", handler=multi_patient_stored_query_operation,
+        response_action=Action.MultiPatientStoredQueryResponse.value, error_body="AdhocQueryResponse"),
+}

@@ -1,0 +1,235 @@
+"""ITI-41 Provide and Register Document Set-b and RAD-68 Provide and Register
+Imaging Document Set - MTOM/XOP (ITI TF-2 3.41, RAD TF-3 4.68; digest §8, §9.1).
+
+Flow: match each ``xdsb:Document`` to its DocumentEntry, check the submitted
+hash/size against what the SOAP layer computed while streaming the part, set
+hash, size and repositoryUniqueId, record the documents as *pending*, store
+them, forward the metadata to the Document Registry with ITI-42, and only then
+mark them registered.  Any failure after the store removes what this request
+stored, so the repository never keeps a document the registry does not know.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import pydicom
+from django.core.files.storage import Storage
+from pydicom.errors import InvalidDicomError
+
+from xds_registry.ebxml.parse import parse_provide_and_register_request
+from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, ObjectType, ResponseStatus
+from xds_registry.errors import ErrorCode, RegistryError, XdsError
+from xds_registry.metadata.objects import DocumentEntry
+from xds_registry.soap.envelope import SoapRequest
+from xds_registry.soap.faults import SoapFault
+from xds_registry.soap.mtom import Attachment
+from xds_repository import records
+from xds_repository import storage as store
+from xds_repository.registry_client import RegistryClient, RegistryUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def _error(code: ErrorCode, context: str, location: str = "") -> RegistryError:
+    """An Error-severity RegistryError with its location (the keyword keeps severity out of the way)."""
+    return RegistryError(code, context, location=location)
+
+#: DICOM Key Object Selection Document Storage SOP Class (PS3.4 B.5; RAD TF-3 4.68.4.1.2.3.2).
+KOS_SOP_CLASS_UID = KOS_FORMAT_CODE
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryConfig:
+    """What the view layer hands the repository transactions (domain code reads no settings)."""
+
+    repository_unique_id: str
+    #: Where ITI-42 / ITI-18 go; "" = this server's registry in process.
+    registry_url: str
+    max_document_size: int
+    storage: Storage
+    storage_alias: str = "xds_documents"
+    registry_timeout: float = 120.0
+
+
+@dataclass
+class _Incoming:
+    entry: DocumentEntry
+    attachment: Attachment
+
+
+def provide_and_register(request: SoapRequest, config: RepositoryConfig) -> list[RegistryError]:
+    """Run one ITI-41 / RAD-68.  Returns the warnings for a Success response; raises XdsError."""
+    started = time.monotonic()
+    # Structural findings are the repository's own: XDSRepositoryMetadataError (digest §7).
+    parsed = parse_provide_and_register_request(request.body, error_code=ErrorCode.XDSRepositoryMetadataError)
+    submission = parsed.submission
+    incoming = _match_documents(request, parsed.documents, submission.document_entries, config)
+    entries = [i.entry for i in incoming]
+    rows = records.record_pending(
+        [records.NewDocument(i.entry.unique_id or "", i.entry.mime_type, i.attachment.sha1, i.attachment.size)
+         for i in incoming], storage_alias=config.storage_alias)
+    outcome = "failure"
+    try:
+        for item, row in zip(incoming, rows, strict=True):
+            try:
+                stored_name = store.put(config.storage, sha1=item.attachment.sha1, size=item.attachment.size,
+                                        path=item.attachment.path, open_stream=item.attachment.open)
+            except store.OutOfSpace as exc:
+                # ITI TF-3 Table 4.2.4.1-2: XDSRepositoryOutOfResources, "resources are low".
+                raise XdsError.of(ErrorCode.XDSRepositoryOutOfResources, f"cannot store document: {exc}",
+                                  item.entry.unique_id or "") from exc
+            except store.StorageError as exc:
+                raise XdsError.of(ErrorCode.XDSRepositoryError, f"cannot store document: {exc}",
+                                  item.entry.unique_id or "") from exc
+            if stored_name != row.storage_name:  # another backend may choose its own name
+                row.storage_name = stored_name
+                row.save(update_fields=["storage_name"])
+        client = RegistryClient(config.registry_url, timeout=config.registry_timeout)
+        try:
+            status, errors = client.register(submission)
+        except RegistryUnavailable as exc:
+            # ITI TF-3 Table 4.2.4.1-2 / digest §8: "Repository could not reach the Registry".
+            raise XdsError.of(ErrorCode.XDSRegistryNotAvailable, str(exc)) from exc
+        if status not in (ResponseStatus.SUCCESS, ResponseStatus.PARTIAL_SUCCESS) or any(e.is_error for e in errors):
+            # The registry's own errors go back to the source (digest §8, NIST test 11986).
+            raise XdsError(errors or [_error(
+                ErrorCode.XDSRegistryError, f"the registry answered status {status or '(none)'} without an error")])
+        records.mark_registered(rows)
+        outcome = "success"
+        return errors  # warnings only, e.g. XDSExtraMetadataNotSaved
+    finally:
+        if outcome != "success":
+            try:
+                records.discard(rows, config.storage)
+            except Exception:  # the answer still carries the real error; the rows stay pending
+                logger.exception("could not remove the documents of a failed ITI-41; reconcile will (%s)",
+                                 ",".join(r.unique_id for r in rows))
+        logger.debug("transaction=ITI-41 outcome=%s documents=%d bytes=%d unique_ids=%s registry=%s ms=%d",
+                    outcome, len(entries), sum(i.attachment.size for i in incoming),
+                    ",".join(e.unique_id or "" for e in entries), config.registry_url or "local:registry",
+                    (time.monotonic() - started) * 1000)
+
+
+def _match_documents(request: SoapRequest, documents: list, entries: list[DocumentEntry],
+                     config: RepositoryConfig) -> list[_Incoming]:
+    """Pair Documents with DocumentEntries and check each pair; collects ALL findings."""
+    errors: list[RegistryError] = []
+    by_id: dict[str, object] = {}
+    for doc_id, element in documents:
+        if doc_id in by_id:
+            errors.append(_error(ErrorCode.XDSRepositoryMetadataError,
+                                        f"Document id {doc_id} appears more than once", doc_id))
+        by_id[doc_id] = element
+    entry_ids = {e.id for e in entries}
+    for doc_id in by_id:
+        if doc_id not in entry_ids:
+            # ITI TF-3 Table 4.2.4.1-2: a Document no DocumentEntry describes.
+            errors.append(_error(ErrorCode.XDSMissingDocumentMetadata,
+                                        f"Document {doc_id} has no ExtrinsicObject with that id", doc_id))
+    unique_counts = Counter(e.unique_id for e in entries if e.unique_id)
+    for unique_id, count in unique_counts.items():
+        if count > 1:
+            errors.append(_error(ErrorCode.XDSRepositoryDuplicateUniqueIdInMessage,
+                                        f"DocumentEntry uniqueId {unique_id} is used {count} times", unique_id))
+    incoming: list[_Incoming] = []
+    for entry in entries:
+        if entry.object_type == ObjectType.ON_DEMAND_DOCUMENT_ENTRY:
+            errors.append(_error(ErrorCode.XDSRepositoryMetadataError,
+                                        f"ExtrinsicObject {entry.id}: On-Demand entries are not accepted by ITI-41",
+                                        entry.id))
+            continue
+        element = by_id.get(entry.id)
+        if element is None:
+            # ITI TF-3 Table 4.2.4.1-2: a DocumentEntry without its document.
+            errors.append(_error(ErrorCode.XDSMissingDocument,
+                                        f"DocumentEntry {entry.id} has no Document", entry.id))
+            continue
+        try:
+            attachment = request.binary(element)
+        except XdsError as exc:
+            errors += exc.errors
+            continue
+        except (SoapFault, ValueError) as exc:  # xop:Include naming no MIME part, bad base64
+            reason = exc.reason if isinstance(exc, SoapFault) else str(exc)
+            errors.append(_error(ErrorCode.XDSMissingDocument,
+                                        f"Document {entry.id} content unreadable: {reason}", entry.id))
+            continue
+        errors += _check_entry(entry, attachment, config)
+        incoming.append(_Incoming(entry, attachment))
+    if any(e.is_error for e in errors):
+        raise XdsError(errors)
+    for item in incoming:
+        # ITI TF-3 Table 4.2.3.2-1: hash, size, repositoryUniqueId are set by the repository.
+        item.entry.hash = item.attachment.sha1
+        item.entry.size = str(item.attachment.size)
+        item.entry.repository_unique_id = config.repository_unique_id
+    return incoming
+
+
+def _check_entry(entry: DocumentEntry, attachment: Attachment, config: RepositoryConfig) -> list[RegistryError]:
+    errors: list[RegistryError] = []
+    where = entry.unique_id or entry.id
+    if not entry.unique_id:
+        errors.append(_error(ErrorCode.XDSRepositoryMetadataError,
+                                    f"DocumentEntry {entry.id} has no uniqueId", entry.id))
+    if attachment.size > config.max_document_size:
+        # A policy limit, reported as a resource limit: ITI TF-3 Table 4.2.4.1-2 lists
+        # XDSRepositoryOutOfResources for ITI-41; digest §7 "resources low".
+        errors.append(_error(
+            ErrorCode.XDSRepositoryOutOfResources,
+            f"Document {entry.id} is {attachment.size} bytes; this repository accepts at most "
+            f"{config.max_document_size} bytes per document (XDS_MAX_DOCUMENT_SIZE)", where))
+    # The repository validates submitted hash and size against the content (GZ-ITI41 ITI41-23).
+    # Digest §7 marks the code for this case "unconfirmed"; XDSRepositoryMetadataError is the
+    # repository's "bad metadata" code, the one the digest lists for it.
+    if entry.hash is not None and entry.hash.strip().lower() != attachment.sha1:
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: submitted hash {entry.hash} differs from the document's SHA-1 "
+            f"{attachment.sha1}", where))
+    if entry.size is not None and entry.size.strip() != str(attachment.size):
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: submitted size {entry.size} differs from the document's size "
+            f"{attachment.size}", where))
+    format_code = entry.format_code
+    if (format_code is not None and format_code.code == KOS_FORMAT_CODE) or entry.mime_type == DICOM_MIME_TYPE:
+        errors += _check_manifest(entry, attachment, where)
+    return errors
+
+
+def _check_manifest(entry: DocumentEntry, attachment: Attachment, where: str) -> list[RegistryError]:
+    """RAD-68 (digest §9.1): the document is a DICOM Part 10 Key Object Selection whose SOP
+    Instance UID is the DocumentEntry uniqueId, submitted as application/dicom."""
+    errors: list[RegistryError] = []
+    if entry.mime_type != DICOM_MIME_TYPE:
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: an imaging manifest (formatCode {KOS_FORMAT_CODE}) must have mimeType "
+            f"{DICOM_MIME_TYPE}, not {entry.mime_type or '(none)'} (RAD TF-3 4.68.4.1.2.3.2)", where))
+    try:
+        with attachment.open() as fh:
+            # Part 10 required (preamble + File Meta, GZ-RAD68 RAD68-003): no force=True.
+            dataset = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: the document is not a parseable DICOM Part 10 file: {exc}", where))
+        return errors
+    sop_class = str(dataset.get("SOPClassUID", "") or dataset.file_meta.get("MediaStorageSOPClassUID", ""))
+    sop_instance = str(dataset.get("SOPInstanceUID", "") or "")
+    if sop_class != KOS_SOP_CLASS_UID:
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: the DICOM document has SOP Class {sop_class or '(none)'}, "
+            f"not Key Object Selection {KOS_SOP_CLASS_UID}", where))
+    if sop_instance != (entry.unique_id or ""):
+        errors.append(_error(
+            ErrorCode.XDSRepositoryMetadataError,
+            f"DocumentEntry {entry.id}: uniqueId {entry.unique_id} differs from the KOS SOP Instance UID "
+            f"{sop_instance or '(none)'}", where))
+    return errors

@@ -1,0 +1,79 @@
+"""The repository's side of its two conversations with a Document Registry.
+
+Both go through the IHE transactions (never the registry's models), as real
+SOAP bytes: over HTTP to any vendor's registry, or to this server's own
+registry endpoint in process (``local:registry``) when ``XDS_REGISTRY_URL`` is
+empty.
+
+- ITI-42 Register Document Set-b, sent after the documents are stored
+  (ITI TF-2 3.41.4.1.3);
+- ITI-18 Registry Stored Query GetDocuments, used by reconcile to learn
+  whether a pending document did reach the registry.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from xds_registry.ebxml import parse as ebxml_parse
+from xds_registry.ebxml import serialize as ebxml_serialize
+from xds_registry.ebxml.responses import parse_registry_response
+from xds_registry.ebxml.vocabulary import Action, ReturnType, StoredQuery
+from xds_registry.errors import RegistryError
+from xds_registry.metadata.objects import DocumentEntry, Submission
+from xds_registry.soap.client import SoapClient, TransportError
+
+#: The in-process address of this server's Document Registry endpoint.
+LOCAL_REGISTRY = "local:registry"
+#: uniqueIds per GetDocuments query (keeps each request small).
+QUERY_BATCH = 100
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not be reached or gave no usable answer (-> XDSRegistryNotAvailable)."""
+
+
+class RegistryClient:
+    def __init__(self, url: str, *, timeout: float = 120.0) -> None:
+        self.url = url or LOCAL_REGISTRY
+        self.timeout = timeout
+
+    def _call(self, action: Action, body: etree._Element) -> etree._Element:
+        try:
+            result = SoapClient(self.url, timeout=self.timeout).call(action, body)
+        except TransportError as exc:
+            raise RegistryUnavailable(f"registry at {self.url} not reachable: {exc}") from exc
+        if result.fault is not None:
+            raise RegistryUnavailable(
+                f"registry at {self.url} answered {action} with a SOAP Fault: {result.fault.reason}")
+        if result.body is None:
+            raise RegistryUnavailable(f"registry at {self.url} answered {action} with no SOAP body")
+        return result.body
+
+    def register(self, submission: Submission) -> tuple[str, list[RegistryError]]:
+        """ITI-42: returns (RegistryResponse/@status, its RegistryErrors)."""
+        body = self._call(Action.RegisterDocumentSet, ebxml_serialize.submit_objects_request(submission))
+        try:
+            return parse_registry_response(body)
+        except Exception as exc:  # not a RegistryResponse: nothing we can relay
+            raise RegistryUnavailable(f"registry at {self.url} sent no RegistryResponse: {exc}") from exc
+
+    def get_documents(self, unique_ids: list[str]) -> list[DocumentEntry]:
+        """ITI-18 GetDocuments by $XDSDocumentEntryUniqueId (ITI TF-2 3.18.4.1.2.3.7.5)."""
+        found: list[DocumentEntry] = []
+        for start in range(0, len(unique_ids), QUERY_BATCH):
+            batch = unique_ids[start:start + QUERY_BATCH]
+            value = "(" + ",".join("'" + uid.replace("'", "''") + "'" for uid in batch) + ")"
+            request = ebxml_serialize.adhoc_query_request(
+                StoredQuery.GetDocuments, [("$XDSDocumentEntryUniqueId", [value])],
+                return_type=ReturnType.LeafClass)
+            body = self._call(Action.RegistryStoredQuery, request)
+            try:
+                result = ebxml_parse.parse_adhoc_query_response(body)
+            except Exception as exc:
+                raise RegistryUnavailable(f"registry at {self.url} sent no AdhocQueryResponse: {exc}") from exc
+            if any(e.is_error for e in result.errors):
+                raise RegistryUnavailable("registry refused GetDocuments: " + "; ".join(
+                    f"{e.error_code}: {e.code_context}" for e in result.errors))
+            found += [o for o in result.objects if isinstance(o, DocumentEntry)]
+        return found
