@@ -96,7 +96,9 @@ XDS_REPOSITORY_URL = env.url(
 DICOM_AE_TITLE = env.custom("DICOM_AE_TITLE", "XDSI_IDS", "AE title of our DICOM SCP/SCU.", env.ae_title)
 DICOM_PORT = env.integer("DICOM_PORT", 11112, "Port of our DICOM SCP (C-STORE, MPPS).", minimum=1, maximum=65535)
 DICOM_PACS = env.custom("DICOM_PACS", "ORTHANC@127.0.0.1:4242", "The local PACS, AET@host:port.", env.dicom_peer)
-DICOMWEB_URL = env.url("DICOMWEB_URL", "", "DICOMweb base URL of the PACS (QIDO-RS/WADO-RS), e.g. http://127.0.0.1:8042/dicom-web")
+DICOMWEB_URL = env.url(
+    "DICOMWEB_URL", "http://127.0.0.1:8042/dicom-web",
+    "DICOMweb base URL of the PACS (QIDO-RS/WADO-RS; the fastest fetch path). Empty: DIMSE only (C-FIND/C-GET).")
 # Publication (RAD-68) metadata. Coded values are code^^scheme^display; defaults follow the NIST
 # XDS-I reference metadata (conformance IDS-DEPT002-a/kos/metadata.xml) where the NIST affinity domain
 # (codes.xml) accepts the value; typeCode/contentTypeCode are imaging codes, not the sample's lab report.

@@ -85,9 +85,12 @@ def main() -> int:
     os.chdir(BASE_DIR)
     env = dict(os.environ)
     settings = _settings()
+    pacs = str(BASE_DIR / "imaging_source" / "pacs" / "local-pacs.sh")
+    started_pacs = False
     if settings.XDS_RUN_PACS:
-        pacs = str(BASE_DIR / "imaging_source" / "pacs" / "local-pacs.sh")
+        already = subprocess.run(["bash", pacs, "status"], cwd=BASE_DIR, capture_output=True).returncode == 0
         _run_step(["bash", pacs, "start"], "starting the local Orthanc PACS")
+        started_pacs = not already
         _run_step(["env", f"PYTHON={PYTHON}", "bash", pacs, "load", "--demo"], "loading demo studies into the PACS")
     reconcile = [PYTHON, "manage.py", "xds_repository_reconcile"]
     _run_step(reconcile, "reconciling repository documents left by an interrupted run")
@@ -131,6 +134,8 @@ def main() -> int:
             service.process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(service.process.pid, signal.SIGKILL)
+    if started_pacs:
+        subprocess.run(["bash", pacs, "stop"], cwd=BASE_DIR)
     print("supervisor | stopped", flush=True)
     return exit_code
 

@@ -27,14 +27,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 from xml.sax.saxutils import escape
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Replace
+from django.utils import timezone
 
 from xds_registry import models as m
 from xds_registry.affinity_domain import AffinityDomain
+from xds_registry.ebxml.serialize import registry_object_xml
 from xds_registry.ebxml.vocabulary import (
     REFERENCE_ID_LIST_SLOT,
     RELATIONSHIP_TYPES,
@@ -79,26 +83,95 @@ class RegistrationResult:
 def register_document_set(submission: Submission, *, affinity_domain: AffinityDomain | None = None,
                           now: datetime | None = None) -> RegistrationResult:
     """Register ``submission`` (ITI-42) or raise :class:`XdsError` carrying every finding."""
-    errors = attach_top_level_parts(submission)
-    errors += validate_submission(submission, affinity_domain)
+    return register_document_sets([submission], affinity_domain=affinity_domain, now=now)[0]
+
+
+def register_document_sets(submissions: list[Submission], *, affinity_domain: AffinityDomain | None = None,
+                           now: datetime | None = None) -> list[RegistrationResult]:
+    """Register several submissions in ONE transaction: all of them, or none (bulk loading).
+
+    Every submission goes through exactly the ITI-42 path of :func:`register_document_set`
+    (message validation, id assignment, registry-level rules, lifecycle, persistence); only the
+    round trips are shared: one advisory-lock statement, one lookup statement and one insert per
+    table for a whole group of independent submissions.  Submissions that share a uniqueId or an
+    entryUUID with, or reference an object of, an earlier submission of the batch start a new group,
+    so they see that submission's rows exactly as if it had been registered before them.  Any
+    finding raises :class:`XdsError` with the findings of every submission and writes nothing.
+    """
+    timestamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    errors: list[RegistryError] = []
+    prepared: list[_Prepared] = []
+    for submission in submissions:
+        found = attach_top_level_parts(submission)
+        found += validate_submission(submission, affinity_domain)
+        errors += found
+        if any(e.is_error for e in found):
+            continue
+        assert submission.submission_set is not None  # validated
+        client_uuids = {o.id for o in submission.all_objects() if o.id.startswith(UUID_PREFIX)}
+        id_map = _assign_ids(submission)
+        _set_registry_values(submission, timestamp)
+        prepared.append(_Prepared(submission, id_map, client_uuids, [e for e in found if not e.is_error]))
     if any(e.is_error for e in errors):
         raise XdsError(errors)
-    warnings = [e for e in errors if not e.is_error]
-    assert submission.submission_set is not None  # validated
-    timestamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    client_uuids = {o.id for o in submission.all_objects() if o.id.startswith(UUID_PREFIX)}
-    id_map = _assign_ids(submission)
-    _set_registry_values(submission, timestamp)
     try:
         with transaction.atomic():
-            result = _register(submission, id_map, client_uuids, timestamp)
+            results: list[RegistrationResult] = []
+            for group in _independent_groups(prepared):
+                results += _register(group, timestamp)
     except IntegrityError as exc:
         # Lost a race the locks do not cover (two submissions with the same client-assigned
         # entryUUID or SubmissionSet/Folder uniqueId committing at once): the unique constraint
         # decided; report it like the pre-check would have.
-        raise XdsError(_integrity_findings(submission, exc)) from exc
-    result.warnings = warnings
-    return result
+        raise XdsError([f for p in prepared for f in _integrity_findings(p.submission, exc)]) from exc
+    for p, result in zip(prepared, results, strict=True):
+        result.warnings = p.warnings
+    return results
+
+
+@dataclass
+class _Prepared:
+    """A validated submission with registry-assigned ids, ready for the transaction."""
+
+    submission: Submission
+    id_map: dict[str, str]
+    client_uuids: set[str]
+    warnings: list[RegistryError]
+
+    def keys(self) -> set[str]:
+        """uniqueIds and entryUUIDs this submission creates."""
+        sub = self.submission
+        assert sub.submission_set is not None
+        out = {sub.submission_set.unique_id, *(d.unique_id for d in sub.document_entries),
+               *(f.unique_id for f in sub.folders)}
+        out.update(o.id for o in sub.all_objects())
+        return out
+
+    def references(self) -> set[str]:
+        """Association ends outside the submission (objects already in the registry)."""
+        sub = self.submission
+        local = {o.id for o in sub.all_objects()}
+        return {end for a in sub.associations for end in (a.source_object, a.target_object) if end not in local}
+
+
+#: Most uniqueIds + entryUUIDs one group of :func:`register_document_sets` looks up at once.
+MAX_GROUP_KEYS = 20_000
+
+
+def _independent_groups(prepared: list[_Prepared]) -> Iterable[list[_Prepared]]:
+    """Split a batch into runs whose submissions neither share keys nor reference each other."""
+    group: list[_Prepared] = []
+    seen: set[str] = set()
+    for p in prepared:
+        keys = p.keys()
+        # The size cap keeps the lookup statement under SQLite's bind-parameter limit (32766).
+        if group and (keys & seen or p.references() & seen or len(seen) + len(keys) > MAX_GROUP_KEYS):
+            yield group
+            group, seen = [], set()
+        group.append(p)
+        seen |= keys
+    if group:
+        yield group
 
 
 # --- step 2: ids and registry-owned values ----------------------------------------------------------
@@ -167,22 +240,69 @@ class _Existing:
         return ""
 
 
-def _register(sub: Submission, id_map: dict[str, str], client_uuids: set[str], timestamp: str) -> RegistrationResult:
+def _register(group: list[_Prepared], timestamp: str) -> list[RegistrationResult]:
+    """Check and write a group of independent submissions (inside the caller's transaction)."""
+    subs = [p.submission for p in group]
+    _lock_unique_ids([u for sub in subs for u in _unique_ids(sub)])
+
+    # One round trip for the registry state the rules need (patients, uniqueIds, client entryUUIDs)
+    # and, on PostgreSQL, the primary keys of the new rows.
+    found = _lookup(
+        sorted({sub.submission_set.patient_id for sub in subs if sub.submission_set}),
+        [d.unique_id for sub in subs for d in sub.document_entries],
+        [sub.submission_set.unique_id for sub in subs if sub.submission_set],
+        [f.unique_id for sub in subs for f in sub.folders],
+        sorted({u for p in group for u in p.client_uuids}),
+        {m.ObjectKind.SUBMISSION_SET: len(subs),
+         m.ObjectKind.DOCUMENT_ENTRY: sum(len(s.document_entries) for s in subs),
+         m.ObjectKind.FOLDER: sum(len(s.folders) for s in subs)})
+
+    references = set().union(*(p.references() for p in group))
+    existing = _load_existing(references)
+    errors: list[RegistryError] = []
+    for p in group:
+        errors += _check_registry_rules(p, found, existing)
+    if errors:
+        raise XdsError(errors)
+
+    results: list[RegistrationResult] = []
+    propagated_all: list[list[Association]] = []
+    for p in group:
+        sub = p.submission
+        ss = sub.submission_set
+        assert ss is not None
+        # Lifecycle: deprecations and folder propagation (ITI TF-3 4.2.2.2.3, 4.2.2.2.5).
+        replaced = {a.target_object: a.source_object for a in sub.associations if a.type in REPLACING_TYPES}
+        deprecated = _deprecate(set(replaced))
+        propagated = _propagate_folders(replaced, ss.patient_id)
+        touched_folders = {a.source_object for a in sub.associations
+                           if a.type == AssociationType.HasMember and a.source_object in existing.folders}
+        touched_folders |= {a.source_object for a in propagated}
+        _touch_folders(touched_folders, timestamp)
+        propagated_all.append(propagated)
+        results.append(RegistrationResult(submission_set_uuid=ss.id, entry_uuids=dict(p.id_map),
+                                          document_count=len(sub.document_entries), deprecated=sorted(deprecated)))
+    _insert(subs, existing, propagated_all, found.get("I", {}))
+    return results
+
+
+def _unique_ids(sub: Submission) -> list[str]:
+    assert sub.submission_set is not None
+    return [sub.submission_set.unique_id, *(d.unique_id for d in sub.document_entries),
+            *(f.unique_id for f in sub.folders)]
+
+
+def _check_registry_rules(p: _Prepared, found: dict, existing: _Existing) -> list[RegistryError]:
+    """The registry-level rules of one submission, against the looked-up registry state."""
+    sub = p.submission
     ss = sub.submission_set
     assert ss is not None
-    original_id = {v: k for k, v in id_map.items()}  # for error locations: what the submitter wrote
+    original_id = {v: k for k, v in p.id_map.items()}  # for error locations: what the submitter wrote
     loc = lambda uuid_: original_id.get(uuid_, uuid_)  # noqa: E731
     errors: list[RegistryError] = []
 
-    _lock_unique_ids([ss.unique_id, *(d.unique_id for d in sub.document_entries),
-                      *(f.unique_id for f in sub.folders)])
-
-    # One round trip for the registry state the rules need (patient, uniqueIds, client entryUUIDs).
-    found = _lookup(ss.patient_id, [d.unique_id for d in sub.document_entries], [ss.unique_id],
-                    [f.unique_id for f in sub.folders], sorted(client_uuids))
-
     # Rule: the SubmissionSet patient is known and not merged away (ITI TF-2b 3.42.4.1.3, TF-2a 3.8.4.1.3).
-    patient = found.get("P")
+    patient = found["P"].get(ss.patient_id)
     if not patient:
         errors.append(_err(ErrorCode.XDSUnknownPatientId,
                            f"patient id {ss.patient_id} is not known to the registry "
@@ -193,49 +313,35 @@ def _register(sub: Submission, id_map: dict[str, str], client_uuids: set[str], t
                            "and is no longer in use (ITI TF-2a 3.8.4.1.3)", loc(ss.id)))
 
     # Client-assigned entryUUIDs must be new (ebRIM: ids are unique in the registry).
-    for taken, kind, _ in found.get("U", []):
-        errors.append(_err(META, f"entryUUID {taken} is already used by a registry object ({kind})", loc(taken)))
+    for client_uuid in sorted(p.client_uuids):
+        for taken, kind, _ in found["U"].get(client_uuid, []):
+            errors.append(_err(META, f"entryUUID {taken} is already used by a registry object ({kind})",
+                               loc(taken)))
 
     # uniqueIds (ITI TF-2b 3.42.4.1.3.x, ITI TF-3 Table 4.2.4.1-2): a DocumentEntry uniqueId may be
     # registered again only for identical content; SubmissionSet/Folder uniqueIds never.
     new_des = {d.unique_id: d for d in sub.document_entries}
-    for uid, hash_, size in dict.fromkeys(found.get("D", [])):
-        de = new_des[uid]
-        if (de.hash or "").lower() != (hash_ or ""):
-            errors.append(_err(ErrorCode.XDSNonIdenticalHash,
-                               f"DocumentEntry uniqueId {uid} is already registered with hash {hash_}; "
-                               f"this submission has {de.hash}", loc(de.id)))
-        if _size(size) != _size(de.size):
-            errors.append(_err(ErrorCode.XDSNonIdenticalSize,
-                               f"DocumentEntry uniqueId {uid} is already registered with size {size}; "
-                               f"this submission has {de.size}", loc(de.id)))
+    for uid, de in new_des.items():
+        for _, hash_, size in dict.fromkeys(found["D"].get(uid, [])):
+            if (de.hash or "").lower() != (hash_ or ""):
+                errors.append(_err(ErrorCode.XDSNonIdenticalHash,
+                                   f"DocumentEntry uniqueId {uid} is already registered with hash {hash_}; "
+                                   f"this submission has {de.hash}", loc(de.id)))
+            if _size(size) != _size(de.size):
+                errors.append(_err(ErrorCode.XDSNonIdenticalSize,
+                                   f"DocumentEntry uniqueId {uid} is already registered with size {size}; "
+                                   f"this submission has {de.size}", loc(de.id)))
     packages = {"S": {ss.unique_id: ss}, "F": {f.unique_id: f for f in sub.folders}}
     for key in ("S", "F"):
-        for uid, _, _ in found.get(key, []):
-            obj = packages[key][uid]
-            errors.append(_err(ErrorCode.XDSDuplicateUniqueIdInRegistry,
-                               f"{type(obj).__name__} uniqueId {uid} already exists in the registry", loc(obj.id)))
+        for uid, obj in packages[key].items():
+            if uid in found[key]:
+                errors.append(_err(ErrorCode.XDSDuplicateUniqueIdInRegistry,
+                                   f"{type(obj).__name__} uniqueId {uid} already exists in the registry",
+                                   loc(obj.id)))
 
     # Association ends outside the submission.
-    local = {o.id for o in sub.all_objects()}
-    external = {end for a in sub.associations for end in (a.source_object, a.target_object) if end not in local}
-    existing = _load_existing(external)
     errors += _check_association_ends(sub, existing, loc)
-    if errors:
-        raise XdsError(errors)
-
-    # Lifecycle: deprecations and folder propagation (ITI TF-3 4.2.2.2.3, 4.2.2.2.5).
-    replaced = {a.target_object: a.source_object for a in sub.associations if a.type in REPLACING_TYPES}
-    deprecated = _deprecate(set(replaced))
-    propagated = _propagate_folders(replaced, ss.patient_id)
-    touched_folders = {a.source_object for a in sub.associations
-                       if a.type == AssociationType.HasMember and a.source_object in existing.folders}
-    touched_folders |= {a.source_object for a in propagated}
-    _touch_folders(touched_folders, timestamp)
-
-    _insert(sub, existing, propagated)
-    return RegistrationResult(submission_set_uuid=ss.id, entry_uuids=dict(id_map),
-                              document_count=len(sub.document_entries), deprecated=sorted(deprecated))
+    return errors
 
 
 def _lock_unique_ids(unique_ids: Iterable[str]) -> None:
@@ -263,12 +369,21 @@ def _size(value: object) -> int | None:
         return None
 
 
-def _lookup(patient_id: str, document_uids: list[str], submission_set_uids: list[str], folder_uids: list[str],
-            entry_uuids: list[str]) -> dict[str, list[tuple]]:
+_KIND_MODELS: dict[str, type[m.RegistryObjectRow]] = {
+    m.ObjectKind.SUBMISSION_SET: m.SubmissionSet, m.ObjectKind.DOCUMENT_ENTRY: m.DocumentEntry,
+    m.ObjectKind.FOLDER: m.Folder,
+}
+
+
+def _lookup(patient_ids: list[str], document_uids: list[str], submission_set_uids: list[str],
+            folder_uids: list[str], entry_uuids: list[str], allocate: dict[str, int]) -> dict[str, Any]:
     """Rows the registry-level rules need, in ONE statement (round trips dominate a registration).
 
-    Returns ``{"P": [(patient_id, merged_into_id, None)], "D": [(uniqueId, hash, size)],
-    "S"/"F": [(uniqueId, None, None)], "U": [(entryUUID, table, None)]}`` for what exists.
+    Returns ``{"P": {patient_id: [(patient_id, merged_into_id, None)]}, "D": {uniqueId: [(uniqueId,
+    hash, size)]}, "S"/"F": {uniqueId}, "U": {entryUUID: [(entryUUID, table, None)]}}`` for what exists,
+    and on PostgreSQL ``"I": {ObjectKind: [new primary keys]}``: ``allocate`` rows' ids drawn from
+    the tables' sequences in the same statement, so that the inserts need no ``RETURNING``
+    round trip per table and the code rows can be written together with their objects.
     """
     def in_list(values: list[str]) -> tuple[str, list[str]]:
         return ", ".join(["%s"] * len(values)), values
@@ -276,9 +391,10 @@ def _lookup(patient_id: str, document_uids: list[str], submission_set_uids: list
     parts: list[str] = []
     params: list[object] = []
     patient_table = m.Patient._meta.db_table
+    marks, values = in_list(patient_ids)
     parts.append(f"SELECT 'P', patient_id, CAST(merged_into_id AS TEXT), NULL FROM {patient_table} "
-                 "WHERE patient_id = %s")
-    params.append(patient_id)
+                 f"WHERE patient_id IN ({marks})")
+    params += values
     if document_uids:
         marks, values = in_list(document_uids)
         parts.append(f"SELECT 'D', unique_id, hash, CAST(size AS TEXT) FROM {m.DocumentEntry._meta.db_table} "
@@ -296,12 +412,51 @@ def _lookup(patient_id: str, document_uids: list[str], submission_set_uids: list
             parts.append(f"SELECT 'U', entry_uuid, '{model._meta.verbose_name}', NULL FROM {model._meta.db_table} "
                          f"WHERE entry_uuid IN ({marks})")
             params += values
-    found: dict[str, list[tuple]] = {}
+    postgresql = connection.vendor == "postgresql"
+    if postgresql:
+        for kind, count in allocate.items():
+            if count:
+                table = _KIND_MODELS[kind]._meta.db_table
+                parts.append(f"SELECT 'I', '{kind}', CAST(nextval(pg_get_serial_sequence('{table}', 'id')) AS TEXT), "
+                             "NULL FROM generate_series(1, %s)")
+                params.append(count)
+    found: dict[str, Any] = {"P": {}, "D": {}, "S": set(), "F": set(), "U": {}, "I": {}}
     with connection.cursor() as cursor:
         cursor.execute(" UNION ALL ".join(parts), params)
         for key, a, b, c in cursor.fetchall():
-            found.setdefault(key, []).append((a, b, c) if key == "D" else (a, b, None))
+            if key in ("S", "F"):
+                found[key].add(a)
+            elif key == "I":
+                found["I"].setdefault(a, []).append(int(b))
+            else:
+                found[key].setdefault(a, []).append((a, b, c) if key == "D" else (a, b, None))
+    if not postgresql:
+        found["I"] = _allocate_sqlite(allocate)
     return found
+
+
+def _allocate_sqlite(allocate: dict[str, int]) -> dict[str, list[int]]:
+    """New primary keys on SQLite: past both the highest id and the AUTOINCREMENT counter.
+
+    Race-free because SQLite transactions here are ``BEGIN IMMEDIATE`` (config/settings.py): this
+    writer holds the database's write lock until it commits.
+    """
+    out: dict[str, list[int]] = {}
+    with connection.cursor() as cursor:
+        for kind, count in allocate.items():
+            if not count:
+                continue
+            table = _KIND_MODELS[kind]._meta.db_table
+            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+            top = cursor.fetchone()[0]
+            try:
+                cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [table])
+                row = cursor.fetchone()
+            except DatabaseError:  # no AUTOINCREMENT table in this database
+                row = None
+            top = max(top, row[0] if row and row[0] is not None else 0)
+            out[kind] = list(range(top + 1, top + 1 + count))
+    return out
 
 
 def _load_existing(uuids: set[str]) -> _Existing:
@@ -500,10 +655,8 @@ def _touch_folders(folder_uuids: set[str], timestamp: str) -> None:
 
 
 def _xml(obj: RegistryObject) -> str:
-    from xds_registry.ebxml.serialize import registry_object
-    from xds_registry.soap.safe_xml import to_bytes
-
-    return to_bytes(registry_object(obj), xml_declaration=False).decode("utf-8")
+    # The stored fragment (models.py "Stored XML"): same text as lxml's serialization, built directly.
+    return registry_object_xml(obj)
 
 
 def _dtm14(value: str | None) -> str | None:
@@ -515,100 +668,128 @@ def _code(obj: RegistryObject, scheme: str) -> str:
     return str(c) if c else ""
 
 
-def _insert(sub: Submission, existing: _Existing, propagated: list[Association]) -> None:
-    ss = sub.submission_set
-    assert ss is not None
-    codes: list[m.RegistryCode] = []
+def _insert(subs: list[Submission], existing: _Existing, propagated: list[list[Association]],
+            ids: dict[str, list[int]]) -> None:
+    """Write the rows of ``subs`` (ids pre-allocated by :func:`_lookup`): one statement per table."""
+    now = timezone.now()
+    rows: dict[type, list[dict[str, object]]] = {m.SubmissionSet: [], m.DocumentEntry: [], m.Folder: [],
+                                                 m.Association: [], m.RegistryCode: []}
+    codes = rows[m.RegistryCode]
+    next_id = {kind: iter(values) for kind, values in ids.items()}
+    for sub, extra in zip(subs, propagated, strict=True):
+        ss = sub.submission_set
+        assert ss is not None
+        ss_pk = next(next_id[m.ObjectKind.SUBMISSION_SET])
+        rows[m.SubmissionSet].append(dict(
+            id=ss_pk, entry_uuid=ss.id, lid=ss.lid or ss.id, version_name="1", status=APPROVED, xml=_xml(ss),
+            registered=now, unique_id=ss.unique_id, patient_id=ss.patient_id, source_id=ss.source_id or "",
+            submission_time=_dtm14(ss.submission_time),
+            content_type_code=_code(ss, ClassificationScheme.SubmissionSet_contentTypeCode),
+            title=(ss.title or "")[:256]))
+        codes += [_code_row(m.ObjectKind.SUBMISSION_SET, ss_pk, m.CodeAttribute.AUTHOR_PERSON, a.person)
+                  for a in ss.author if a.person]
+        for d in sub.document_entries:
+            pk = next(next_id[m.ObjectKind.DOCUMENT_ENTRY])
+            rows[m.DocumentEntry].append(_document_row(d, pk, now))
+            codes += _document_codes(d, pk)
+        for f in sub.folders:
+            pk = next(next_id[m.ObjectKind.FOLDER])
+            rows[m.Folder].append(dict(
+                id=pk, entry_uuid=f.id, lid=f.lid or f.id, version_name="1", status=APPROVED, xml=_xml(f),
+                registered=now, unique_id=f.unique_id, patient_id=f.patient_id, last_update_time=f.last_update_time,
+                title=(f.title or "")[:256]))
+            codes += [_code_row(m.ObjectKind.FOLDER, pk, m.CodeAttribute.CODE_LIST, str(c)) for c in f.code_list]
 
-    ss_row = m.SubmissionSet(
-        entry_uuid=ss.id, lid=ss.lid or ss.id, version_name="1", status=APPROVED, xml=_xml(ss),
-        unique_id=ss.unique_id, patient_id=ss.patient_id, source_id=ss.source_id or "",
-        submission_time=_dtm14(ss.submission_time),
-        content_type_code=_code(ss, ClassificationScheme.SubmissionSet_contentTypeCode),
-        title=(ss.title or "")[:256])
-    _raw_insert([ss_row])
-    codes += [m.RegistryCode(object_kind=m.ObjectKind.SUBMISSION_SET, object_id=ss_row.pk,
-                             attribute=m.CodeAttribute.AUTHOR_PERSON, value=a.person)
-              for a in ss.author if a.person]
-
-    de_objects = sub.document_entries
-    de_rows = [_document_row(d) for d in de_objects]
-    if de_rows:
-        _raw_insert(de_rows)
-        for d, row in zip(de_objects, de_rows, strict=True):
-            codes += _document_codes(d, row.pk)
-
-    folder_rows = [m.Folder(entry_uuid=f.id, lid=f.lid or f.id, version_name="1", status=APPROVED, xml=_xml(f),
-                            unique_id=f.unique_id, patient_id=f.patient_id, last_update_time=f.last_update_time,
-                            title=(f.title or "")[:256]) for f in sub.folders]
-    if folder_rows:
-        _raw_insert(folder_rows)
-        for f, row in zip(sub.folders, folder_rows, strict=True):
-            codes += [m.RegistryCode(object_kind=m.ObjectKind.FOLDER, object_id=row.pk,
-                                     attribute=m.CodeAttribute.CODE_LIST, value=str(c)) for c in f.code_list]
-
-    kinds: dict[str, str] = {ss.id: m.ObjectKind.SUBMISSION_SET}
-    kinds.update({d.id: m.ObjectKind.DOCUMENT_ENTRY for d in de_objects})
-    kinds.update({f.id: m.ObjectKind.FOLDER for f in sub.folders})
-    kinds.update({a.id: m.ObjectKind.ASSOCIATION for a in sub.associations})
-    patients: dict[str, str] = {ss.id: ss.patient_id, **{d.id: d.patient_id for d in de_objects},
-                                **{f.id: f.patient_id for f in sub.folders}}
-    assoc_rows = []
-    for a in [*sub.associations, *propagated]:
-        src_kind = kinds.get(a.source_object) or existing.kind(a.source_object)
-        tgt_kind = kinds.get(a.target_object) or existing.kind(a.target_object)
-        src_row = existing.folders.get(a.source_object)
-        assoc_rows.append(m.Association(
-            entry_uuid=a.id, lid=a.lid or a.id, version_name="1", status=APPROVED, xml=_xml(a),
-            association_type=a.association_type, source_uuid=a.source_object, target_uuid=a.target_object,
-            source_kind=src_kind, target_kind=tgt_kind, submission_set_status=a.submission_set_status or "",
-            patient_id=patients.get(a.source_object) or (src_row.patient_id if src_row else ss.patient_id)))
-    if assoc_rows:
-        _raw_insert(assoc_rows, returning=False)
-    if codes:
-        _raw_insert(codes, returning=False)
+        kinds: dict[str, str] = {ss.id: m.ObjectKind.SUBMISSION_SET}
+        kinds.update({d.id: m.ObjectKind.DOCUMENT_ENTRY for d in sub.document_entries})
+        kinds.update({f.id: m.ObjectKind.FOLDER for f in sub.folders})
+        kinds.update({a.id: m.ObjectKind.ASSOCIATION for a in sub.associations})
+        patients: dict[str, str] = {ss.id: ss.patient_id, **{d.id: d.patient_id for d in sub.document_entries},
+                                    **{f.id: f.patient_id for f in sub.folders}}
+        for a in [*sub.associations, *extra]:
+            src_row = existing.folders.get(a.source_object)
+            rows[m.Association].append(dict(
+                entry_uuid=a.id, lid=a.lid or a.id, version_name="1", status=APPROVED, xml=_xml(a), registered=now,
+                association_type=a.association_type, source_uuid=a.source_object, target_uuid=a.target_object,
+                source_kind=kinds.get(a.source_object) or existing.kind(a.source_object),
+                target_kind=kinds.get(a.target_object) or existing.kind(a.target_object),
+                submission_set_status=a.submission_set_status or "",
+                patient_id=patients.get(a.source_object) or (src_row.patient_id if src_row else ss.patient_id)))
+    _write_rows(rows)
 
 
-def _raw_insert(objs: list, *, returning: bool = True) -> None:
-    """One multi-row ``INSERT ... RETURNING id`` for ``objs`` (instances of one model).
+def _code_row(kind: str, pk: int, attribute: str, value: str) -> dict[str, object]:
+    return {"object_kind": kind, "object_id": pk, "attribute": attribute, "value": value}
 
-    Same SQL as ``bulk_create`` (which relies on the same RETURNING row order on PostgreSQL and
-    SQLite) without its per-call machinery: registration is CPU-bound, and this is its hot path.
+
+#: Above this many rows in one table PostgreSQL gets them by COPY (bulk loading), below by INSERT.
+COPY_THRESHOLD = 200
+
+
+def _write_rows(rows: dict[type, list[dict[str, object]]]) -> None:
+    """Insert plain row dicts (keys = column names; missing columns take the field default).
+
+    Registration is CPU-bound and round trips dominate it, so this bypasses model instances and
+    ``bulk_create``: on PostgreSQL every small table goes into ONE multi-statement execute (the
+    client-side cursor sends it with the simple query protocol: one round trip for all tables),
+    large ones by COPY; on SQLite one multi-row INSERT per table and parameter-limit chunk.
     """
-    model = type(objs[0])
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    # Stay below the bind-parameter limits (SQLite 32766, PostgreSQL 65535) for huge submissions.
-    batch = max(1, 30000 // len(fields))
-    if len(objs) > batch:
-        for start in range(0, len(objs), batch):
-            _raw_insert(objs[start:start + batch], returning=returning)
-        return
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in fields)
-    values = [[f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields] for obj in objs]
-    if connection.vendor == "postgresql" and len(objs) > 1:
-        # One array per column: the statement text stays short and constant (psycopg caches its
-        # parsing; a long multi-row VALUES list is re-parsed client-side on every call).
-        selects = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-        sql = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({selects})"
-        params: list[object] = [list(column) for column in zip(*values, strict=True)]
-    else:
-        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        sql = f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(objs))}"
-        params = [v for row_values in values for v in row_values]
-    with connection.cursor() as cursor:
-        if not returning:
-            cursor.execute(sql, params)
-            return
-        cursor.execute(f"{sql} RETURNING {quote(model._meta.pk.column)}", params)
-        for obj, (pk,) in zip(objs, cursor.fetchall(), strict=True):
-            obj.pk = pk
+    statements: list[str] = []
+    params: list[object] = []
+    postgresql = connection.vendor == "postgresql"
+    for model, table_rows in rows.items():
+        if not table_rows:
+            continue
+        columns = _columns(model, with_id="id" in table_rows[0])
+        defaults = _defaults(model)
+        values = [tuple(row[c] if c in row else defaults[c] for c in columns) for row in table_rows]
+        quote = connection.ops.quote_name
+        table = quote(model._meta.db_table)
+        column_sql = ", ".join(quote(c) for c in columns)
+        if postgresql and len(values) > COPY_THRESHOLD:
+            with connection.cursor() as cursor, cursor.cursor.copy(
+                    f"COPY {table} ({column_sql}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
+            continue
+        datetimes = _datetime_columns(model, columns)
+        if not postgresql and datetimes:
+            adapt = connection.ops.adapt_datetimefield_value
+            values = [tuple(adapt(x) if i in datetimes else x for i, x in enumerate(v)) for v in values]
+        row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        batch = len(values) if postgresql else max(1, 30000 // len(columns))
+        for start in range(0, len(values), batch):
+            chunk = values[start:start + batch]
+            statements.append(f"INSERT INTO {table} ({column_sql}) VALUES {', '.join([row_sql] * len(chunk))}")
+            params += [v for row_values in chunk for v in row_values]
+            if not postgresql:
+                with connection.cursor() as cursor:
+                    cursor.execute(statements.pop(), params)
+                params = []
+    if statements:
+        with connection.cursor() as cursor:
+            cursor.execute("; ".join(statements), params)
 
 
-def _document_row(d: DocumentEntry) -> m.DocumentEntry:
-    return m.DocumentEntry(
-        entry_uuid=d.id, lid=d.lid or d.id, version_name="1", status=APPROVED, xml=_xml(d),
+@cache
+def _columns(model: type, *, with_id: bool) -> tuple[str, ...]:
+    return tuple(f.column for f in model._meta.concrete_fields if with_id or not f.primary_key)
+
+
+@cache
+def _datetime_columns(model: type, columns: tuple[str, ...]) -> frozenset[int]:
+    kinds = {f.column: f.get_internal_type() for f in model._meta.concrete_fields}
+    return frozenset(i for i, c in enumerate(columns) if kinds[c] == "DateTimeField")
+
+
+@cache
+def _defaults(model: type) -> dict[str, object]:
+    return {f.column: f.get_default() for f in model._meta.concrete_fields if f.has_default()}
+
+
+def _document_row(d: DocumentEntry, pk: int, now: datetime) -> dict[str, object]:
+    return dict(
+        id=pk, entry_uuid=d.id, lid=d.lid or d.id, version_name="1", status=APPROVED, xml=_xml(d), registered=now,
         unique_id=d.unique_id, patient_id=d.patient_id, object_type=d.object_type or "",
         creation_time=_dtm14(d.creation_time), service_start_time=_dtm14(d.service_start_time),
         service_stop_time=_dtm14(d.service_stop_time),
@@ -623,18 +804,14 @@ def _document_row(d: DocumentEntry) -> m.DocumentEntry:
         title=(d.title or "")[:256])
 
 
-def _document_codes(d: DocumentEntry, pk: int) -> list[m.RegistryCode]:
+def _document_codes(d: DocumentEntry, pk: int) -> list[dict[str, object]]:
     kind = m.ObjectKind.DOCUMENT_ENTRY
-    out = [m.RegistryCode(object_kind=kind, object_id=pk, attribute=m.CodeAttribute.CLASS_CODE, value=str(c))
+    out = [_code_row(kind, pk, m.CodeAttribute.CLASS_CODE, str(c))
            for c in d.codes(ClassificationScheme.DocumentEntry_classCode)]
-    out += [m.RegistryCode(object_kind=kind, object_id=pk, attribute=m.CodeAttribute.CONFIDENTIALITY_CODE,
-                           value=str(c)) for c in d.confidentiality_code]
-    out += [m.RegistryCode(object_kind=kind, object_id=pk, attribute=m.CodeAttribute.EVENT_CODE_LIST, value=str(c))
-            for c in d.event_code_list]
-    out += [m.RegistryCode(object_kind=kind, object_id=pk, attribute=m.CodeAttribute.REFERENCE_ID_LIST, value=v)
-            for v in d.slot_values(REFERENCE_ID_LIST_SLOT)]
-    out += [m.RegistryCode(object_kind=kind, object_id=pk, attribute=m.CodeAttribute.AUTHOR_PERSON, value=a.person)
-            for a in d.author if a.person]
+    out += [_code_row(kind, pk, m.CodeAttribute.CONFIDENTIALITY_CODE, str(c)) for c in d.confidentiality_code]
+    out += [_code_row(kind, pk, m.CodeAttribute.EVENT_CODE_LIST, str(c)) for c in d.event_code_list]
+    out += [_code_row(kind, pk, m.CodeAttribute.REFERENCE_ID_LIST, v) for v in d.slot_values(REFERENCE_ID_LIST_SLOT)]
+    out += [_code_row(kind, pk, m.CodeAttribute.AUTHOR_PERSON, a.person) for a in d.author if a.person]
     return out
 
 

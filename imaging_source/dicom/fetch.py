@@ -32,6 +32,7 @@ from typing import Any
 import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_role, evt
 from pynetdicom.presentation import StoragePresentationContexts, build_context
@@ -436,7 +437,7 @@ def _fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: 
         try:
             # encoded_dataset(): the received bytes with a file meta, no decode/re-encode.  The
             # series is read from the data set: a PACS may match the SOP UID alone at IMAGE level.
-            collector.add(event.encoded_dataset(include_meta=True), str(event.dataset.get("SeriesInstanceUID", "")),
+            collector.add(event.encoded_dataset(include_meta=True), _series_uid(event),
                           event.request.AffectedSOPInstanceUID, event.request.AffectedSOPClassUID,
                           event.context.transfer_syntax)
             return 0x0000
@@ -460,6 +461,25 @@ def _fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: 
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _series_uid(event: Any) -> str:
+    """Series Instance UID of a received C-STORE data set, reading only the elements up to it.
+
+    ``event.dataset`` would decode the whole data set (~250 elements for a CT slice); stopping
+    after (0020,000E) makes the C-GET receive loop noticeably cheaper.
+    """
+    ts = event.context.transfer_syntax
+    raw = event.request.DataSet
+    if ts.is_deflated or not hasattr(raw, "seek"):
+        return str(event.dataset.get("SeriesInstanceUID", ""))
+    raw.seek(0)
+    try:
+        head = read_dataset(raw, ts.is_implicit_VR, ts.is_little_endian,
+                            stop_when=lambda tag, *_: tag > 0x0020000E)
+        return str(head.get("SeriesInstanceUID", "") or "")
+    finally:
+        raw.seek(0)
 
 
 def _retrieve_series(item: SeriesFetch, collector: _Collector, name: str, send: Any,

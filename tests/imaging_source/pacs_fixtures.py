@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class Pacs:
     http_port: int
     ae_title: str  # our AE title for this session, registered in Orthanc
     scp_port: int  # where our SCP must listen for this AE's C-MOVE sub-operations
+    spool_root: Path  # default spool directory of configs made without one (removed at session end)
 
     @property
     def dicomweb_url(self) -> str:
@@ -58,7 +60,7 @@ class Pacs:
         use_web = method == FetchMethod.WADO_RS if dicomweb is None else dicomweb
         return DicomConfig(ae_title=self.ae_title, pacs=self.peer, dicomweb_url=self.dicomweb_url if use_web else "",
                            fetch_method=method, scp_host="127.0.0.1", scp_port=self.scp_port,
-                           spool_dir=spool_dir or Path(tempfile.mkdtemp(prefix="xdsi-spool-")))
+                           spool_dir=spool_dir or self.spool_root)
 
     def script(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", str(SCRIPT), *args], env=self.env, capture_output=True, text=True, timeout=300)
@@ -70,24 +72,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def pacs() -> Iterator[Pacs]:
+    """The shared test Orthanc.  Several pytest processes (xdist workers, or two people's
+    sessions) may use it at once: each registers itself under ``users/``; the last one out
+    stops it, but only if a test session started it (a PACS someone started by hand stays up).
+    """
     state = Path(os.environ.get("XDSI_TEST_PACS_DIR", Path(tempfile.gettempdir()) / "xdsi-test-pacs"))
-    state.mkdir(parents=True, exist_ok=True)
+    users = state.parent / "xdsi-test-pacs.users"
+    users.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LOCAL_PACS_DIR": str(state), "ORTHANC_DICOM_PORT": "4243", "ORTHANC_HTTP_PORT": "8043",
            "XDSI_PORT": "11113", "PYTHON": sys.executable, "TCP_NODELAY": "1"}
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     scp_port = _free_port()
     ae_title = f"XDSI_T{os.getpid() % 100000}"
-    info = Pacs(env, 4243, 8043, ae_title, scp_port)
-    # One Orthanc for all sessions/workers: start + load under a lock (idempotent).
-    with open(state.parent / "xdsi-test-pacs.lock", "w") as lock:
+    info = Pacs(env, 4243, 8043, ae_title, scp_port, Path(tempfile.mkdtemp(prefix="xdsi-spool-")))
+    started_by_tests = users / "started-by-tests"
+    lock_path = state.parent / "xdsi-test-pacs.lock"
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        running = info.script("status").returncode == 0
-        if not running:
+        if info.script("status").returncode != 0:
             started = info.script("start")
             if started.returncode != 0:
                 pytest.fail(f"local PACS did not start: {started.stdout}{started.stderr}")
+            started_by_tests.touch()
+        (users / str(os.getpid())).touch()
         loaded = info.script("load", "--demo")
         if loaded.returncode != 0:
             pytest.fail(f"loading the PACS failed: {loaded.stdout}{loaded.stderr}")
@@ -96,11 +114,16 @@ def pacs() -> Iterator[Pacs]:
             pytest.fail(f"registering {ae_title}: {registered.stderr}")
     yield info
     POOL.close()  # idle pooled associations would hold Orthanc's shutdown
+    shutil.rmtree(info.spool_root, ignore_errors=True)
     subprocess.run(["curl", "-sf", "-X", "DELETE", f"{info.rest_url}/modalities/{ae_title.lower()}"],
                    capture_output=True, timeout=10)
-    # The PACS keeps running when it was already up or other xdist workers may still use it.
-    if not running and not worker:
-        info.script("stop")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        (users / str(os.getpid())).unlink(missing_ok=True)
+        others = [p for p in users.iterdir() if p.name.isdigit() and _alive(int(p.name))]
+        if not others and started_by_tests.exists():
+            info.script("stop")
+            started_by_tests.unlink(missing_ok=True)
 
 
 @pytest.fixture

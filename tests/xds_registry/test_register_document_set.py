@@ -18,7 +18,7 @@ from xds_registry.ebxml.vocabulary import (
 from xds_registry.errors import ErrorCode, XdsError
 from xds_registry.metadata.objects import Association, DocumentEntry, Slot, Submission, new_id
 from xds_registry.patient_identity_feed.patients import merge_patients
-from xds_registry.register_document_set import register_document_set
+from xds_registry.register_document_set import COPY_THRESHOLD, register_document_set, register_document_sets
 
 pytestmark = pytest.mark.django_db
 
@@ -451,3 +451,102 @@ def test_a_large_submission_is_inserted_in_batches():
     result = register_document_set(sub)
     assert result.document_count == 1500 == m.DocumentEntry.objects.count()
     assert m.Association.objects.count() == 1500
+
+
+# --- batches (bulk loading): the same path, shared round trips, all or nothing ------------------------
+
+def _code_rows_match_their_objects() -> None:
+    # Pre-allocated primary keys: every code row points at the object it was derived from.
+    for de in m.DocumentEntry.objects.all():
+        codes = set(m.RegistryCode.objects.filter(object_kind="DE", object_id=de.pk).values_list("attribute", "value"))
+        assert ("classCode", de.class_code) in codes
+    for ss in m.SubmissionSet.objects.all():
+        assert m.RegistryCode.objects.filter(object_kind="SS", object_id=ss.pk, attribute="authorPerson").exists()
+
+
+def test_batch_registers_every_submission_like_single_registrations():
+    pid = fed_patient()
+    single, _ = register("single_doc.xml", pid)
+    subs = [load_submission(name, pid)[0] for name in ("single_doc.xml", "two_doc.xml", "folder_with_doc.xml")]
+    results = register_document_sets(subs)
+    assert [r.document_count for r in results] == [1, 2, 1]
+    assert len({r.submission_set_uuid for r in results} | {single.submission_set_uuid}) == 4
+    assert counts()[:3] == (4, 5, 1)
+    fd = m.Folder.objects.get()
+    assert m.Association.objects.filter(source_uuid=fd.entry_uuid, target_kind="DE").count() == 1
+    # Same stored shape as a single registration.
+    first = m.DocumentEntry.objects.get(entry_uuid=single.entry_uuids["Document01"])
+    again = m.DocumentEntry.objects.get(entry_uuid=results[0].entry_uuids["Document01"])
+    assert again.xml.replace(again.entry_uuid, "X").count("urn:uuid:") == first.xml.replace(
+        first.entry_uuid, "X").count("urn:uuid:")
+    assert (again.class_code, again.creation_time, again.hash) == (first.class_code, first.creation_time, first.hash)
+    _code_rows_match_their_objects()
+
+
+def test_batch_with_one_bad_submission_writes_nothing_and_reports_every_finding():
+    pid = fed_patient()
+    good, _ = load_submission("single_doc.xml", pid)
+    unknown, _ = load_submission("single_doc.xml", new_patient_id())
+    also_unknown, _ = load_submission("two_doc.xml", new_patient_id())
+    before = counts()
+    with pytest.raises(XdsError) as exc:
+        register_document_sets([good, unknown, also_unknown])
+    assert codes_of(exc) == [ErrorCode.XDSUnknownPatientId] * 2
+    assert counts() == before
+
+
+def test_batch_members_sharing_a_unique_id_see_each_other():
+    pid = fed_patient()
+    first, uids = load_submission("single_doc.xml", pid)
+    identical, _ = load_submission("single_doc.xml", pid, keep_unique_ids={"Document01": uids["Document01"]})
+    register_document_sets([first, identical])  # identical re-registration: accepted
+    assert m.DocumentEntry.objects.filter(unique_id=uids["Document01"]).count() == 2
+
+    one, uids = load_submission("single_doc.xml", pid)
+    other, _ = load_submission("single_doc.xml", pid, keep_unique_ids={"Document01": uids["Document01"]})
+    other.document_entries[0].set_slot("hash", "0" * 40)
+    before = counts()
+    with pytest.raises(XdsError) as exc:
+        register_document_sets([one, other])
+    assert codes_of(exc) == [ErrorCode.XDSNonIdenticalHash]
+    assert counts() == before
+
+    package, uids = load_submission("single_doc.xml", pid)
+    same_package, _ = load_submission("single_doc.xml", pid,
+                                      keep_unique_ids={"SubmissionSet01": uids["SubmissionSet01"]})
+    with pytest.raises(XdsError) as exc:
+        register_document_sets([package, same_package])
+    assert codes_of(exc) == [ErrorCode.XDSDuplicateUniqueIdInRegistry]
+    assert counts() == before
+
+
+def test_batch_member_may_replace_a_document_of_an_earlier_member():
+    pid = fed_patient()
+    original, _ = load_submission("single_doc.xml", pid)
+    original.document_entries[0].id = new_id()  # client-assigned, so the replacement can name it
+    for c in original.document_entries[0].classifications + original.document_entries[0].external_identifiers:
+        c.classified_object = c.registry_object = original.document_entries[0].id
+    original.associations[0].target_object = original.document_entries[0].id
+    target = original.document_entries[0].id
+    replacement, _ = load_submission("rplc.xml", pid, rplc_doc_uuid=target)
+    results = register_document_sets([original, replacement])
+    assert results[1].deprecated == [target] and status_of(target) == DEPRECATED
+
+
+def test_large_batch_is_written_in_bulk():
+    pid = fed_patient()
+    subs = []
+    for _ in range(COPY_THRESHOLD // 5 + 1):
+        sub, _ = load_submission("single_doc.xml", pid)
+        for _ in range(4):
+            add_document_copy(sub)
+        subs.append(sub)
+    results = register_document_sets(subs)
+    assert sum(r.document_count for r in results) == 5 * len(subs) > COPY_THRESHOLD
+    assert counts()[1] == 5 * len(subs) and m.Association.objects.count() == 5 * len(subs)
+    assert len(set(m.DocumentEntry.objects.values_list("id", flat=True))) == 5 * len(subs)
+    _code_rows_match_their_objects()
+    # Registrations after a bulk batch get fresh keys.
+    single, _ = register("single_doc.xml", pid)
+    de = m.DocumentEntry.objects.get(entry_uuid=single.entry_uuids["Document01"])
+    assert m.RegistryCode.objects.filter(object_kind="DE", object_id=de.pk, attribute="classCode").count() == 1

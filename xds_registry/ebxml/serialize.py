@@ -13,6 +13,7 @@ classifiedObject / registryObject points at its parent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from lxml import etree
@@ -328,3 +329,131 @@ def retrieve_imaging_document_set_request(request: RetrieveImagingDocumentSetReq
     for uid in request.transfer_syntax_uids:
         _SubElement(syntaxes, _q(ns.XDSI, "TransferSyntaxUID")).text = uid
     return root
+
+
+# --- the stored fragment as text (registration hot path) ------------------------------------------
+
+_RIM_DECL = f' xmlns:rim="{ns.RIM}"'
+#: Characters XML 1.0 forbids (lxml refuses them); such objects take the lxml path, which raises.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ATTR_SPECIAL = re.compile('[&<>"\n\r\t\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
+_TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+class _NeedsLxml(Exception):
+    """The object has parts the text writer does not handle; use the lxml serializer."""
+
+
+def _attr(value: str) -> str:
+    # libxml2's attribute escaping (what lxml writes): & < > " and the whitespace controls.
+    if not isinstance(value, str):
+        raise _NeedsLxml
+    if type(value) is not str:  # a vocabulary StrEnum member: its plain value
+        value = str.__str__(value)
+    if _ATTR_SPECIAL.search(value) is None:
+        return value
+    if _FORBIDDEN.search(value):
+        raise _NeedsLxml
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
+
+
+def _text(value: str) -> str:
+    # libxml2's text escaping: & < > and CR.
+    if not isinstance(value, str):
+        raise _NeedsLxml
+    if type(value) is not str:
+        value = str.__str__(value)
+    if _TEXT_SPECIAL.search(value) is None:
+        return value
+    if _FORBIDDEN.search(value):
+        raise _NeedsLxml
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+def _attrs_text(pairs: list[tuple[str, str | None]]) -> str:
+    return "".join(f' {k}="{_attr(v)}"' for k, v in pairs if v is not None)
+
+
+def _required(*values: str | None) -> None:
+    # lxml refuses a None attribute value: let it raise exactly as registry_object() would.
+    if any(v is None for v in values):
+        raise _NeedsLxml
+
+
+def _slots_text(slots: list[Slot]) -> str:
+    out = []
+    for s in slots:
+        head = f'<rim:Slot name="{_attr(s.name)}"' + (f' slotType="{_attr(s.slot_type)}"' if s.slot_type is not None
+                                                     else "")
+        if s.values:
+            values = "".join("<rim:Value/>" if v is None else f"<rim:Value>{_text(v)}</rim:Value>"
+                             for v in s.values)
+            out.append(f"{head}><rim:ValueList>{values}</rim:ValueList></rim:Slot>")
+        else:
+            out.append(f"{head}><rim:ValueList/></rim:Slot>")
+    return "".join(out)
+
+
+def _international_text(local: str, text: InternationalString) -> str:
+    strings = "".join(
+        "<rim:LocalizedString" + (f' xml:lang="{_attr(s.lang)}"' if s.lang is not None else "")
+        + (f' charset="{_attr(s.charset)}"' if s.charset is not None else "") + f' value="{_attr(s.value)}"/>'
+        for s in text.strings)
+    return f"<rim:{local}>{strings}</rim:{local}>"
+
+
+def _object_text(tag: str, decl: str, own: list[tuple[str, str | None]], obj: RegistryObject, obj_id: str) -> str:
+    """Same bytes as ``_write_registry_object`` + lxml's serializer (checked by the tests)."""
+    if obj.extra_attributes or obj.extra_elements:
+        raise _NeedsLxml
+    attributes = _attrs_text([*own, ("id", obj_id), ("home", obj.home), ("lid", obj.lid),
+                              ("objectType", obj.object_type), ("status", obj.status)])
+    children = [_slots_text(obj.slots)]
+    if obj.name.strings:
+        children.append(_international_text("Name", obj.name))
+    if obj.description.strings:
+        children.append(_international_text("Description", obj.description))
+    if obj.version_name is not None or obj.version_comment is not None:
+        children.append("<rim:VersionInfo" + _attrs_text([("versionName", obj.version_name),
+                                                          ("comment", obj.version_comment)]) + "/>")
+    for c in obj.classifications:
+        c_id = c.id or new_id()
+        children.append(_object_text("Classification", "", [
+            ("classificationScheme", c.classification_scheme), ("classifiedObject", c.classified_object or obj_id),
+            ("classificationNode", c.classification_node), ("nodeRepresentation", c.node_representation)], c, c_id))
+    for e in obj.external_identifiers:
+        _required(e.identification_scheme, e.value)
+        e_id = e.id or new_id()
+        children.append(_object_text("ExternalIdentifier", "", [
+            ("registryObject", e.registry_object or obj_id), ("identificationScheme", e.identification_scheme),
+            ("value", e.value)], e, e_id))
+    body = "".join(children)
+    if not body:
+        return f"<rim:{tag}{decl}{attributes}/>"
+    return f"<rim:{tag}{decl}{attributes}>{body}</rim:{tag}>"
+
+
+def registry_object_xml(obj: RegistryObject) -> str:
+    """``to_bytes(registry_object(obj), xml_declaration=False)`` as text, written without lxml.
+
+    The registry stores this fragment for every object it registers; building an lxml tree only to
+    serialize it again cost more than the rest of the registration's Python work.  Objects with
+    unmodelled content (extra attributes / elements) or characters XML forbids go through lxml.
+    """
+    try:
+        if isinstance(obj, DocumentEntry):
+            own = [("mimeType", obj.mime_type or None), ("isOpaque", obj.is_opaque)]
+            return _object_text("ExtrinsicObject", _RIM_DECL, own, obj, obj.id)
+        if isinstance(obj, RegistryPackage):
+            return _object_text("RegistryPackage", _RIM_DECL, [], obj, obj.id)
+        if isinstance(obj, Association):
+            _required(obj.association_type, obj.source_object, obj.target_object)
+            own = [("associationType", obj.association_type), ("sourceObject", obj.source_object),
+                   ("targetObject", obj.target_object)]
+            return _object_text("Association", _RIM_DECL, own, obj, obj.id)
+    except _NeedsLxml:
+        pass
+    from xds_registry.soap.safe_xml import to_bytes
+
+    return to_bytes(registry_object(obj), xml_declaration=False).decode("utf-8")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import statistics
 import threading
 import time
@@ -208,40 +209,50 @@ class Command(BaseCommand):
                                  submit_objects_request(make_submission(plan, rng.choice(patients), i, 1, rng)))
                     for i in range(count)]
         self.say(f"    sending with {clients} concurrent clients")
+        # The clients share the server's cores: each sends a pre-built raw HTTP/1.1 request over a
+        # plain socket and reads the answer by Content-Length (no requests/urllib3 machinery), and
+        # their CPU time is reported beside the rate.
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        raw = [_raw_request(parts.path or "/", f"{host}:{port}", m) for m in messages]
         failures: list[str] = []
         done = 0
         lock = threading.Lock()
-        local = threading.local()
 
-        def send(message: Prepared) -> float:
+        def send(request: bytes) -> float:
             nonlocal done
-            session = getattr(local, "session", None)
-            if session is None:
-                session = local.session = requests.Session()
             started = time.perf_counter()
-            response = session.post(url, data=message.body, headers={"Content-Type": message.content_type},
-                                    timeout=60)
+            status, body = _raw_post(host, port, request)
             elapsed = time.perf_counter() - started
             with lock:
                 done += 1
-                if response.status_code != 200 or SUCCESS not in response.content:
-                    failures.append(response.text[:500])
+                if status != 200 or SUCCESS not in body:
+                    failures.append(f"HTTP {status}: {body[:500]!r}")
                 if done % 500 == 0:
-                    self.say(f"    {done}/{len(messages)}")
+                    self.say(f"    {done}/{len(raw)}")
             return elapsed
 
+        load_before = os.getloadavg()
+        cpu_before = time.process_time()
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
-            latencies = list(pool.map(send, messages))
+            latencies = list(pool.map(send, raw))
         wall = time.perf_counter() - started
+        client_cpu = time.process_time() - cpu_before
+        load_after = os.getloadavg()
         if failures:
             raise CommandError(f"{len(failures)} ITI-42 submissions failed; first: {failures[0]}")
         result = {"submissions": count, "clients": clients, "seconds": round(wall, 2),
                   "submissions_per_second": round(count / wall, 1),
                   "latency_ms_p50": round(percentile(latencies, 0.5) * 1000, 2),
-                  "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 2)}
+                  "latency_ms_p99": round(percentile(latencies, 0.99) * 1000, 2),
+                  "client_cpu_seconds": round(client_cpu, 2),
+                  "client_cpu_ms_per_submission": round(client_cpu / count * 1000, 3),
+                  "loadavg_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)]}
         self.say(f"    {result['submissions_per_second']} submissions/s "
-                 f"(p50 {result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms)")
+                 f"(p50 {result['latency_ms_p50']} ms, p99 {result['latency_ms_p99']} ms); client CPU "
+                 f"{result['client_cpu_ms_per_submission']} ms/submission; load average "
+                 f"{load_before[0]:.2f} -> {load_after[0]:.2f}")
         return result
 
     def _latency(self, name: str, url: str, messages: list[Prepared], expect_objects: bool) -> dict[str, Any]:
@@ -398,6 +409,37 @@ class Command(BaseCommand):
                 "copy_entries_per_second": round(copy_rate, 1), "transaction_registrations": len(registrations),
                 "transaction_connections": clients, "transaction_seconds": round(tx_seconds, 2),
                 "transaction_registrations_per_second": round(tx_rate, 1)}
+
+
+def _raw_request(path: str, host: str, message: Prepared) -> bytes:
+    """A complete HTTP/1.1 POST of ``message`` (built before the clock starts)."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {message.content_type}\r\n"
+            f"Content-Length: {len(message.body)}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + message.body
+
+
+def _raw_post(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    """Send one pre-built request on a fresh connection (gunicorn sync workers close after each answer)."""
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
+        length = next((int(line.split(b":", 1)[1]) for line in lines[1:]
+                       if line.lower().startswith(b"content-length:")), None)
+        while length is None or len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return status, body
 
 
 def _dsn() -> str:

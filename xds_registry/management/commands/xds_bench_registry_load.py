@@ -29,6 +29,7 @@ from django.db import connections
 
 from xds_registry.affinity_domain import AffinityDomain, load_affinity_domain
 from xds_registry.ebxml.vocabulary import (
+    IDENTIFICATION_SCHEME_NAMES,
     AssociationType,
     ClassificationNode,
     ClassificationScheme,
@@ -40,14 +41,16 @@ from xds_registry.metadata.objects import (
     Association,
     Classification,
     DocumentEntry,
+    ExternalIdentifier,
     InternationalString,
+    LocalizedString,
     Slot,
     Submission,
     SubmissionSet,
 )
 from xds_registry.metadata.values import Author, Code
 from xds_registry.models import Patient
-from xds_registry.register_document_set import register_document_set
+from xds_registry.register_document_set import register_document_sets
 
 DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"
 BUILTIN_CODES: dict[str, list[Code]] = {
@@ -87,6 +90,7 @@ class LoadPlan:
     codes: dict[str, list[tuple[str, str, str]]]  # attribute -> [(code, scheme, display)]
     mime_types: list[str]
     repository_unique_id: str
+    batch: int = 5000  # entries per transaction
 
     def patient_id(self, index: int) -> str:
         return f"BENCH-{self.run}-{index:07d}^^^&{self.authority}&ISO"
@@ -111,6 +115,19 @@ def _code(plan: LoadPlan, attribute: str, rng: random.Random) -> Code:
     return Code(code, scheme, display)
 
 
+def _uuid_from(rng: random.Random) -> str:
+    """A random ``urn:uuid:`` id from the loader's generator (cheaper than :func:`uuid.uuid4` per object)."""
+    h = f"{rng.getrandbits(128):032x}"
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def _classification(rng: random.Random, scheme: str, classified: str, code: tuple[str, str, str]) -> Classification:
+    # What Classification.for_code builds, with the loader's cheap id.
+    return Classification(id=_uuid_from(rng), classification_scheme=scheme, classified_object=classified,
+                          node_representation=code[0], slots=[Slot("codingScheme", [code[1]])],
+                          name=InternationalString([LocalizedString(code[2])]))
+
+
 def make_submission(plan: LoadPlan, patient_id: str, first_doc: int, count: int, rng: random.Random) -> Submission:
     """One SubmissionSet with ``count`` DocumentEntries for ``patient_id`` (symbolic ids, fresh uniqueIds)."""
     ss = SubmissionSet(id="SubmissionSet", object_type=ObjectType.REGISTRY_PACKAGE.value)
@@ -124,59 +141,78 @@ def make_submission(plan: LoadPlan, patient_id: str, first_doc: int, count: int,
     ss.source_id = "1.3.6.1.4.1.21367.13.80.110"
     ss.name = InternationalString.of("benchmark load")
     submission = Submission(submission_set=ss)
+    codes = plan.codes
+    conf, events = codes["confidentialityCode"], codes["eventCodeList"]
     for n in range(count):
-        de = DocumentEntry(id=f"Document{n}", object_type=ObjectType.STABLE_DOCUMENT_ENTRY.value,
+        doc_id = f"Document{n}"
+        de = DocumentEntry(id=doc_id, object_type=ObjectType.STABLE_DOCUMENT_ENTRY.value,
                            mime_type=rng.choice(plan.mime_types))
-        year = rng.randint(2015, 2025)
-        created = f"{year}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 23):02d}" \
-                  f"{rng.randint(0, 59):02d}{rng.randint(0, 59):02d}"
+        stamp = rng.getrandbits(64)
+        created = f"{2015 + stamp % 11}{1 + (stamp >> 4) % 12:02d}{1 + (stamp >> 8) % 28:02d}" \
+                  f"{(stamp >> 13) % 24:02d}{(stamp >> 18) % 60:02d}{(stamp >> 24) % 60:02d}"
         de.slots = [
             Slot("creationTime", [created]), Slot("languageCode", ["en-US"]),
             Slot("sourcePatientId", [patient_id]), Slot("hash", [f"{rng.getrandbits(160):040x}"]),
-            Slot("size", [str(rng.randint(1000, 5_000_000))]),
+            Slot("size", [str(1000 + (stamp >> 30) % 4_999_000)]),
             Slot("repositoryUniqueId", [plan.repository_unique_id]),
             Slot("serviceStartTime", [created[:12]]), Slot("serviceStopTime", [created[:12]]),
             Slot("urn:ihe:iti:xds:2013:referenceIdList",
                  [f"ACC{first_doc + n}^^^&1.2.3.4.5&ISO^urn:ihe:iti:xds:2013:accession"]),
         ]
         de.name = InternationalString.of(f"Benchmark document {first_doc + n}")
-        for attribute, scheme in SCHEMES.items():
-            de.set_codes(scheme, [_code(plan, attribute, rng)])
-        conf = plan.codes["confidentialityCode"]
-        de.set_codes(ClassificationScheme.DocumentEntry_confidentialityCode,
-                     [Code(c, s, d) for c, s, d in rng.sample(conf, k=min(len(conf), rng.randint(1, 2)))])
-        events = plan.codes["eventCodeList"]
-        de.set_codes(ClassificationScheme.DocumentEntry_eventCodeList,
-                     [Code(c, s, d) for c, s, d in rng.sample(events, k=min(len(events), rng.randint(0, 3)))])
-        de.classifications.append(Classification.for_author(
-            ClassificationScheme.DocumentEntry_author, de.id,
-            Author(person=f"^Author{rng.randint(1, 500)}^Bench^^^", institutions=["Bench Hospital"])))
-        de.set_external_id(IdentificationScheme.DocumentEntry_patientId, patient_id)
-        de.set_external_id(IdentificationScheme.DocumentEntry_uniqueId, f"2.25.{rng.getrandbits(120)}")
+        classifications = [_classification(rng, scheme, doc_id, rng.choice(codes[attribute]))
+                           for attribute, scheme in SCHEMES.items()]
+        classifications += [_classification(rng, ClassificationScheme.DocumentEntry_confidentialityCode, doc_id, c)
+                            for c in rng.sample(conf, k=min(len(conf), 1 + (stamp >> 50) % 2))]
+        classifications += [_classification(rng, ClassificationScheme.DocumentEntry_eventCodeList, doc_id, c)
+                            for c in rng.sample(events, k=min(len(events), (stamp >> 52) % 4))]
+        classifications.append(Classification(
+            id=_uuid_from(rng), classification_scheme=ClassificationScheme.DocumentEntry_author,
+            classified_object=doc_id, node_representation="",
+            slots=Author(person=f"^Author{1 + (stamp >> 54) % 500}^Bench^^^",
+                         institutions=["Bench Hospital"]).to_slots()))
+        de.classifications = classifications
+        de.external_identifiers = [
+            ExternalIdentifier(id=_uuid_from(rng), identification_scheme=scheme, value=value, registry_object=doc_id,
+                               name=InternationalString.of(IDENTIFICATION_SCHEME_NAMES[scheme]))
+            for scheme, value in ((IdentificationScheme.DocumentEntry_patientId, patient_id),
+                                  (IdentificationScheme.DocumentEntry_uniqueId, f"2.25.{rng.getrandbits(120)}"))]
         submission.document_entries.append(de)
         submission.associations.append(Association(
             id=f"Assoc{n}", association_type=AssociationType.HasMember.value, source_object=ss.id,
-            target_object=de.id, object_type=ObjectType.ASSOCIATION.value,
+            target_object=doc_id, object_type=ObjectType.ASSOCIATION.value,
             slots=[Slot("SubmissionSetStatus", [SubmissionSetStatus.ORIGINAL.value])]))
     return submission
 
 
 def load_patients(plan: LoadPlan, start: int, stop: int, domain: AffinityDomain | None) -> int:
-    """Register patients [start, stop) and their documents; returns the number of entries loaded."""
+    """Register patients [start, stop) and their documents; returns the number of entries loaded.
+
+    Submissions are registered ``plan.batch`` entries at a time by :func:`register_document_sets`:
+    the ITI-42 validation and persistence code, one transaction (and a few statements) per batch.
+    """
     rng = random.Random(f"{plan.run}:{plan.seed}:{start}")  # uniqueIds differ between runs
     Patient.objects.bulk_create(
         [Patient(patient_id=plan.patient_id(i), assigning_authority=plan.authority, family_name=f"Bench{i}")
          for i in range(start, stop)], ignore_conflicts=True, batch_size=1000)
     loaded = 0
+    pending: list[Submission] = []
+    pending_entries = 0
     for i in range(start, stop):
         pid = plan.patient_id(i)
         done = 0
         while done < plan.docs_per_patient:
             count = min(plan.per_submission, plan.docs_per_patient - done)
-            register_document_set(make_submission(plan, pid, i * plan.docs_per_patient + done, count, rng),
-                                  affinity_domain=domain)
+            pending.append(make_submission(plan, pid, i * plan.docs_per_patient + done, count, rng))
+            pending_entries += count
             done += count
-        loaded += done
+            if pending_entries >= plan.batch:
+                register_document_sets(pending, affinity_domain=domain)
+                loaded += pending_entries
+                pending, pending_entries = [], 0
+    if pending:
+        register_document_sets(pending, affinity_domain=domain)
+        loaded += pending_entries
     return loaded
 
 
@@ -193,6 +229,8 @@ class Command(BaseCommand):
         parser.add_argument("--docs-per-patient", type=int, default=20, help="entries per patient (default 20)")
         parser.add_argument("--per-submission", type=int, default=10,
                             help="entries per SubmissionSet (batching; default 10)")
+        parser.add_argument("--batch", type=int, default=5000,
+                            help="entries registered per transaction (default 5000)")
         parser.add_argument("--workers", type=int, default=1, help="parallel loader processes (default 1)")
         parser.add_argument("--authority", default="", help="assigning authority OID of the patient ids "
                             f"(default: first of the affinity domain, else {DEFAULT_AUTHORITY})")
@@ -202,8 +240,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         entries, per_patient = options["entries"], options["docs_per_patient"]
-        if entries < 1 or per_patient < 1 or options["per_submission"] < 1 or options["workers"] < 1:
-            raise CommandError("--entries, --docs-per-patient, --per-submission and --workers must be >= 1")
+        if entries < 1 or per_patient < 1 or options["per_submission"] < 1 or options["workers"] < 1 \
+                or options["batch"] < 1:
+            raise CommandError("--entries, --docs-per-patient, --per-submission, --batch and --workers must be >= 1")
         codes_file = settings.XDS_AFFINITY_DOMAIN_CODES
         domain = load_affinity_domain(codes_file)
         authority = options["authority"] or (sorted(domain.assigning_authorities)[0]
@@ -212,7 +251,8 @@ class Command(BaseCommand):
         patients = -(-entries // per_patient)
         plan = LoadPlan(run=options["run"] or time.strftime("%m%d%H%M%S"), authority=authority, patients=patients,
                         docs_per_patient=per_patient, per_submission=options["per_submission"], seed=options["seed"],
-                        codes=codes, mime_types=mimes, repository_unique_id=settings.XDS_REPOSITORY_UNIQUE_ID)
+                        codes=codes, mime_types=mimes, repository_unique_id=settings.XDS_REPOSITORY_UNIQUE_ID,
+                        batch=options["batch"])
         self.stdout.write(f"loading {patients * per_patient} entries for {patients} patients "
                           f"({per_patient}/patient, {plan.per_submission}/submission, {options['workers']} worker(s))")
         started = time.monotonic()
