@@ -523,11 +523,13 @@ def test_batch_members_sharing_a_unique_id_see_each_other():
 def test_batch_member_may_replace_a_document_of_an_earlier_member():
     pid = fed_patient()
     original, _ = load_submission("single_doc.xml", pid)
-    original.document_entries[0].id = new_id()  # client-assigned, so the replacement can name it
-    for c in original.document_entries[0].classifications + original.document_entries[0].external_identifiers:
-        c.classified_object = c.registry_object = original.document_entries[0].id
-    original.associations[0].target_object = original.document_entries[0].id
-    target = original.document_entries[0].id
+    de = original.document_entries[0]
+    target = de.id = new_id()  # client-assigned, so the replacement can name it
+    for c in de.classifications:
+        c.classified_object = target
+    for e in de.external_identifiers:
+        e.registry_object = target
+    original.associations[0].target_object = target
     replacement, _ = load_submission("rplc.xml", pid, rplc_doc_uuid=target)
     results = register_document_sets([original, replacement])
     assert results[1].deprecated == [target] and status_of(target) == DEPRECATED

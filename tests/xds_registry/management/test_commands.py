@@ -61,6 +61,21 @@ def test_bench_loader_goes_through_registration(tmp_path: Path):
     assert m.RegistryCode.objects.filter(object_kind="DE", object_id=de.pk, attribute="confidentialityCode").exists()
 
 
+def test_bench_loader_batches_whole_submissions_per_transaction(tmp_path: Path):
+    # --batch 7 with 4-entry submissions: transactions of 2 submissions (8 entries), last one smaller.
+    out = run("xds_bench_registry_load", "--entries", "20", "--docs-per-patient", "10", "--per-submission", "4",
+              "--batch", "7", "--run", "t2")
+    assert "loaded 20 entries" in out
+    assert m.DocumentEntry.objects.count() == 20 and m.SubmissionSet.objects.count() == 6
+    assert m.Association.objects.filter(source_kind="SS", target_kind="DE").count() == 20
+    for de in m.DocumentEntry.objects.all():
+        assert m.RegistryCode.objects.filter(object_kind="DE", object_id=de.pk, attribute="classCode",
+                                             value=de.class_code).exists()
+        assert de.xml.startswith("<rim:ExtrinsicObject") and f'id="{de.entry_uuid}"' in de.xml
+    with pytest.raises(CommandError, match="--batch"):
+        run("xds_bench_registry_load", "--entries", "5", "--batch", "0")
+
+
 def test_hl7_listener_command_answers_over_mllp(tmp_path: Path):
     """The real command in its own process, on an ephemeral port, with its own SQLite database."""
     import os
