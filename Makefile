@@ -57,6 +57,7 @@ test-pg: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # --- benchmarks (against the server `make run` starts; see README) ----------------------
 BENCH_URL ?= http://127.0.0.1:$(PORT)

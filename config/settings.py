@@ -181,7 +181,7 @@ INSTALLED_APPS = [
     "xds_registry",
     "xds_repository",
     "imaging_source",
-    "kos",
+    # kos is a plain library (pydicom only), not a Django app.
 ]
 
 MIDDLEWARE = [

@@ -114,6 +114,12 @@ def register_document_sets(submissions: list[Submission], *, affinity_domain: Af
         prepared.append(_Prepared(submission, id_map, client_uuids, [e for e in found if not e.is_error]))
     if any(e.is_error for e in errors):
         raise XdsError(errors)
+    if len(prepared) > 1:
+        locks = sum(len(_unique_ids(p.submission)) for p in prepared)
+        if locks > MAX_BATCH_UNIQUE_IDS:
+            raise ValueError(f"a batch of {locks} uniqueIds is too large: each holds a PostgreSQL advisory lock until "
+                             f"commit (shared lock table: max_locks_per_transaction x max_connections); register "
+                             f"at most {MAX_BATCH_UNIQUE_IDS} per call")
     try:
         with transaction.atomic():
             results: list[RegistrationResult] = []
@@ -153,6 +159,11 @@ class _Prepared:
         local = {o.id for o in sub.all_objects()}
         return {end for a in sub.associations for end in (a.source_object, a.target_object) if end not in local}
 
+
+#: Most uniqueIds one call of :func:`register_document_sets` with several submissions may lock.  The
+#: advisory locks of a transaction live in PostgreSQL's shared lock table (64 x 100 slots by
+#: default, shared by all sessions); 2000 leaves room for three parallel loaders and the web workers.
+MAX_BATCH_UNIQUE_IDS = 2000
 
 #: Most uniqueIds + entryUUIDs one group of :func:`register_document_sets` looks up at once.
 MAX_GROUP_KEYS = 20_000

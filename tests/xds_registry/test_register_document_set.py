@@ -552,3 +552,17 @@ def test_large_batch_is_written_in_bulk():
     single, _ = register("single_doc.xml", pid)
     de = m.DocumentEntry.objects.get(entry_uuid=single.entry_uuids["Document01"])
     assert m.RegistryCode.objects.filter(object_kind="DE", object_id=de.pk, attribute="classCode").count() == 1
+
+
+def test_batch_locking_too_many_unique_ids_is_refused_before_anything_is_written(monkeypatch):
+    from xds_registry import register_document_set as module
+
+    monkeypatch.setattr(module, "MAX_BATCH_UNIQUE_IDS", 4)  # 2 uniqueIds per single_doc submission
+    pid = fed_patient()
+    subs = [load_submission("single_doc.xml", pid)[0] for _ in range(3)]
+    before = counts()
+    with pytest.raises(ValueError, match="too large"):
+        register_document_sets(subs)
+    assert counts() == before
+    register_document_sets(subs[:2])
+    assert counts()[1] == before[1] + 2

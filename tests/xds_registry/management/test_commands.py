@@ -76,6 +76,19 @@ def test_bench_loader_batches_whole_submissions_per_transaction(tmp_path: Path):
         run("xds_bench_registry_load", "--entries", "5", "--batch", "0")
 
 
+def test_bench_loader_keeps_each_transaction_under_the_lock_budget(monkeypatch):
+    from xds_registry import register_document_set as registration
+    from xds_registry.management.commands import xds_bench_registry_load as loader
+
+    # Two 4-entry submissions (10 uniqueIds) at most; registration refuses a larger batch.
+    monkeypatch.setattr(loader, "MAX_BATCH_UNIQUE_IDS", 12)
+    monkeypatch.setattr(registration, "MAX_BATCH_UNIQUE_IDS", 12)
+    out = run("xds_bench_registry_load", "--entries", "20", "--docs-per-patient", "10", "--per-submission", "4",
+              "--batch", "1000", "--run", "t3")
+    assert "loaded 20 entries" in out
+    assert m.DocumentEntry.objects.count() == 20 and m.SubmissionSet.objects.count() == 6
+
+
 def test_hl7_listener_command_answers_over_mllp(tmp_path: Path):
     """The real command in its own process, on an ephemeral port, with its own SQLite database."""
     import os

@@ -119,7 +119,9 @@ class Command(BaseCommand):
                             help="base URL of the running server (the registry is <url>/xds/registry)")
         parser.add_argument("--entries", type=int, default=100_000, help="DocumentEntries to load (default 100000)")
         parser.add_argument("--skip-load", action="store_true", help="re-use the previous load")
-        parser.add_argument("--load-workers", type=int, default=os.cpu_count() or 2)
+        # One more loader than cores: each loader waits on PostgreSQL (COPY, commit) part of the time.
+        parser.add_argument("--load-workers", type=int, default=(os.cpu_count() or 2) + 1,
+                            help="parallel loader processes for step 0 (default: cores + 1)")
         parser.add_argument("--clients", type=int, default=8, help="concurrent ITI-42 clients (default 8)")
         parser.add_argument("--submissions", type=int, default=2000, help="ITI-42 submissions in step a")
         parser.add_argument("--queries", type=int, default=1000, help="requests per stored query in step b")
