@@ -122,6 +122,9 @@ def register_document_sets(submissions: list[Submission], *, affinity_domain: Af
                              f"at most {MAX_BATCH_UNIQUE_IDS} per call")
     try:
         with transaction.atomic():
+            # All of the batch's locks in ONE statement, in one global order: taking them group by
+            # group could deadlock against a concurrent submission locking the same ids.
+            _lock_unique_ids([u for p in prepared for u in _unique_ids(p.submission)])
             results: list[RegistrationResult] = []
             for group in _independent_groups(prepared):
                 results += _register(group, timestamp)
@@ -252,9 +255,9 @@ class _Existing:
 
 
 def _register(group: list[_Prepared], timestamp: str) -> list[RegistrationResult]:
-    """Check and write a group of independent submissions (inside the caller's transaction)."""
+    """Check and write a group of independent submissions (inside the caller's transaction, which
+    already holds the advisory locks of their uniqueIds)."""
     subs = [p.submission for p in group]
-    _lock_unique_ids([u for sub in subs for u in _unique_ids(sub)])
 
     # One round trip for the registry state the rules need (patients, uniqueIds, client entryUUIDs)
     # and, on PostgreSQL, the primary keys of the new rows.
