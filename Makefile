@@ -16,7 +16,8 @@ help:
 	@echo "make run     set everything up and start every actor on http://127.0.0.1:$(PORT)"
 	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
 	@echo "make bench   run all benchmarks against the server 'make run' starts"
-	@echo "make lint    ruff"
+	@echo "make lint    ruff + import rules"
+	@echo "make conformance  replay the NIST conformance corpus against 'make run'"
 
 # --- setup ----------------------------------------------------------------------------
 $(STAMP): requirements.txt requirements-dev.txt
@@ -75,7 +76,8 @@ bench-imaging: $(STAMP)
 
 conformance: $(STAMP)
 	$(PY) manage.py xds_conformance --registry $(BENCH_URL)/xds/registry \
-	  --repository $(BENCH_URL)/xds/repository --imaging-source $(BENCH_URL)/xds/imaging-source $(CONFORMANCE_ARGS)
+	  --repository $(BENCH_URL)/xds/repository --imaging-source $(BENCH_URL)/xds/imaging-source \
+	  --feed-hl7 127.0.0.1:$${HL7_PORT:-2575} --junit var/conformance.xml $(CONFORMANCE_ARGS)
 
 # --- local PACS -----------------------------------------------------------------------
 pacs-start: system-deps

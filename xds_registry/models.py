@@ -302,7 +302,3 @@ class RegistryCode(models.Model):
 def replace_status_in_xml(xml: str, old: str, new: str) -> str:
     """Rewrite the ``status`` attribute of a stored fragment's root element."""
     return xml.replace(f'status="{old}"', f'status="{new}"', 1)
-
-# NOTE (stored-query engineer): xds_registry/migrations/0002_stored_query_statistics.py adds
-# PostgreSQL extended statistics on RegistryCode(attribute, value) (no schema change); the next
-# migration generated from this file must depend on it (not on 0001_initial) to avoid two leaves.

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('xds_registry', '0002_stored_query_statistics'),
+        ('xds_registry', '0001_initial'),
     ]
 
     operations = [
