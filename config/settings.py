@@ -149,8 +149,9 @@ DICOM_STABLE_DELAY = env.integer(
     "DICOM_STABLE_DELAY", 300, "Seconds without new instances after which a study counts as stable and is "
     "published (PACS without MPPS). 0 disables stable-study publication.", minimum=0)
 XDS_RAD69_ROOT_LAST = env.boolean(
-    "XDS_RAD69_ROOT_LAST", False, "RAD-69: stream instances while the PACS sends them, SOAP root part last in "
-    "the MTOM package (RFC 2387 / XOP 1.0 4.1; lower latency and memory). Off: root part first, after the fetch.")
+    "XDS_RAD69_ROOT_LAST", True, "RAD-69: stream instances while the PACS sends them, SOAP root part last in "
+    "the MTOM package (RFC 2387 / XOP 1.0 4.1; lower latency and memory). Off: root part first, after the fetch "
+    "(for consumers that insist on the root first, e.g. MS-XOPP streaming mode).")
 DICOM_STABLE_POLL = env.integer(
     "DICOM_STABLE_POLL", 0, "Seconds between C-FIND/QIDO polls of the PACS for changed studies "
     "(0: rely on instances our C-STORE SCP receives).", minimum=0)

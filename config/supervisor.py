@@ -32,6 +32,16 @@ class Service:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # added to (not replacing) the supervisor's environment
+
+
+#: glibc malloc for the web workers: keep freed heap memory instead of returning it to the
+#: kernel after every request.  A streamed RAD-69 answer allocates ~40 buffers of 1 MiB
+#: (received chunks, joined writes); with glibc's defaults they are trimmed after each
+#: response and faulted back in on the next (~5,600 page faults and ~8 ms of system time
+#: per 500-instance study, measured).  Ignored by other allocators; an operator's own
+#: setting wins.
+WEB_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(64 * 1024 * 1024)}
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -56,7 +66,7 @@ def services() -> list[Service]:
         "--timeout", "3600", "--graceful-timeout", "10", "--access-logfile", "-",
         "--access-logformat", 'http %(h)s "%(r)s" %(s)s %(B)s %(M)sms',
     ]
-    out = [Service("web", web)]
+    out = [Service("web", web, env={k: v for k, v in WEB_MALLOC_ENV.items() if k not in os.environ})]
     manage = [PYTHON, str(BASE_DIR / "manage.py")]
     if settings.XDS_RUN_HL7:
         out.append(Service("hl7", manage + ["xds_hl7_listener"]))
@@ -105,8 +115,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     for index, service in enumerate(running):
         service.process = subprocess.Popen(
-            service.argv, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            service.argv, cwd=BASE_DIR, env={**env, **(service.env or {})}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
         threading.Thread(target=_pump, args=(service, COLOURS[index % len(COLOURS)]), daemon=True).start()
     print(f"supervisor | started {', '.join(s.name for s in running)}; "
           f"endpoints at http://127.0.0.1:{settings.PORT}/xds/{{registry,repository,imaging-source}}; "

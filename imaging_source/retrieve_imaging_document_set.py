@@ -149,6 +149,9 @@ class _Retrieval:
         self.errors: dict[int, RegistryError] = {}
         self.documents: dict[int, DocumentResponse] = {}
         self.transcoded = 0
+        # Content-IDs: unique per message (RFC 2392), one random token per request rather than a UUID per part.
+        self.cid_prefix = uuid.uuid4().hex
+        self.parts = 0
         self.wanted: list[_Wanted] = []
         self.fetched = FetchResult()
         seen: set[tuple[str, str, str]] = set()
@@ -209,8 +212,9 @@ class _Retrieval:
 
     def deliver(self, item: _Wanted, instance: FetchedInstance) -> OutgoingPart | None:
         """The part for one fetched instance (recorded as a DocumentResponse), or None (recorded as an error)."""
+        self.parts += 1
         try:
-            part, changed = _deliver(instance, self.known_ts)
+            part, changed = _deliver(instance, self.known_ts, f"{self.parts}.{self.cid_prefix}@imaging-source.xds-i")
         except TranscodeError as exc:
             # We serve these syntaxes in general (pass-through), just not for this instance.
             self.errors[item.index] = _error(
@@ -267,24 +271,20 @@ def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> Re
                   item.sop_uid)
 
 
-def _content_id() -> str:
-    return f"{uuid.uuid4().hex}@imaging-source.xds-i"
-
-
-def _deliver(instance: FetchedInstance, requested: list[str]) -> tuple[OutgoingPart, int]:
+def _deliver(instance: FetchedInstance, requested: list[str], content_id: str) -> tuple[OutgoingPart, int]:
     """The MTOM part for one instance: pass-through when possible, else transcoded. -> (part, 1 if transcoded)."""
     target = choose_target(instance.transfer_syntax_uid, requested)
     if target is None:
         raise TranscodeError(f"no decoder for {instance.transfer_syntax_uid} or no encoder for the requested ones")
     if target == instance.transfer_syntax_uid:
         if instance.data is not None:
-            return OutgoingPart(_content_id(), DICOM_MIME_TYPE, instance.data), 0
+            return OutgoingPart(content_id, DICOM_MIME_TYPE, instance.data), 0
         assert instance.path is not None
-        return OutgoingPart(_content_id(), DICOM_MIME_TYPE, _consume_file(instance.path),
+        return OutgoingPart(content_id, DICOM_MIME_TYPE, _consume_file(instance.path),
                             size=instance.path.stat().st_size), 0
     data = transcode(instance.read_bytes(), target)
     instance.discard()
-    return OutgoingPart(_content_id(), DICOM_MIME_TYPE, data), 1
+    return OutgoingPart(content_id, DICOM_MIME_TYPE, data), 1
 
 
 def _consume_file(path: Path, chunk_size: int = 1024 * 1024) -> Any:

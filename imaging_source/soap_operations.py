@@ -22,7 +22,7 @@ from imaging_source.retrieve_imaging_document_set import (
 from xds_registry.ebxml import ns
 from xds_registry.ebxml.ns import q
 from xds_registry.ebxml.parse import parse_retrieve_imaging_document_set_request
-from xds_registry.ebxml.responses import retrieve_document_set_response
+from xds_registry.ebxml.responses import retrieve_document_set_response, retrieve_document_set_response_xml
 from xds_registry.ebxml.vocabulary import Action
 from xds_registry.endpoint import Operation
 from xds_registry.soap.envelope import SoapRequest, SoapResponse, build_envelope
@@ -37,6 +37,19 @@ def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapRespons
     """
     parsed = parse_retrieve_imaging_document_set_request(request.body, tolerant=True)
     config = ImagingSourceConfig.from_settings(settings)
+    # Root placement (XDS_RAD69_ROOT_LAST, default on).  Root first needs the DocumentResponse
+    # list before any instance is sent; listing every requested instance up front cannot be
+    # taken back when one turns out missing, and RAD-69 then wants a RegistryError with
+    # location = SOP Instance UID and PartialSuccess - never a DocumentResponse without its
+    # part.  So root first means fetching the whole study before the first byte (500-instance
+    # benchmark study, 2 cores: first byte after 40 ms instead of 21 ms, total 50 vs 42 ms,
+    # and the whole study held in memory or spill files instead of one chunk at a time).
+    # Root last is standard MTOM: the Content-Type's ``start`` parameter names the root
+    # (RFC 2387 3.2: the first part is the root only when ``start`` is absent) and XOP 1.0
+    # 4.1 says "ordering of MIME parts MUST NOT be considered significant to XOP processing"
+    # except for determining the root by ``start``.  Our read_message / SoapClient and the
+    # conformance runner find the root by ``start``.  Consumers that require the root first
+    # (e.g. an out-of-band negotiated MS-XOPP streaming mode) get it with the setting off.
     if settings.XDS_RAD69_ROOT_LAST:
         return RootLastRetrieveResponse(Action.RetrieveImagingDocumentSetResponse.value,
                                         etree.Element(q(ns.XDSB, "RetrieveDocumentSetResponse")), mtom=True,
@@ -95,11 +108,15 @@ class RootLastRetrieveResponse(SoapResponse):
 
         def root() -> bytes:
             outcome = stream.outcome()
-            body, _parts = retrieve_document_set_response(outcome.errors, outcome.documents)
-            return to_bytes(build_envelope(self.action, body, relates_to=self.relates_to))
+            # Built after the last part, so on the critical path: spliced text, not 500 lxml elements.
+            return retrieve_document_set_response_xml(
+                outcome.errors, outcome.documents,
+                lambda body: to_bytes(build_envelope(self.action, body, relates_to=self.relates_to)))
 
-        content_type, chunks = write_message_root_last(stream.parts(), root, action=self.action)
-        return content_type, None, coalesce(chunks)
+        # write_message_root_last gathers ~WRITE_SIZE pieces itself (no second re-chunking pass).
+        content_type, chunks = write_message_root_last(stream.parts(), root, action=self.action,
+                                                       write_size=WRITE_SIZE)
+        return content_type, None, chunks
 
 
 OPERATIONS: dict[str, Operation] = {

@@ -15,6 +15,8 @@ microseconds per instance) or from the DIMSE command.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
 import logging
 import os
@@ -28,8 +30,8 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
-import requests
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
@@ -44,6 +46,7 @@ from pynetdicom.sop_class import (
 
 from imaging_source.dicom.ae import associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig, FetchMethod
+from xds_registry.soap.multipart import MultipartError, boundary_of, iter_parts, read_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class FetchedInstance:
     sop_instance_uid: str
     sop_class_uid: str
     transfer_syntax_uid: str
-    data: bytes | None = None
+    #: bytes, or a view into the chunk the PACS's answer arrived in (WADO-RS; never copied).
+    data: bytes | memoryview | None = None
     path: Path | None = None
 
     @property
@@ -84,7 +88,7 @@ class FetchedInstance:
 
     def read_bytes(self) -> bytes:
         if self.data is not None:
-            return self.data
+            return bytes(self.data)  # a view into a received chunk -> bytes (no copy when already bytes)
         assert self.path is not None
         return self.path.read_bytes()
 
@@ -138,7 +142,7 @@ class _Collector:
             keys, self._yielded = self.order[self._yielded:], len(self.order)
         return [(key, self.result.instances[key]) for key in keys]
 
-    def add(self, data: bytes, series_uid: str, sop_uid: str | None = None, sop_class: str | None = None,
+    def add(self, data: bytes | memoryview, series_uid: str, sop_uid: str | None = None, sop_class: str | None = None,
             ts_uid: str | None = None) -> bool:
         """Keep ``data`` if (series, SOP UID) was asked for; ``series_uid`` is where the instance really is."""
         if sop_uid is None or ts_uid is None:
@@ -171,33 +175,39 @@ class _Collector:
 
 _META_KEYWORDS = {0x0001: "FileMetaInformationVersion", 0x0002: "MediaStorageSOPClassUID",
                   0x0003: "MediaStorageSOPInstanceUID", 0x0010: "TransferSyntaxUID"}
+_ELEMENT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR LE)
+_LONG_LENGTH = struct.Struct("<I")
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
-def read_file_meta(data: bytes | memoryview) -> dict[str, str]:
+def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
     """Group 0002 of a Part 10 stream (PS3.10 7.1): always Explicit VR Little Endian.
 
     Parsing it by hand costs microseconds; ``pydicom.dcmread`` of the whole header costs
-    ~0.5 ms per instance, which matters at 500 instances per request.
+    ~0.5 ms per instance, which matters at 500 instances per request.  Only the group is
+    copied out of ``data`` (a view into a received chunk stays a view).
     """
-    view = memoryview(data)
-    if len(view) < 132 or bytes(view[128:132]) != b"DICM":
+    if len(data) < 132 or data[128:132] != b"DICM":
         raise ValueError("not a DICOM Part 10 stream (no DICM prefix)")
-    pos, out = 132, {}
-    while pos + 8 <= len(view):
-        group, element = struct.unpack_from("<HH", view, pos)
-        if group != 0x0002:
+    # (0002,0000) File Meta Information Group Length, when present, bounds the group.
+    if data[132:138] == b"\x02\x00\x00\x00UL":
+        end = 144 + int.from_bytes(data[140:144], "little")
+    else:
+        end = min(len(data), 132 + 64 * 1024)
+    meta = bytes(data[132:end])
+    pos, out, n = 0, {}, len(meta)
+    while pos + 8 <= n:
+        group, element, vr, length = _ELEMENT_HEAD.unpack_from(meta, pos)
+        if group != 0x0002:  # group 0002 ends the file meta
             break
-        vr = bytes(view[pos + 4:pos + 6])
         if vr in _LONG_VRS:
-            (length,) = struct.unpack_from("<I", view, pos + 8)
+            (length,) = _LONG_LENGTH.unpack_from(meta, pos + 8)
             start = pos + 12
         else:
-            (length,) = struct.unpack_from("<H", view, pos + 6)
             start = pos + 8
         keyword = _META_KEYWORDS.get(element)
         if keyword and vr not in (b"OB", b"SQ", b"UN"):  # any text VR: some writers use UT here (NIST IDS-DEPT002-a)
-            out[keyword] = bytes(view[start:start + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            out[keyword] = meta[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
     return out
 
@@ -268,36 +278,90 @@ WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _Collector) -> Iterator[None]:
-    """Generator: one step per delivered instance."""
-    base = config.dicomweb_url.rstrip("/")
-    with requests.Session() as session:
-        # identity: Orthanc would gzip 20 MB of pixel data otherwise (design-notes "Measured ceilings").
-        session.headers.update({"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"})
-        for item in series:
-            url = f"{base}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
-            urls = ([f"{url}/instances/{sop}" for sop in item.sop_instance_uids]
-                    if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX else [url])
-            for target in urls:
-                try:
-                    response = session.get(target, stream=True, timeout=(10, 300))
-                except requests.RequestException as exc:
-                    collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
+    """Generator: one step per delivered instance, while the PACS is still sending the rest.
+
+    The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
+    (:func:`xds_registry.soap.multipart.iter_parts`): each instance is a view into the
+    chunk it arrived in, passed on as is when no transcoding is needed.
+    """
+    base = urlsplit(config.dicomweb_url.rstrip("/"))
+    for item in series:
+        path = f"{base.path}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
+        paths = ([f"{path}/instances/{sop}" for sop in item.sop_instance_uids]
+                 if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX else [path])
+        for target in paths:
+            try:
+                response = _wado_get(base, target)
+            except (OSError, http.client.HTTPException) as exc:
+                collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
+                continue
+            try:
+                if response.status == 404:
+                    continue  # nothing of it there: reported per instance as missing
+                if response.status != 200:
+                    collector.result.failures[item.series_instance_uid] = f"WADO-RS HTTP {response.status}"
                     continue
-                with response:
-                    if response.status_code == 404:
-                        continue  # nothing of it there: reported per instance as missing
-                    if response.status_code != 200:
-                        collector.result.failures[item.series_instance_uid] = f"WADO-RS HTTP {response.status_code}"
-                        continue
-                    # WADO-RS answers with the instances of the addressed series only (PS3.18 10.4.1).
-                    for part in iter_multipart(response.headers.get("Content-Type", ""),
-                                               response.iter_content(chunk_size=1024 * 1024)):
-                        if collector.add(part, item.series_instance_uid):
-                            yield None
+                # WADO-RS answers with the instances of the addressed series only (PS3.18 10.4.1).
+                boundary = boundary_of(response.getheader("Content-Type", ""))
+                for _headers, body in iter_parts(boundary, read_chunks(response)):
+                    if collector.add(body, item.series_instance_uid):
+                        yield None
+            except (MultipartError, OSError, http.client.HTTPException) as exc:
+                raise FetchError(f"WADO-RS answer for series {item.series_instance_uid} unusable: {exc}") from exc
+            finally:
+                _wado_release(base, response)
 
 
-_BOUNDARY_RE = re.compile(r'boundary="?([^";,]+)"?', re.IGNORECASE)
-_LENGTH_RE = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*$")
+#: One HTTP connection per PACS and thread, reused across requests when the PACS keeps it
+#: open (Orthanc closes after a multipart answer - ``Connection: close`` - so there a new
+#: one is opened per request; reuse pays for PACSs that keep alive).
+_connections = threading.local()
+
+
+def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
+    pool: dict[str, http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
+    key = f"{base.scheme}://{base.netloc}"
+    connection = pool.get(key)
+    if connection is None:
+        kind = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+        connection = kind(base.hostname or "127.0.0.1", base.port, timeout=WADO_CONNECT_TIMEOUT)
+        pool[key] = connection
+    return connection
+
+
+def _wado_get(base: SplitResult, path: str) -> http.client.HTTPResponse:
+    """GET ``path``; retried once on a fresh connection if a kept-alive one went stale."""
+    headers = {"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
+    if base.username:
+        token = base64.b64encode(f"{unquote(base.username)}:{unquote(base.password or '')}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    for attempt in (1, 2):
+        connection = _wado_connection(base)
+        reused = connection.sock is not None
+        try:
+            if not reused:
+                connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(WADO_READ_TIMEOUT)
+            connection.request("GET", path, headers=headers)
+            return connection.getresponse()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            if not reused or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _wado_release(base: SplitResult, response: http.client.HTTPResponse) -> None:
+    """Keep the connection only if the answer was read to its end and the PACS keeps it alive."""
+    if not response.isclosed() or response.will_close:
+        response.close()
+        _wado_connection(base).close()
+
+
+#: Seconds to connect to the PACS / to wait for each read of its answer.
+WADO_CONNECT_TIMEOUT = 10
+WADO_READ_TIMEOUT = 300
 
 
 def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -307,63 +371,20 @@ def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[bytes
 
 
 def iter_multipart_parts(content_type: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    """Yield ``(raw header block, body)`` of each part of a ``multipart/related`` stream.
+    """Yield ``(raw header block, body bytes)`` of each part of a ``multipart/related`` stream.
 
-    Incremental: holds at most one part plus one chunk in memory.  When a part declares its
-    Content-Length (Orthanc does), the body is sliced without scanning it for the delimiter;
-    the buffer is compacted only once consumed bytes dominate it (no memmove per part).
+    A thin wrapper of the one splitter, :func:`xds_registry.soap.multipart.iter_parts`
+    (which hands out views; callers here get bytes they may keep).
     """
-    match = _BOUNDARY_RE.search(content_type)
-    if not match:
-        raise FetchError(f"WADO-RS answer is not multipart: {content_type!r}")
-    delimiter = b"\r\n--" + match.group(1).encode("ascii")
-    buffer = bytearray(b"\r\n")  # so the first delimiter matches like the others
-    pos = 0  # start of the unconsumed data in buffer
-    body_start = -1  # >= 0 while inside a part
-    length: int | None = None
-    headers = b""
-    search_from = 0
-    for chunk in chunks:
-        if pos and pos > len(buffer) // 2:
-            del buffer[:pos]
-            if body_start >= 0:
-                body_start -= pos
-                search_from = max(0, search_from - pos)
-            pos = 0
-        buffer += chunk
-        while True:
-            if body_start < 0:
-                start = buffer.find(delimiter, pos)
-                if start < 0:
-                    break
-                after = start + len(delimiter)
-                if len(buffer) < after + 2:
-                    break
-                if buffer[after:after + 2] == b"--":
-                    return  # close delimiter
-                headers_end = buffer.find(b"\r\n\r\n", after)
-                if headers_end < 0:
-                    break
-                headers = bytes(buffer[after:headers_end + 2])
-                declared = _LENGTH_RE.search(headers)
-                length = int(declared.group(1)) if declared else None
-                body_start = search_from = headers_end + 4
-                pos = body_start
-            if length is not None:
-                end = body_start + length
-                if len(buffer) < end + len(delimiter):
-                    break
-                if buffer[end:end + len(delimiter)] != delimiter:
-                    raise FetchError("multipart part does not end where its Content-Length says")
-            else:
-                end = buffer.find(delimiter, search_from)
-                if end < 0:
-                    search_from = max(body_start, len(buffer) - len(delimiter))
-                    break
-            yield headers, bytes(buffer[body_start:end])
-            pos, body_start = end, -1
-    if body_start >= 0:
-        raise FetchError("WADO-RS multipart body ended inside a part")
+    try:
+        boundary = boundary_of(content_type)
+    except MultipartError as exc:
+        raise FetchError(f"WADO-RS answer is not multipart: {content_type!r}") from exc
+    try:
+        for headers, body in iter_parts(boundary, chunks):
+            yield headers, bytes(body)
+    except MultipartError as exc:
+        raise FetchError(str(exc)) from exc
 
 
 # C-GET -----------------------------------------------------------------------------------

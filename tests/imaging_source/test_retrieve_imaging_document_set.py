@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from pydicom.uid import (
 )
 
 from imaging_source.dicom.config import FetchMethod
+from imaging_source.dicom.fetch import read_file_meta
 from imaging_source.dicom.find import find_studies, find_study
 from imaging_source.dicom.scp import DicomListener
 from xds_registry.ebxml.messages import (
@@ -30,12 +32,16 @@ from xds_registry.ebxml.messages import (
     SeriesRequest,
     StudyRequest,
 )
-from xds_registry.ebxml.ns import XDSI
+from xds_registry.ebxml.ns import XDSB, XDSI, XOP
 from xds_registry.ebxml.parse import parse_retrieve_document_set_response
 from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
 from xds_registry.ebxml.vocabulary import Action, ResponseStatus
+from xds_registry.endpoint import dispatch_local
 from xds_registry.errors import ErrorCode, RegistryError, WadoErrorCode
 from xds_registry.soap.client import SoapClient
+from xds_registry.soap.envelope import build_envelope
+from xds_registry.soap.mtom import normalize_cid, read_message, write_message
+from xds_registry.soap.safe_xml import parse_xml, to_bytes
 
 from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID
 
@@ -272,3 +278,118 @@ def test_rad69_over_real_http(live_server, pacs, settings, nist, root_last) -> N
     ds = pydicom.dcmread(io.BytesIO(result.binary(documents[-1].element).read_bytes()))
     assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     assert ds.SOPInstanceUID == documents[-1].document_unique_id
+
+
+class _HoldingProxy:
+    """A loopback TCP proxy in front of the PACS's HTTP port that forwards the PACS's answer as it
+    comes but keeps its last bytes until ``release`` is set: the PACS has not finished sending."""
+
+    HOLD = 16  # inside the close delimiter, so the last part cannot be known complete either
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.release = threading.Event()
+        self.holding = threading.Event()  # set once the upstream answer is in, all but HOLD bytes sent
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+
+        def forward_request() -> None:
+            while data := client.recv(65536):
+                upstream.sendall(data)
+
+        threading.Thread(target=forward_request, daemon=True).start()
+        held = b""
+        while data := upstream.recv(65536):
+            held += data
+            if len(held) > self.HOLD:
+                client.sendall(held[:-self.HOLD])
+                held = held[-self.HOLD:]
+        self.holding.set()
+        self.release.wait(30)
+        client.sendall(held)
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self.release.set()
+        self.listener.close()
+
+
+def _wado_root_last(settings, pacs, dicomweb_url: str) -> None:
+    settings.XDS_RAD69_ROOT_LAST = True
+    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
+    settings.DICOM_AE_TITLE = pacs.ae_title
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
+    settings.DICOMWEB_URL = dicomweb_url
+    settings.DICOM_FETCH_METHOD = FetchMethod.WADO_RS.value
+
+
+def test_root_last_answer_streams_instances_before_the_pacs_has_finished(pacs, settings, nist, monkeypatch) -> None:
+    """The first instance reaches the consumer while the PACS's WADO-RS answer is still incomplete."""
+    import imaging_source.soap_operations as operations
+
+    proxy = _HoldingProxy(pacs.http_port)
+    try:
+        _wado_root_last(settings, pacs, f"http://127.0.0.1:{proxy.port}/dicom-web")
+        monkeypatch.setattr(operations, "WRITE_SIZE", 1)  # write each part at once (normally ~1 MiB pieces)
+        series = max(nist.series, key=lambda s: len(s.instances))
+        assert len(series.instances) > 4  # one WADO-RS series request (not instance by instance)
+        body = retrieve_imaging_document_set_request(_request([StudyRequest(NIST_STUDY_UID, [SeriesRequest(
+            series.series_instance_uid, [DocumentRequest(SOURCE_ID, i.sop_instance_uid) for i in series.instances])])],
+            [ExplicitVRLittleEndian]))
+        content_type, _, envelope_chunks = write_message(to_bytes(build_envelope(
+            Action.RetrieveImagingDocumentSet.value, body)), [], action=Action.RetrieveImagingDocumentSet.value)
+        status, answer_type, chunks = dispatch_local("imaging-source", content_type, b"".join(envelope_chunks))
+        assert status == 200
+        first = next(chunks)
+        assert not proxy.release.is_set()
+        assert b"Content-ID" in first and b"DICM" in first  # an instance, not the SOAP root
+        assert b"RetrieveDocumentSetResponse" not in first
+        proxy.release.set()
+        rest = b"".join(chunks)
+    finally:
+        proxy.close()
+    message = read_message(answer_type, io.BytesIO(first + rest), content_length=None, max_size=1 << 30,
+                           max_xml_size=1 << 24)
+    try:
+        status_uri, errors, documents = parse_retrieve_document_set_response(
+            parse_xml(message.root).find(f".//{{{XDSB}}}RetrieveDocumentSetResponse"))
+        assert status_uri == ResponseStatus.SUCCESS.value, errors
+        assert {d.document_unique_id for d in documents} == {i.sop_instance_uid for i in series.instances}
+    finally:
+        message.close()
+
+
+def test_a_missing_instance_in_a_streamed_series_is_an_error_without_a_dangling_include(pacs, settings, nist) -> None:
+    _wado_root_last(settings, pacs, pacs.dicomweb_url)
+    series = max(nist.series, key=lambda s: len(s.instances))
+    unknown = "1.2.3.4.5.6.7.8.9.405"
+    uids = [i.sop_instance_uid for i in series.instances] + [unknown]
+    body = retrieve_imaging_document_set_request(_request([StudyRequest(NIST_STUDY_UID, [SeriesRequest(
+        series.series_instance_uid, [DocumentRequest(SOURCE_ID, uid) for uid in uids])])], [ExplicitVRLittleEndian]))
+    result = SoapClient("local:imaging-source").call(Action.RetrieveImagingDocumentSet.value, body)
+    try:
+        status, errors, documents = parse_retrieve_document_set_response(result.body)
+        assert status == ResponseStatus.PARTIAL_SUCCESS.value
+        assert [(e.error_code, e.location) for e in errors] == [(ErrorCode.XDSDocumentUniqueIdError, unknown)]
+        assert {d.document_unique_id for d in documents} == set(uids) - {unknown}
+        # Every xop:Include names a part that was sent, and no part is left unreferenced.
+        hrefs = {normalize_cid(d.element.find(f".//{{{XOP}}}Include").get("href")) for d in documents}
+        assert hrefs == set(result.attachments)
+        for d in documents:
+            assert read_file_meta(result.binary(d.element).read_bytes())["MediaStorageSOPInstanceUID"] == \
+                d.document_unique_id
+    finally:
+        result.close()

@@ -151,7 +151,7 @@ class OutgoingPart:
 
     content_id: str
     content_type: str
-    source: bytes | Path | Callable[[], Iterator[bytes]]
+    source: bytes | memoryview | Path | Callable[[], Iterator[bytes]]
     size: int | None = None
 
     def known_size(self) -> int | None:
@@ -161,9 +161,14 @@ class OutgoingPart:
             return self.source.stat().st_size  # the file is what gets sent
         return self.size
 
-    def chunks(self) -> Iterator[bytes]:
-        """The content, in chunks; checks an iterator against its declared size."""
-        if isinstance(self.source, (bytes, bytearray, memoryview)):
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        """The content, in chunks (a memoryview source is yielded as is, not copied).
+
+        Checks an iterator source against its declared size."""
+        if isinstance(self.source, memoryview):
+            yield self.source  # a view into a received buffer: passed on, not copied
+            return
+        if isinstance(self.source, (bytes, bytearray)):
             yield bytes(self.source)
             return
         if isinstance(self.source, Path):
@@ -642,15 +647,21 @@ def write_message_root_last(
     root_xml: Callable[[], bytes],
     *,
     action: str | None = None,
+    write_size: int = WRITE_CHUNK_SIZE,
 ) -> tuple[str, Iterator[bytes]]:
     """MTOM/XOP with the binary parts first and the SOAP root part last (streaming producers).
 
     For a producer that learns what the root must say only after it has produced the
     parts (the Imaging Document Source relaying a PACS's answer for RAD-69): ``parts`` is
     consumed lazily, then ``root_xml()`` is called.  The ``start`` parameter names the root,
-    which RFC 2387 3.2 allows anywhere in the package, and XOP 1.0 4.1 says MIME part order
-    "MUST NOT be considered significant" except for finding the root.  Length unknown:
-    returns ``(Content-Type header, body chunks)``.  Added by the DICOM/RAD-69 engineer.
+    which RFC 2387 3.1/3.2 allows anywhere in the package ("the default root is the first
+    body part" applies only when ``start`` is absent), and XOP 1.0 5.1 identifies the root
+    part by ``start``; :func:`read_message` finds it by ``start`` too.
+
+    The body comes out in pieces of about ``write_size`` bytes (a WSGI server does one
+    ``sendall`` per piece): MIME heads and part content are gathered and joined once; a
+    ``bytes`` or ``memoryview`` source (a view into a received chunk) is not copied before
+    that join.  Length unknown: returns ``(Content-Type header, body chunks)``.
     """
     boundary = f"MIMEBoundary_{uuid4().hex}"
     root_cid = f"root.message.{uuid4().hex}@xds-i"
@@ -664,6 +675,8 @@ def write_message_root_last(
     def body() -> Iterator[bytes]:
         delimiter = f"--{boundary}\r\n"
         seen: set[str] = set()
+        pending: list[bytes | memoryview] = []
+        held = 0
         for part in parts:
             cid = _check_token(part.content_id, "Content-ID")
             if cid in seen:
@@ -672,13 +685,25 @@ def write_message_root_last(
             ctype = part.content_type or "application/octet-stream"
             if "\r" in ctype or "\n" in ctype:
                 raise ValueError(f"unusable content type {ctype!r}")
-            yield (f"{delimiter}Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
-                   f"Content-ID: <{cid}>\r\n\r\n").encode()
-            yield from part.chunks()
+            head = (f"{delimiter}Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
+                    f"Content-ID: <{cid}>\r\n\r\n").encode()
+            pending.append(head)
+            held += len(head)
+            source = part.source
+            pieces: Iterable[bytes | memoryview] = (
+                (source,) if isinstance(source, (bytes, memoryview)) else part.chunks())
+            for piece in pieces:
+                pending.append(piece)
+                held += len(piece)
+                if held >= write_size:
+                    yield b"".join(pending)
+                    pending.clear()
+                    held = 0
             delimiter = f"\r\n--{boundary}\r\n"
-        yield (f'{delimiter}Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
-               f"Content-Transfer-Encoding: binary\r\nContent-ID: <{root_cid}>\r\n\r\n").encode("ascii")
-        yield root_xml()
-        yield f"\r\n--{boundary}--\r\n".encode("ascii")
+        pending.append((f'{delimiter}Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
+                        f"Content-Transfer-Encoding: binary\r\nContent-ID: <{root_cid}>\r\n\r\n").encode("ascii"))
+        pending.append(root_xml())
+        pending.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+        yield b"".join(pending)
 
     return content_type, body()

@@ -117,3 +117,21 @@ def test_retrieve_failure_without_documents_is_valid() -> None:
     assert parts == []
     assert parse_registry_response(element)[0] == ResponseStatus.FAILURE.value
     assert_valid(element)
+
+
+def test_spliced_retrieve_response_equals_the_lxml_one() -> None:
+    from xds_registry.ebxml.responses import retrieve_document_set_response_xml
+    from xds_registry.soap.envelope import build_envelope
+
+    documents = [DocumentResponse("1.2.3", f"1.2.3.{i}<&\"'>", "application/dicom",
+                                  OutgoingPart(f"{i}.x@y", "application/dicom", b""),
+                                  home_community_id="urn:oid:1.2" if i % 2 else None) for i in range(5)]
+
+    def serialize(body: etree._Element) -> bytes:
+        return to_bytes(build_envelope("urn:ihe:iti:2007:RetrieveDocumentSetResponse", body, message_id="urn:uuid:1"))
+
+    for errors in ([], [ERROR], [WARNING]):
+        for docs in (documents, []):
+            spliced = retrieve_document_set_response_xml(errors, docs, serialize)
+            built = serialize(retrieve_document_set_response(errors, docs)[0])
+            assert etree.tostring(parse_xml(spliced), method="c14n") == etree.tostring(parse_xml(built), method="c14n")
