@@ -581,6 +581,19 @@ def _check_token(value: str, what: str) -> str:
     return value
 
 
+
+def _package_header(action: str | None) -> tuple[str, str, str]:
+    """A fresh boundary and root Content-ID, and the package's Content-Type (XOP 1.0, MTOM)."""
+    boundary = f"MIMEBoundary_{uuid4().hex}"
+    root_cid = f"root.message.{uuid4().hex}@xds-i"
+    content_type = (
+        f'{MULTIPART_RELATED}; boundary="{boundary}"; type="{XOP_MEDIA_TYPE}"; '
+        f'start="<{root_cid}>"; start-info="{SOAP_MEDIA_TYPE}"'
+    )
+    if action:
+        content_type += f'; action="{_check_token(action, "action")}"'
+    return boundary, root_cid, content_type
+
 def write_message(
     root_xml: bytes,
     parts: list[OutgoingPart],
@@ -595,14 +608,7 @@ def write_message(
     chunks are consumed.  The boundary is random (UUID4), so it cannot occur in
     the content except with negligible probability.
     """
-    boundary = f"MIMEBoundary_{uuid4().hex}"
-    root_cid = f"root.message.{uuid4().hex}@xds-i"
-    content_type = (
-        f'{MULTIPART_RELATED}; boundary="{boundary}"; type="{XOP_MEDIA_TYPE}"; '
-        f'start="<{root_cid}>"; start-info="{SOAP_MEDIA_TYPE}"'
-    )
-    if action:
-        content_type += f'; action="{_check_token(action, "action")}"'
+    boundary, root_cid, content_type = _package_header(action)
     head = (
         f"--{boundary}\r\n"
         f'Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
@@ -663,14 +669,7 @@ def write_message_root_last(
     ``bytes`` or ``memoryview`` source (a view into a received chunk) is not copied before
     that join.  Length unknown: returns ``(Content-Type header, body chunks)``.
     """
-    boundary = f"MIMEBoundary_{uuid4().hex}"
-    root_cid = f"root.message.{uuid4().hex}@xds-i"
-    content_type = (
-        f'{MULTIPART_RELATED}; boundary="{boundary}"; type="{XOP_MEDIA_TYPE}"; '
-        f'start="<{root_cid}>"; start-info="{SOAP_MEDIA_TYPE}"'
-    )
-    if action:
-        content_type += f'; action="{_check_token(action, "action")}"'
+    boundary, root_cid, content_type = _package_header(action)
 
     def body() -> Iterator[bytes]:
         delimiter = f"--{boundary}\r\n"
