@@ -114,25 +114,57 @@ class StudyRef:
                 )
             )
         for series in series_by_uid.values():
-            series.instances.sort(
-                key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_instance_uid)
-            )
+            series.instances.sort(key=_instance_order)
+        return cls(**_study_attributes(first), series=list(series_by_uid.values()))
+
+    @classmethod
+    def from_query_levels(cls, study: Any, series: Iterable[tuple[Any, Iterable[Any]]]) -> StudyRef:
+        """Build a StudyRef from query answers level by level (C-FIND or QIDO-RS).
+
+        ``study`` is the STUDY-level identifier; ``series`` pairs each SERIES-level identifier
+        with the IMAGE-level identifiers of its instances.  Same attribute mapping and instance
+        order as :meth:`from_datasets`.
+        """
         return cls(
-            study_instance_uid=study_uid,
-            patient_id=_s(first, "PatientID"),
-            issuer_of_patient_id=_s(first, "IssuerOfPatientID") or None,
-            patient_name=_s(first, "PatientName"),
-            patient_birth_date=_s(first, "PatientBirthDate"),
-            patient_sex=_s(first, "PatientSex"),
-            study_date=_s(first, "StudyDate"),
-            study_time=_s(first, "StudyTime"),
-            accession_number=_s(first, "AccessionNumber"),
-            issuer_of_accession_number=_issuer_of_accession(first),
-            study_id=_s(first, "StudyID"),
-            study_description=_s(first, "StudyDescription"),
-            referring_physician_name=_s(first, "ReferringPhysicianName"),
-            series=list(series_by_uid.values()),
+            **_study_attributes(study),
+            series=[
+                SeriesRef(
+                    series_instance_uid=_s(se, "SeriesInstanceUID"),
+                    modality=_s(se, "Modality"),
+                    series_number=_i(se, "SeriesNumber"),
+                    body_part_examined=_s(se, "BodyPartExamined") or None,
+                    instances=sorted(
+                        (InstanceRef(_s(im, "SOPClassUID"), _s(im, "SOPInstanceUID"), _i(im, "InstanceNumber"))
+                         for im in images),
+                        key=_instance_order),
+                )
+                for se, images in series
+            ],
         )
+
+
+def _instance_order(instance: InstanceRef) -> tuple[bool, int, str]:
+    """Instance Number order (unnumbered last, then by UID): a stable manifest."""
+    return (instance.instance_number is None, instance.instance_number or 0, instance.sop_instance_uid)
+
+
+def _study_attributes(ds: Any) -> dict[str, Any]:
+    """The patient/study attributes of a StudyRef from one dataset or STUDY-level identifier."""
+    return {
+        "study_instance_uid": _s(ds, "StudyInstanceUID"),
+        "patient_id": _s(ds, "PatientID"),
+        "issuer_of_patient_id": _s(ds, "IssuerOfPatientID") or None,
+        "patient_name": _s(ds, "PatientName"),
+        "patient_birth_date": _s(ds, "PatientBirthDate"),
+        "patient_sex": _s(ds, "PatientSex"),
+        "study_date": _s(ds, "StudyDate"),
+        "study_time": _s(ds, "StudyTime"),
+        "accession_number": _s(ds, "AccessionNumber"),
+        "issuer_of_accession_number": _issuer_of_accession(ds),
+        "study_id": _s(ds, "StudyID"),
+        "study_description": _s(ds, "StudyDescription"),
+        "referring_physician_name": _s(ds, "ReferringPhysicianName"),
+    }
 
 
 def _s(ds: Any, keyword: str) -> str:

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from imaging_source.dicom.ae import POOL, associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.study import InstanceRef, SeriesRef, StudyRef
+from imaging_source.study import StudyRef
 
 logger = logging.getLogger(__name__)
 
@@ -95,33 +95,7 @@ def _int(ds: Any, keyword: str) -> int | None:
 
 
 def _study_ref(study: Any, series: list[tuple[Any, list[Any]]]) -> StudyRef:
-    return StudyRef(
-        study_instance_uid=_text(study, "StudyInstanceUID"),
-        patient_id=_text(study, "PatientID"),
-        issuer_of_patient_id=_text(study, "IssuerOfPatientID") or None,
-        patient_name=_text(study, "PatientName"),
-        patient_birth_date=_text(study, "PatientBirthDate"),
-        patient_sex=_text(study, "PatientSex"),
-        study_date=_text(study, "StudyDate"),
-        study_time=_text(study, "StudyTime"),
-        accession_number=_text(study, "AccessionNumber"),
-        study_id=_text(study, "StudyID"),
-        study_description=_text(study, "StudyDescription"),
-        referring_physician_name=_text(study, "ReferringPhysicianName"),
-        series=[
-            SeriesRef(
-                series_instance_uid=_text(se, "SeriesInstanceUID"),
-                modality=_text(se, "Modality"),
-                series_number=_int(se, "SeriesNumber"),
-                body_part_examined=_text(se, "BodyPartExamined") or None,
-                instances=sorted(
-                    (InstanceRef(_text(im, "SOPClassUID"), _text(im, "SOPInstanceUID"), _int(im, "InstanceNumber"))
-                     for im in images),
-                    key=lambda i: (i.instance_number is None, i.instance_number or 0, i.sop_instance_uid)),
-            )
-            for se, images in series
-        ],
-    )
+    return StudyRef.from_query_levels(study, series)
 
 
 class CFindFinder:
