@@ -1,9 +1,17 @@
-"""Routes of the imaging-source actor: the SOAP endpoint (mounted at /xds/imaging-source by config/urls.py)."""
+"""Routes of the imaging-source actor: the SOAP endpoint (mounted at /xds/imaging-source by config/urls.py).
+
+``wado_urlpatterns``: RAD-55 WADO-URI, mounted at /xds/imaging-source/wado.
+"""
 
 from django.urls import path
 
+from imaging_source.views import wado
 from xds_registry.endpoint import XdsEndpoint
 
 urlpatterns = [
     path("", XdsEndpoint("imaging-source"), name="xds-imaging-source"),
+]
+
+wado_urlpatterns = [
+    path("", wado, name="xds-imaging-source-wado"),
 ]

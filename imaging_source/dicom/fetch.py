@@ -126,8 +126,11 @@ class FetchResult:
 class _Collector:
     """Collects delivered instances, keeping only the requested ones, spilling past the memory limit."""
 
-    def __init__(self, wanted: Collection[tuple[str, str]], memory_limit: int, spool_dir: Path | None) -> None:
+    def __init__(self, wanted: Collection[tuple[str, str]], memory_limit: int, spool_dir: Path | None,
+                 studies: dict[str, set[str]] | None = None) -> None:
         self.wanted = set(wanted)
+        #: Series Instance UID -> the Study Instance UID(s) it was requested under.
+        self.studies = studies or {}
         self.result = FetchResult()
         self.memory_limit = memory_limit
         self.in_memory = 0
@@ -143,8 +146,16 @@ class _Collector:
         return [(key, self.result.instances[key]) for key in keys]
 
     def add(self, data: bytes | memoryview, series_uid: str, sop_uid: str | None = None, sop_class: str | None = None,
-            ts_uid: str | None = None) -> bool:
-        """Keep ``data`` if (series, SOP UID) was asked for; ``series_uid`` is where the instance really is."""
+            ts_uid: str | None = None, *, study_uid: str | None = None) -> bool:
+        """Keep ``data`` if (series, SOP UID) was asked for; ``series_uid`` is where the instance really is.
+
+        ``study_uid``, when given, is the instance's real study: an instance requested under another
+        study is not the requested document (RAD TF-3 4.69.4.1.2: Study/Series/SOP UIDs identify it
+        together; NIST ids_4812 case 4).  A PACS may resolve a SERIES/IMAGE-level C-GET or C-MOVE by its
+        own unique key and ignore a wrong StudyInstanceUID, so the delivered data set is checked.
+        """
+        if study_uid is not None and series_uid in self.studies and study_uid not in self.studies[series_uid]:
+            return False
         if sop_uid is None or ts_uid is None:
             meta = read_file_meta(data)
             sop_uid = sop_uid or meta.get("MediaStorageSOPInstanceUID", "")
@@ -245,7 +256,10 @@ class FetchStream:
         self.accept = list(accept_transfer_syntaxes)
         self.method = method or config.fetch_method
         self.wanted = [(s.series_instance_uid, uid) for s in self.series for uid in s.sop_instance_uids]
-        self.collector = _Collector(self.wanted, memory_limit, Path(config.spool_dir) / "tmp")
+        studies: dict[str, set[str]] = {}
+        for s in self.series:
+            studies.setdefault(s.series_instance_uid, set()).add(s.study_instance_uid)
+        self.collector = _Collector(self.wanted, memory_limit, Path(config.spool_dir) / "tmp", studies)
 
     @property
     def result(self) -> FetchResult:
@@ -304,7 +318,7 @@ def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _
                 # WADO-RS answers with the instances of the addressed series only (PS3.18 10.4.1).
                 boundary = boundary_of(response.getheader("Content-Type", ""))
                 for _headers, body in iter_parts(boundary, read_chunks(response)):
-                    if collector.add(body, item.series_instance_uid):
+                    if collector.add(body, item.series_instance_uid, study_uid=item.study_instance_uid):
                         yield None
             except (MultipartError, OSError, http.client.HTTPException) as exc:
                 raise FetchError(f"WADO-RS answer for series {item.series_instance_uid} unusable: {exc}") from exc
@@ -458,9 +472,10 @@ def _fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: 
         try:
             # encoded_dataset(): the received bytes with a file meta, no decode/re-encode.  The
             # series is read from the data set: a PACS may match the SOP UID alone at IMAGE level.
-            collector.add(event.encoded_dataset(include_meta=True), _series_uid(event),
+            study_uid, series_uid = _study_series_uids(event)
+            collector.add(event.encoded_dataset(include_meta=True), series_uid,
                           event.request.AffectedSOPInstanceUID, event.request.AffectedSOPClassUID,
-                          event.context.transfer_syntax)
+                          event.context.transfer_syntax, study_uid=study_uid)
             return 0x0000
         except Exception:  # noqa: BLE001 - answer the PACS, report through the missing instance
             logger.exception("C-GET sub-operation could not be kept")
@@ -484,21 +499,22 @@ def _fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: 
             assoc.release()
 
 
-def _series_uid(event: Any) -> str:
-    """Series Instance UID of a received C-STORE data set, reading only the elements up to it.
+def _study_series_uids(event: Any) -> tuple[str, str]:
+    """(Study, Series) Instance UIDs of a received C-STORE data set, reading only the elements up to them.
 
     ``event.dataset`` would decode the whole data set (~250 elements for a CT slice); stopping
-    after (0020,000E) makes the C-GET receive loop noticeably cheaper.
+    after (0020,000E) - (0020,000D) comes just before it - makes the C-GET receive loop cheaper.
     """
     ts = event.context.transfer_syntax
     raw = event.request.DataSet
     if ts.is_deflated or not hasattr(raw, "seek"):
-        return str(event.dataset.get("SeriesInstanceUID", ""))
+        ds = event.dataset
+        return str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
     raw.seek(0)
     try:
         head = read_dataset(raw, ts.is_implicit_VR, ts.is_little_endian,
                             stop_when=lambda tag, *_: tag > 0x0020000E)
-        return str(head.get("SeriesInstanceUID", "") or "")
+        return str(head.get("StudyInstanceUID", "") or ""), str(head.get("SeriesInstanceUID", "") or "")
     finally:
         raw.seek(0)
 
@@ -596,9 +612,10 @@ def _fetch_c_move(config: DicomConfig, series: Sequence[SeriesFetch], collector:
                     continue
                 try:
                     data = path.read_bytes()
-                    series_uid = str(dcmread(io.BytesIO(data), stop_before_pixels=True,
-                                             specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", ""))
-                    collector.add(data, series_uid, sop_uid)
+                    head = dcmread(io.BytesIO(data), stop_before_pixels=True,
+                                   specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+                    collector.add(data, str(head.get("SeriesInstanceUID", "")), sop_uid,
+                                  study_uid=str(head.get("StudyInstanceUID", "")))
                 finally:
                     path.unlink(missing_ok=True)
 

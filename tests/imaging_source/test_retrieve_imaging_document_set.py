@@ -393,3 +393,71 @@ def test_a_missing_instance_in_a_streamed_series_is_an_error_without_a_dangling_
                 d.document_unique_id
     finally:
         result.close()
+
+
+def _raw_rad69(study_uid: str, series_uid: str, repository: str, sop_uid: str, syntax: str) -> bytes:
+    """A RAD-69 request laid out like the NIST testkit's (ids_4812): UIDs on their own indented lines."""
+    return f"""<xdsiB:RetrieveImagingDocumentSetRequest xmlns:xdsiB="{XDSI}">
+  <xdsiB:StudyRequest studyInstanceUID="{study_uid}">
+    <xdsiB:SeriesRequest seriesInstanceUID="{series_uid}">
+      <xdsb:DocumentRequest xmlns:xdsb="{XDSB}">
+        <xdsb:RepositoryUniqueId>{repository}
+        </xdsb:RepositoryUniqueId>
+        <xdsb:DocumentUniqueId>{sop_uid}
+        </xdsb:DocumentUniqueId>
+      </xdsb:DocumentRequest>
+    </xdsiB:SeriesRequest>
+  </xdsiB:StudyRequest>
+  <xdsiB:TransferSyntaxUIDList>
+    <xdsiB:TransferSyntaxUID>{syntax}</xdsiB:TransferSyntaxUID>
+  </xdsiB:TransferSyntaxUIDList>
+</xdsiB:RetrieveImagingDocumentSetRequest>""".encode()
+
+
+def _call_raw(xml: bytes) -> tuple[str, list[RegistryError], list[str]]:
+    result = SoapClient("local:imaging-source").call(Action.RetrieveImagingDocumentSet.value, parse_xml(xml))
+    assert result.fault is None and result.http_status == 200, result.fault
+    status, errors, documents = parse_retrieve_document_set_response(result.body)
+    return status, errors, [d.document_unique_id for d in documents]
+
+
+def test_nist_ids_4812_exception_cases_fail_with_their_error_codes(source, nist) -> None:
+    """NIST ids_4812 (RAD-69 exception cases), each a one-document request -> Failure.
+
+    RAD TF-3 4.69.4.2.3 / ITI TF-3 4.2.4.1: per-document errors, location = the SOP Instance UID.
+    Where the testkit expects codes the TF does not define (XDSIRequestError) or XDSRepositoryError
+    for an unknown transfer syntax, we keep the TF / DICOM PS3.18 6.4.4 codes (module docstring).
+    """
+    series = nist.series[0]
+    sop = series.instances[0].sop_instance_uid
+    other_series = nist.series[1].series_instance_uid
+    ts = ExplicitVRLittleEndian
+    cases = {
+        "case-1 unknown repository": (_raw_rad69(NIST_STUDY_UID, series.series_instance_uid, SOURCE_ID + ".999",
+                                                 sop, ts), ErrorCode.XDSUnknownRepositoryId),
+        "case-2 unknown SOP instance": (_raw_rad69(NIST_STUDY_UID, series.series_instance_uid, SOURCE_ID,
+                                                   sop + ".404", ts), ErrorCode.XDSDocumentUniqueIdError),
+        "case-3 not in requested series": (_raw_rad69(NIST_STUDY_UID, other_series, SOURCE_ID, sop, ts),
+                                           ErrorCode.XDSDocumentUniqueIdError),
+        "case-4 not in requested study": (_raw_rad69("1.2.3.4.5.999", series.series_instance_uid, SOURCE_ID, sop,
+                                                     ts), ErrorCode.XDSDocumentUniqueIdError),
+        "case-5 empty study": (_raw_rad69("", series.series_instance_uid, SOURCE_ID, sop, ts),
+                               ErrorCode.XDSDocumentUniqueIdError),
+        "case-6 empty series": (_raw_rad69(NIST_STUDY_UID, "", SOURCE_ID, sop, ts),
+                                ErrorCode.XDSDocumentUniqueIdError),
+        "case-7 empty study and series": (_raw_rad69("", "", SOURCE_ID, sop, ts), ErrorCode.XDSDocumentUniqueIdError),
+        "case-8 empty transfer syntax": (_raw_rad69(NIST_STUDY_UID, series.series_instance_uid, SOURCE_ID, sop, ""),
+                                         WadoErrorCode.UnsupportedTransferSyntax),
+        "case-9 unknown transfer syntax": (_raw_rad69(NIST_STUDY_UID, series.series_instance_uid, SOURCE_ID, sop,
+                                                      "1.2.840.10008.1.2.4.999"),
+                                           WadoErrorCode.UnsupportedTransferSyntax),
+    }
+    for name, (xml, code) in cases.items():
+        status, errors, documents = _call_raw(xml)
+        assert (status, documents) == (ResponseStatus.FAILURE.value, []), name
+        assert [(e.error_code, e.location, e.is_error) for e in errors] == [
+            (code, sop + ".404" if name.startswith("case-2") else sop, True)], name
+
+    # case-0 (the comparison transaction): the same layout, all right -> the instance, its UID trimmed.
+    status, errors, documents = _call_raw(_raw_rad69(NIST_STUDY_UID, series.series_instance_uid, SOURCE_ID, sop, ts))
+    assert (status, errors, documents) == (ResponseStatus.SUCCESS.value, [], [sop])

@@ -319,6 +319,45 @@ def test_document_of_another_patient_than_the_submission_set():
     assert exc.value.errors[0].location == "Document01"
 
 
+
+def test_patient_mismatch_is_reported_even_when_both_patients_are_unknown():
+    # NIST 11986: neither id was fed; the mismatch must still be named (one patient per submission,
+    # ITI TF-3 4.1.4.1).
+    sub, _ = load_submission("single_doc.xml", new_patient_id())
+    sub.document_entries[0].patient_id = new_patient_id()
+    with pytest.raises(XdsError) as exc:
+        register_document_set(sub)
+    assert ErrorCode.XDSPatientIdDoesNotMatch in codes_of(exc)
+    assert counts() == (0, 0, 0, 0, 0)
+
+
+def test_document_of_another_patient_added_to_an_existing_folder_is_refused():
+    # NIST 12002: a Folder and its DocumentEntries share one patientId (ITI TF-3 4.2.2.1.3).
+    owner = fed_patient()
+    register("empty_folder.xml", owner)
+    folder = m.Folder.objects.get()
+    before = counts()
+    with pytest.raises(XdsError) as exc:
+        register("add_to_folder.xml", fed_patient(), Folder=folder.entry_uuid)
+    assert codes_of(exc) == [ErrorCode.XDSPatientIdDoesNotMatch]
+    assert counts() == before
+
+
+def test_apnd_and_xfrm_of_one_target_in_one_submission_are_deprecated_when_it_is_replaced():
+    # NIST 12022 (CP117): APND and XFRM of the same document in one submission are accepted; a later RPLC
+    # of that document deprecates both (ITI TF-3 4.2.2.2.3).
+    pid = fed_patient()
+    target = register("single_doc.xml", pid)[0].entry_uuids["Document01"]
+    sub, _ = load_submission("two_doc.xml", pid)
+    first, second = (de.id for de in sub.document_entries)
+    sub.associations += [Association.build(AssociationType.APND, first, target),
+                         Association.build(AssociationType.XFRM, second, target)]
+    added = register_document_set(sub).entry_uuids
+    assert (status_of(added[first]), status_of(added[second])) == (APPROVED, APPROVED)
+    register("rplc.xml", pid, rplc_doc_uuid=target)
+    assert [status_of(u) for u in (target, added[first], added[second])] == [DEPRECATED] * 3
+
+
 # --- uniqueIds -------------------------------------------------------------------------------------
 
 def test_identical_re_registration_of_a_document_uniqueid_is_accepted():

@@ -11,13 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.xds_repository.conftest import REPOSITORY_ID, Doc, kos_doc, provide_and_register_parts, send
+from tests.xds_repository.conftest import (
+    REPOSITORY_ID,
+    Doc,
+    kos_doc,
+    new_oid,
+    provide_and_register_parts,
+    send,
+    submission_for,
+)
 from xds_registry.ebxml import serialize as ebxml_serialize
 from xds_registry.ebxml.parse import parse_adhoc_query_response
 from xds_registry.ebxml.vocabulary import Action, ResponseStatus, ReturnType, StoredQuery
 from xds_registry.errors import ErrorCode
+from xds_registry.metadata.objects import Association, Folder, Submission
+from xds_registry.metadata.values import Code
 from xds_registry.patient_identity_feed.patients import add_or_update_patient
 from xds_registry.soap.client import SoapClient
+from xds_registry.soap.mtom import OutgoingPart
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.conf import repository_config
@@ -121,3 +132,61 @@ def test_reconcile_removes_nothing_when_the_registry_cannot_be_asked(local: Path
     assert report.error and report.removed == []
     assert StoredDocument.objects.get().state == StoredDocument.State.PENDING
     assert config.storage.exists(row.storage_name)
+
+
+def test_document_patient_differing_from_the_submission_set_is_refused_through_the_repository(
+        local: Path, patient: str) -> None:
+    """NIST 11986: the registry's XDSPatientIdDoesNotMatch (ITI TF-3 4.2.2.1.1) reaches the source."""
+    other = f"P{uuid.uuid4().hex[:10]}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
+    add_or_update_patient(other)
+    doc = Doc(content=b"patient mismatch" * 1000)
+    submission, [entry] = submission_for([doc], patient_id=patient)
+    entry.patient_id = other
+    body = ebxml_serialize.provide_and_register_request(submission, [(entry.id, "doc@test")])
+    status, errors = send(body, [OutgoingPart("doc@test", "text/plain", doc.content)])
+    assert status == ResponseStatus.FAILURE
+    assert ErrorCode.XDSPatientIdDoesNotMatch in [e.error_code for e in errors]
+    assert StoredDocument.objects.count() == 0
+    assert not [p for p in local.rglob("*") if p.is_file()]
+    assert registry_knows(doc.unique_id) == []
+
+
+def _folder_only(patient: str) -> tuple[Submission, Folder]:
+    submission, _ = submission_for([], patient_id=patient)
+    folder = Folder.build(patient_id=patient, unique_id=new_oid(), title="folder",
+                          code_list=[Code("REPORTS", "1.3.6.1.4.1.19376.1.2.6.1", "Reports")])
+    submission.folders.append(folder)
+    submission.associations.append(Association.has_member(submission.submission_set.id, folder.id,
+                                                          submission_set_status=None))
+    return submission, folder
+
+
+def test_submission_with_a_folder_and_no_document_is_registered(local: Path, patient: str) -> None:
+    """NIST ReposAcceptanceTest-1113 SubmitFolder: ITI-41 may carry no Document (ITI TF-2b 3.41.4.1.2)."""
+    submission, folder = _folder_only(patient)
+    body = ebxml_serialize.provide_and_register_request(submission, [])
+    assert send(body, []) == (ResponseStatus.SUCCESS, [])
+    query = ebxml_serialize.adhoc_query_request(StoredQuery.GetFolders, [
+        ("$XDSFolderUniqueId", [f"('{folder.unique_id}')"])], return_type=ReturnType.ObjectRef)
+    result = SoapClient("local:registry").call(Action.RegistryStoredQuery, query)
+    assert parse_adhoc_query_response(result.body).object_refs == [folder.id]
+    assert StoredDocument.objects.count() == 0
+
+
+def test_existing_document_is_added_to_an_existing_folder_without_any_document(local: Path, patient: str) -> None:
+    """NIST ReposAcceptanceTest-1113 AssociateExistingDEwithExistingFolder: associations only."""
+    doc = Doc(content=b"already registered")
+    _, _, [entry] = (parts := provide_and_register_parts([doc], patient_id=patient))
+    assert send(*parts[:2])[0] == ResponseStatus.SUCCESS
+    submission, folder = _folder_only(patient)
+    assert send(ebxml_serialize.provide_and_register_request(submission, []), [])[0] == ResponseStatus.SUCCESS
+
+    later, _ = submission_for([], patient_id=patient)
+    member = Association.has_member(folder.id, entry.id, submission_set_status=None)
+    later.associations += [member, Association.has_member(later.submission_set.id, member.id,
+                                                          submission_set_status=None)]
+    assert send(ebxml_serialize.provide_and_register_request(later, []), []) == (ResponseStatus.SUCCESS, [])
+    query = ebxml_serialize.adhoc_query_request(StoredQuery.GetFolderAndContents, [
+        ("$XDSFolderEntryUUID", [f"'{folder.id}'"])], return_type=ReturnType.ObjectRef)
+    result = SoapClient("local:registry").call(Action.RegistryStoredQuery, query)
+    assert entry.id in parse_adhoc_query_response(result.body).object_refs

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
+from tests.xds_registry.registry_helpers import fed_patient, load_submission
 from xds_registry.ebxml import ns
 from xds_registry.ebxml.vocabulary import AssociationType, AvailabilityStatus, ObjectType, StoredQuery
 from xds_registry.errors import ErrorCode, XdsError
+from xds_registry.register_document_set import register_document_set
 from xds_registry.stored_query import parameters as prm
 from xds_registry.stored_query.execute import QueryConfig, StoredQueryOutcome, Transaction
 
@@ -449,3 +453,22 @@ def test_get_related_documents_type_filter_applies_to_related_entries(registry: 
     # doc_d (the replacement) is Stable: filtered out when only On-Demand entries are asked for.
     assert run(StoredQuery.GetRelatedDocuments, [*params, (prm.DE_TYPE, [ql(ON_DEMAND)])]).objects == []
     assert len(run(StoredQuery.GetRelatedDocuments, [*params, (prm.DE_TYPE, [ql(STABLE)])]).objects) == 3
+
+
+@pytest.mark.django_db
+def test_get_folder_and_contents_after_rplc_returns_original_and_replacement() -> None:
+    # NIST 12327: a replacement joins the replaced document's Folders (ITI TF-3 4.2.2.1.3); GetFolderAndContents
+    # has no status parameter, so both the Deprecated original and the replacement come back with their HasMembers.
+    pid = fed_patient()
+    sub, uids = load_submission("folder_with_doc.xml", pid)
+    original = register_document_set(sub).entry_uuids["Document01"]
+    contents = run(StoredQuery.GetSubmissionSetAndContents, [(prm.SS_UNIQUE_ID, [q(uids["SubmissionSet01"])])],
+                   return_type="LeafClass")
+    assert Counter(el.tag for el in contents.objects) == {
+        f"{RIM}RegistryPackage": 2, f"{RIM}ExtrinsicObject": 1, f"{RIM}Association": 4}
+    register_document_set(load_submission("rplc.xml", pid, rplc_doc_uuid=original)[0])
+    contents = run(StoredQuery.GetFolderAndContents, [(prm.FOLDER_UNIQUE_ID, [q(uids["Folder"])])],
+                   return_type="LeafClass")
+    assert Counter(el.tag for el in contents.objects) == {
+        f"{RIM}RegistryPackage": 1, f"{RIM}ExtrinsicObject": 2, f"{RIM}Association": 2}
+    assert original in {el.get("id") for el in contents.objects}

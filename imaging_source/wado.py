@@ -1,0 +1,90 @@
+"""RAD-55 WADO Retrieve (WADO-URI, DICOM PS3.18 2014b §6.2 / §8) of one instance, ``application/dicom`` only.
+
+XDS-I.b gives consumers two ways to the images an Imaging Document Source's KOS references:
+RAD-69 and RAD-55 (RAD TF-3 4.55; the NIST IDS tests ids_4805..ids_4809 use both).  The same PACS
+fetch as RAD-69 (:mod:`imaging_source.dicom.fetch`) delivers the instance; transcoding as RAD-69.
+
+Answers (PS3.18 §8.1 / RFC 7231): 200 + the Part 10 object; 400 for a request that is not WADO;
+404 when studyUID/seriesUID/objectUID do not name one instance of this source (also when one is
+empty - the NIST test ids_4809 case 4 expects 404 there); 406 for a contentType other than
+``application/dicom`` or a transferSyntax we cannot produce; 502 when the PACS cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.uid import ExplicitVRLittleEndian
+
+from imaging_source.dicom.config import DicomConfig
+from imaging_source.dicom.fetch import FetchError, FetchStream, SeriesFetch
+from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
+from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE
+
+logger = logging.getLogger("imaging_source.rad55")
+
+
+@dataclass(frozen=True)
+class WadoAnswer:
+    status: int
+    content_type: str
+    body: bytes
+
+
+def _text(status: int, reason: str) -> WadoAnswer:
+    return WadoAnswer(status, "text/plain; charset=utf-8", reason.encode())
+
+
+def wado_retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
+    """One WADO-URI request (query parameters as a flat dict) -> the HTTP answer."""
+    started = time.perf_counter()
+    answer = _retrieve(params, dicom)
+    logger.info("rad55 status=%d object=%s bytes=%d ms=%.1f", answer.status, params.get("objectUID", ""),
+                len(answer.body) if answer.status == 200 else 0, (time.perf_counter() - started) * 1000)
+    return answer
+
+
+def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
+    if params.get("requestType", "").strip() != "WADO":  # PS3.18 §8.1.1: requestType=WADO is required
+        return _text(400, "requestType must be WADO")
+    content_types = [c.split(";")[0].strip() for c in params.get("contentType", "").split(",") if c.strip()]
+    # PS3.18 §8.1.5: the default for image objects is image/jpeg, which this source does not render.
+    if DICOM_MIME_TYPE not in content_types:
+        return _text(406, "only contentType=application/dicom is served")
+    study, series, sop = (params.get(k, "").strip() for k in ("studyUID", "seriesUID", "objectUID"))
+    if not (study and series and sop):
+        return _text(404, "studyUID, seriesUID and objectUID must all be given")
+    # PS3.18 §8.2.11: transferSyntax applies to application/dicom; default Explicit VR Little Endian.
+    syntax = params.get("transferSyntax", "").strip() or ExplicitVRLittleEndian
+    if not known_transfer_syntax(syntax):
+        return _text(406, f"transfer syntax {syntax} is not supported")
+    stream = FetchStream(dicom, [SeriesFetch(study, series, [sop])], accept_transfer_syntaxes=[syntax])
+    try:
+        delivered = list(stream)
+    except (FetchError, ConnectionError, OSError) as exc:
+        logger.warning("rad55 fetch failed: %s", exc)
+        return _text(502, "the PACS could not be reached")
+    if not delivered:
+        # Not in that study/series (the collector checks both) or unknown: no such object.
+        return _text(404, f"no instance {sop} in series {series} of study {study}")
+    [(_key, instance)] = delivered
+    target = choose_target(instance.transfer_syntax_uid, [syntax])
+    if target is None:
+        instance.discard()
+        return _text(406, f"instance {sop} cannot be provided in {syntax}")
+    try:
+        data = instance.read_bytes() if target == instance.transfer_syntax_uid else transcode(
+            instance.read_bytes(), target)
+    except TranscodeError as exc:
+        return _text(406, f"instance {sop} cannot be provided in {syntax}: {exc}")
+    finally:
+        instance.discard()
+    return WadoAnswer(200, DICOM_MIME_TYPE, data)
+
+
+def flat_params(query: Any) -> dict[str, str]:
+    """A QueryDict as one value per key (the last, as Django's ``get`` does)."""
+    return {key: query.get(key, "") for key in query}
