@@ -358,7 +358,13 @@ class _MultipartReader:
 
     def __init__(self, source: _Input, boundary: bytes) -> None:
         self.source = source
+        self.boundary = boundary
+        # RFC 2046 5.1.1 requires CRLF.  Some senders write bare LF (e.g. message files
+        # assembled on Unix); the line ending of the first delimiter line decides which one
+        # this message uses, so both parse, and a message never mixes them.
+        self.newline = b"\r\n"
         self.delimiter = b"\r\n--" + boundary
+        self._newline_known = False
         # A virtual CRLF lets a first delimiter at offset 0 (no preamble) match
         # the same pattern as every later one.
         self.buf = bytearray(b"\r\n")
@@ -376,11 +382,12 @@ class _MultipartReader:
                 raise MtomError("multipart body truncated: the closing boundary is missing")
 
     def skip_preamble(self) -> None:
-        keep = len(self.delimiter) - 1
+        first = b"\n--" + self.boundary  # matches after CRLF and after a bare LF
+        keep = len(first) - 1
         while True:
-            i = self.buf.find(self.delimiter)
+            i = self.buf.find(first)
             if i >= 0:
-                del self.buf[: i + len(self.delimiter)]
+                del self.buf[: i + len(first)]
                 return
             if len(self.buf) > keep:
                 del self.buf[: len(self.buf) - keep]
@@ -392,27 +399,37 @@ class _MultipartReader:
         self._need(2)
         if self.buf[:2] == b"--":
             return None
-        # Transport padding (RFC 2046: LWSP) up to the CRLF ending the delimiter line.
-        while (eol := self.buf.find(b"\r\n")) < 0:
+        # Transport padding (RFC 2046: LWSP) up to the line end of the delimiter line.
+        while (eol := self.buf.find(b"\n")) < 0:
             if len(self.buf) > 1024:
                 raise MtomError("malformed multipart delimiter line")
             self._need(len(self.buf) + 1)
-        if self.buf[:eol].strip(b" \t"):
+        crlf = eol > 0 and self.buf[eol - 1] == 0x0D
+        if not self._newline_known:
+            self._newline_known = True
+            if not crlf:
+                self.newline = b"\n"
+                self.delimiter = b"\n--" + self.boundary
+        elif crlf != (self.newline == b"\r\n"):
+            raise MtomError("malformed multipart delimiter line (mixed line endings)")
+        if self.buf[: eol - 1 if crlf else eol].strip(b" \t"):
             raise MtomError("malformed multipart delimiter line")
-        del self.buf[: eol + 2]
-        self._need(2)
-        if self.buf[:2] == b"\r\n":  # a part without headers
-            del self.buf[:2]
+        del self.buf[: eol + 1]
+        newline = self.newline
+        self._need(len(newline))
+        if self.buf[: len(newline)] == newline:  # a part without headers
+            del self.buf[: len(newline)]
             return {}
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+        blank = newline + newline
+        while (end := self.buf.find(blank)) < 0:
             if len(self.buf) > MAX_PART_HEADER_SIZE:
                 raise MtomError("MIME part headers too large")
             self._need(len(self.buf) + 1)
         if end > MAX_PART_HEADER_SIZE:
             raise MtomError("MIME part headers too large")
         raw = bytes(self.buf[:end])
-        del self.buf[: end + 4]
-        return _parse_part_headers(raw)
+        del self.buf[: end + len(blank)]
+        return _parse_part_headers(raw, newline)
 
     def copy_body(self, sink: _Sink) -> None:
         """Write the current part's content to ``sink`` up to the next delimiter."""
@@ -433,14 +450,14 @@ class _MultipartReader:
                 raise MtomError("multipart body truncated: the closing boundary is missing")
 
 
-def _parse_part_headers(raw: bytes) -> dict[str, str]:
+def _parse_part_headers(raw: bytes, newline: bytes = b"\r\n") -> dict[str, str]:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     headers: dict[str, str] = {}
     name = ""
-    for line in text.split("\r\n"):
+    for line in text.split(newline.decode("ascii")):
         if line[:1] in (" ", "\t") and name:  # folded continuation
             headers[name] += " " + line.strip()
             continue

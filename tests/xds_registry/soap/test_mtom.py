@@ -145,6 +145,28 @@ def test_preamble_epilogue_quoted_boundary_case_insensitive_headers() -> None:
     assert message.attachments["p@x"].content_type == "image/png"
 
 
+def test_bare_lf_line_endings_are_accepted() -> None:
+    # RFC 2046 wants CRLF; message files assembled on Unix (e.g. NIST PnrXop bodies) use bare LF.
+    document = b"line one\r\nline two\n\x00\x01binary"
+    data = multipart("b1", (ROOT_HEADERS, ROOT), ("Content-Type: text/plain\r\nContent-ID: <d@x>", document),
+                     preamble=b"preamble\r\n").replace(b"\r\n", b"\n")
+    document_lf = document.replace(b"\r\n", b"\n")
+    message = read(CT, data)
+    assert message.root == ROOT
+    attachment = message.attachments["d@x"]
+    assert attachment.read_bytes() == document_lf
+    assert attachment.sha1 == hashlib.sha1(document_lf).hexdigest()
+    assert attachment.content_type == "text/plain"
+
+
+def test_mixed_line_endings_are_refused() -> None:
+    data = multipart("b1", (ROOT_HEADERS, ROOT), ("Content-ID: <d@x>", b"DOC"))
+    first = data.index(b"\r\n--b1")
+    mixed = data[:first] + data[first:].replace(b"--b1\r\n", b"--b1\n", 1)
+    with pytest.raises(MtomError, match="mixed line endings"):
+        read(CT, mixed)
+
+
 def test_root_identified_by_start_even_when_not_first() -> None:
     data = multipart("b1", ("Content-ID: <d@x>", b"DOC"), (ROOT_HEADERS, ROOT))
     message = read(CT, data)
