@@ -63,8 +63,10 @@ def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapRespons
 
 #: Bytes gathered before one write to the client.  A study is hundreds of small parts (a CT
 #: slice is ~40-500 kB plus a ~150-byte MIME head); writing each piece separately costs a
-#: send() and a WSGI round trip per piece.
-WRITE_SIZE = 1024 * 1024
+#: send() and a WSGI round trip per piece.  512 KiB rather than 1 MiB: the consumer gets its
+#: first bytes sooner and the relay overlaps better with the PACS (500-instance benchmark:
+#: RAD-69 ~3 ms faster, measured interleaved against 1 MiB).
+WRITE_SIZE = 512 * 1024
 
 
 def coalesce(chunks: Iterator[bytes], size: int = WRITE_SIZE) -> Iterator[bytes]:
@@ -85,7 +87,7 @@ def coalesce(chunks: Iterator[bytes], size: int = WRITE_SIZE) -> Iterator[bytes]
 
 @dataclass
 class CoalescedRetrieveResponse(SoapResponse):
-    """The usual root-first MTOM answer, written to the client in ~1 MB pieces."""
+    """The usual root-first MTOM answer, written to the client in ~WRITE_SIZE pieces."""
 
     def render(self) -> tuple[str, int | None, Iterator[bytes]]:
         content_type, length, chunks = super().render()

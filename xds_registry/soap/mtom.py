@@ -701,8 +701,13 @@ def write_message_root_last(
             ctype = part.content_type or "application/octet-stream"
             if "\r" in ctype or "\n" in ctype:
                 raise ValueError(f"unusable content type {ctype!r}")
+            # A part's Content-Length (as a DICOMweb PACS sends it) lets a reader take the
+            # content without scanning it for the next delimiter; a declared iterator size
+            # is checked by OutgoingPart.chunks().
+            size = None if isinstance(part.source, Path) else part.known_size()
+            length = f"Content-Length: {size}\r\n" if size is not None else ""
             head = (f"{delimiter}Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
-                    f"Content-ID: <{cid}>\r\n\r\n").encode()
+                    f"Content-ID: <{cid}>\r\n{length}\r\n").encode()
             pending.append(head)
             held += len(head)
             source = part.source

@@ -25,6 +25,7 @@ from xds_registry.soap.mtom import (
     parse_content_type,
     read_message,
     write_message,
+    write_message_root_last,
 )
 
 ROOT = b"<?xml version='1.0'?><r/>"
@@ -367,3 +368,19 @@ def test_one_gib_attachment_streams_with_flat_memory(tmp_path: Path) -> None:
     assert peak < 16 * 1024 * 1024, f"peak Python memory {peak} bytes"
     message.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_root_last_parts_declare_their_known_length() -> None:
+    # A reader can take a part's content without scanning it for the delimiter (as for a
+    # DICOMweb PACS's parts); a part of unknown size is sent without Content-Length.
+    parts = [OutgoingPart("a@x", "application/dicom", b"\r\n--not-a-delimiter"),
+             OutgoingPart("b@x", "application/dicom", memoryview(b"0123456789")[2:7]),
+             OutgoingPart("c@x", "application/dicom", lambda: iter([b"stream", b"ed"]))]
+    content_type, chunks = write_message_root_last(parts, lambda: ROOT, write_size=8)
+    data = b"".join(chunks)
+    heads = [block.split(b"\r\n\r\n", 1)[0] for block in data.split(b"Content-ID: ")[1:]]
+    assert [head.split(b"\r\n")[1:] for head in heads[:3]] == [[b"Content-Length: 19"], [b"Content-Length: 5"], []]
+    message = read(content_type, data)
+    assert message.root == ROOT  # type: ignore[attr-defined]
+    assert [message.attachments[cid].read_bytes() for cid in ("a@x", "b@x", "c@x")] == [  # type: ignore[attr-defined]
+        b"\r\n--not-a-delimiter", b"23456", b"streamed"]
