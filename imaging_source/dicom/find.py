@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import requests
@@ -98,7 +98,21 @@ def _study_ref(study: Any, series: list[tuple[Any, list[Any]]]) -> StudyRef:
     return StudyRef.from_query_levels(study, series)
 
 
-class CFindFinder:
+class _StudyRowsFinder:
+    """What both finders derive from their STUDY-level answers (``_study_rows``)."""
+
+    def _study_rows(self, patient_id: str | None, since: Any) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def find_studies(self, patient_id: str | None = None, since: Any = None) -> list[str]:
+        return [_text(r, "StudyInstanceUID") for r in self._study_rows(patient_id, since)]
+
+    def study_instance_counts(self, patient_id: str | None = None, since: Any = None) -> dict[str, int]:
+        return {_text(r, "StudyInstanceUID"): _int(r, "NumberOfStudyRelatedInstances") or 0
+                for r in self._study_rows(patient_id, since)}
+
+
+class CFindFinder(_StudyRowsFinder):
     """Study Root C-FIND against ``config.pacs`` on a pooled association."""
 
     def __init__(self, config: DicomConfig) -> None:
@@ -191,13 +205,6 @@ class CFindFinder:
             keys["StudyDate"] = date_range(since)
         return self._run(lambda assoc: self._query(assoc, "STUDY", keys, ("NumberOfStudyRelatedInstances",)))
 
-    def find_studies(self, patient_id: str | None = None, since: Any = None) -> list[str]:
-        return [_text(r, "StudyInstanceUID") for r in self._study_rows(patient_id, since)]
-
-    def study_instance_counts(self, patient_id: str | None = None, since: Any = None) -> dict[str, int]:
-        return {_text(r, "StudyInstanceUID"): _int(r, "NumberOfStudyRelatedInstances") or 0
-                for r in self._study_rows(patient_id, since)}
-
     def locate_instance(self, sop_instance_uid: str) -> tuple[str, str] | None:
         # Relational IMAGE-level query on the SOP Instance UID alone (PS3.4 C.4.1.2.2);
         # Orthanc accepts it.  A PACS that insists on hierarchical queries answers a
@@ -220,7 +227,7 @@ def _fields(keywords: tuple[str, ...]) -> str:
     return ",".join(f"{tag_for_keyword(k):08X}" for k in keywords)
 
 
-class QidoFinder:
+class QidoFinder(_StudyRowsFinder):
     """QIDO-RS (PS3.18 10.6) against ``config.dicomweb_url``."""
 
     def __init__(self, config: DicomConfig, session: requests.Session | None = None) -> None:
@@ -267,13 +274,6 @@ class QidoFinder:
         if since:
             params["StudyDate"] = date_range(since)
         return iter(self._get("/studies", params))
-
-    def find_studies(self, patient_id: str | None = None, since: Any = None) -> list[str]:
-        return [_text(r, "StudyInstanceUID") for r in self._study_rows(patient_id, since)]
-
-    def study_instance_counts(self, patient_id: str | None = None, since: Any = None) -> dict[str, int]:
-        return {_text(r, "StudyInstanceUID"): _int(r, "NumberOfStudyRelatedInstances") or 0
-                for r in self._study_rows(patient_id, since)}
 
     def locate_instance(self, sop_instance_uid: str) -> tuple[str, str] | None:
         rows = self._get("/instances", {"SOPInstanceUID": sop_instance_uid,

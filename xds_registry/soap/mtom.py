@@ -611,6 +611,27 @@ def _package_header(action: str | None) -> tuple[str, str, str]:
         content_type += f'; action="{_check_token(action, "action")}"'
     return boundary, root_cid, content_type
 
+
+def _root_headers(root_cid: str) -> str:
+    """MIME headers of the SOAP root part (XOP 1.0 4.1), ending with the blank line."""
+    return (f'Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: <{root_cid}>\r\n\r\n")
+
+
+def _part_headers(part: OutgoingPart, seen: set[str], *, length: int | None = None) -> str:
+    """MIME headers of one attachment part, ending with the blank line; refuses a repeated
+    Content-ID (recorded in ``seen``) and header injection."""
+    cid = _check_token(part.content_id, "Content-ID")
+    if cid in seen:
+        raise ValueError(f"duplicate Content-ID {cid!r}")
+    seen.add(cid)
+    ctype = part.content_type or "application/octet-stream"
+    if "\r" in ctype or "\n" in ctype:
+        raise ValueError(f"unusable content type {ctype!r}")
+    content_length = f"Content-Length: {length}\r\n" if length is not None else ""
+    return f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n{content_length}\r\n"
+
+
 def write_message(
     root_xml: bytes,
     parts: list[OutgoingPart],
@@ -626,28 +647,9 @@ def write_message(
     the content except with negligible probability.
     """
     boundary, root_cid, content_type = _package_header(action)
-    head = (
-        f"--{boundary}\r\n"
-        f'Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
-        f"Content-Transfer-Encoding: binary\r\n"
-        f"Content-ID: <{root_cid}>\r\n\r\n"
-    ).encode("ascii")
-    part_heads: list[bytes] = []
+    head = f"--{boundary}\r\n{_root_headers(root_cid)}".encode("ascii")
     seen: set[str] = set()
-    for part in parts:
-        cid = _check_token(part.content_id, "Content-ID")
-        if cid in seen:
-            raise ValueError(f"duplicate Content-ID {cid!r}")
-        seen.add(cid)
-        ctype = part.content_type or "application/octet-stream"
-        if "\r" in ctype or "\n" in ctype:
-            raise ValueError(f"unusable content type {ctype!r}")
-        part_heads.append((
-            f"\r\n--{boundary}\r\n"
-            f"Content-Type: {ctype}\r\n"
-            f"Content-Transfer-Encoding: binary\r\n"
-            f"Content-ID: <{cid}>\r\n\r\n"
-        ).encode())
+    part_heads = [f"\r\n--{boundary}\r\n{_part_headers(part, seen)}".encode() for part in parts]
     tail = f"\r\n--{boundary}--\r\n".encode("ascii")
 
     sizes = [part.known_size() for part in parts]
@@ -694,20 +696,11 @@ def write_message_root_last(
         pending: list[bytes | memoryview] = []
         held = 0
         for part in parts:
-            cid = _check_token(part.content_id, "Content-ID")
-            if cid in seen:
-                raise ValueError(f"duplicate Content-ID {cid!r}")
-            seen.add(cid)
-            ctype = part.content_type or "application/octet-stream"
-            if "\r" in ctype or "\n" in ctype:
-                raise ValueError(f"unusable content type {ctype!r}")
             # A part's Content-Length (as a DICOMweb PACS sends it) lets a reader take the
             # content without scanning it for the next delimiter; a declared iterator size
             # is checked by OutgoingPart.chunks().
             size = None if isinstance(part.source, Path) else part.known_size()
-            length = f"Content-Length: {size}\r\n" if size is not None else ""
-            head = (f"{delimiter}Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
-                    f"Content-ID: <{cid}>\r\n{length}\r\n").encode()
+            head = f"{delimiter}{_part_headers(part, seen, length=size)}".encode()
             pending.append(head)
             held += len(head)
             source = part.source
@@ -721,8 +714,7 @@ def write_message_root_last(
                     pending.clear()
                     held = 0
             delimiter = f"\r\n--{boundary}\r\n"
-        pending.append((f'{delimiter}Content-Type: {XOP_MEDIA_TYPE}; charset=UTF-8; type="{SOAP_MEDIA_TYPE}"\r\n'
-                        f"Content-Transfer-Encoding: binary\r\nContent-ID: <{root_cid}>\r\n\r\n").encode("ascii"))
+        pending.append(f"{delimiter}{_root_headers(root_cid)}".encode("ascii"))
         pending.append(root_xml())
         pending.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
         yield b"".join(pending)

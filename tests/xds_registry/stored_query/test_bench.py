@@ -14,7 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from xds_registry.management.commands.xds_bench_registry import peak_rss, percentile, server_pids
+from xds_registry.bench import server_pids
+from xds_registry.management.commands.xds_bench_registry import peak_rss, percentile
 
 
 def test_percentile_picks_ranked_values() -> None:

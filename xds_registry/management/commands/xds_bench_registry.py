@@ -42,6 +42,7 @@ from django.db import connection
 
 from xds_registry import models
 from xds_registry.affinity_domain import load_affinity_domain
+from xds_registry.bench import server_pids
 from xds_registry.ebxml.serialize import adhoc_query_request, submit_objects_request
 from xds_registry.ebxml.vocabulary import Action, AvailabilityStatus, StoredQuery
 from xds_registry.management.commands.xds_bench_registry_load import LoadPlan, codes_for, make_submission
@@ -80,35 +81,6 @@ def peak_rss(pids: list[int]) -> dict[int, int]:
         except OSError:
             continue
     return out
-
-
-def server_pids(port: int) -> list[int]:
-    """The processes serving ``port``: those holding its listening socket (gunicorn master + workers).
-
-    Workers (children of another holder) are returned when there are any, else every holder.
-    """
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A = LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
-    holders: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
-                status = (entry / "status").read_text()
-                holders[int(entry.name)] = int(status.split("PPid:", 1)[1].split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    workers = [pid for pid, parent in holders.items() if parent in holders]
-    return sorted(workers or holders)
 
 
 class Command(BaseCommand):

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from xds_registry.bench import server_pids
 from xds_registry.ebxml import serialize as ebxml_serialize
 from xds_registry.ebxml.messages import DocumentRequest
 from xds_registry.ebxml.responses import parse_registry_response
@@ -129,31 +130,6 @@ class _BytesStream:
 
 
 # --- server memory -------------------------------------------------------------------------
-
-def _listening_pids(port: int) -> list[int]:
-    """Processes holding the loopback socket that listens on ``port`` (gunicorn master and workers)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
-                inodes.add(fields[9])
-    targets = {f"socket:[{inode}]" for inode in inodes}
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if any(os.readlink(fd) in targets for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return sorted(pids)
-
 
 def _status_kb(pid: int, field: str) -> int | None:
     try:
@@ -248,7 +224,7 @@ class Command(BaseCommand):
         peer = _Peer(opts["url"], opts["timeout"])
         if not opts["no_feed"]:
             self._feed_patient(opts["hl7"], opts["patient_id"])
-        pids = opts["server_pid"] or _listening_pids(peer.port)
+        pids = opts["server_pid"] or server_pids(peer.port, workers_only=False)
         results: dict[str, Any] = {"url": opts["url"], "server_pids": pids, "targets": TARGETS,
                                    "machine": {"cpus": os.cpu_count()}}
         results["small"] = self._small(peer, opts)
