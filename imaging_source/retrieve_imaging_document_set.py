@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.dicom.fetch import FetchedInstance, FetchError, FetchResult, FetchStream, SeriesFetch
+from imaging_source.dicom.fetch import (
+    FetchedInstance,
+    FetchError,
+    FetchResult,
+    FetchStream,
+    RequestAhead,
+    SeriesFetch,
+    send_ahead,
+)
 from imaging_source.dicom.find import FindError, locate_instance
 from imaging_source.dicom.transcode import (
     TranscodeError,
@@ -44,7 +52,7 @@ from imaging_source.dicom.transcode import (
     transcode,
 )
 from xds_registry.ebxml.messages import RetrieveImagingDocumentSetRequest
-from xds_registry.ebxml.responses import DocumentResponse
+from xds_registry.ebxml.responses import DocumentResponse, document_response_xml
 from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE
 from xds_registry.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
 from xds_registry.soap.mtom import OutgoingPart
@@ -70,9 +78,11 @@ class RetrieveOutcome:
     errors: list[RegistryError] = field(default_factory=list)
     documents: list[DocumentResponse] = field(default_factory=list)
     transcoded: int = 0
+    #: :func:`document_response_xml` of each document, made as it was delivered (the streamed answer's root).
+    fragments: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Wanted:
     index: int
     study_uid: str
@@ -86,18 +96,29 @@ def _error(code: str, context: str, location: str) -> RegistryError:
     return RegistryError(str(code), context, Severity.ERROR, location)
 
 
-def retrieve_imaging_document_set(request: RetrieveImagingDocumentSetRequest,
-                                  config: ImagingSourceConfig) -> RetrieveOutcome:
+def retrieve_imaging_document_set(request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig,
+                                  ahead: RequestAhead | None = None) -> RetrieveOutcome:
     """Answer one RAD-69 request: the documents to return and the per-document errors.
 
     Everything is fetched before the answer is known (the SOAP root part, which lists the
     documents and errors, goes first in the MTOM package).  See :func:`stream_imaging_document_set`
     for the pipelined variant.
     """
-    retrieval = _Retrieval(request, config)
+    retrieval = _Retrieval(request, config, ahead)
     for item, instance in retrieval.instances():
         retrieval.deliver(item, instance)
     return retrieval.finish()
+
+
+def send_first_series_ahead(config: ImagingSourceConfig, study_uid: str, series_uid: str,
+                            sop_uids: list[str]) -> RequestAhead | None:
+    """Ask the PACS for a request's first series now (:func:`~imaging_source.dicom.fetch.send_ahead`).
+
+    The answer is used by the retrieval when its checks leave that series' fetch as asked
+    here, and cancelled otherwise - a guess that costs nothing when it is wrong.
+    """
+    return send_ahead(config.dicom, SeriesFetch(study_uid.strip(), series_uid.strip(),
+                                                list(dict.fromkeys(uid.strip() for uid in sop_uids))))
 
 
 class StreamingRetrieve:
@@ -110,23 +131,31 @@ class StreamingRetrieve:
     (RFC 2387 3.2 / XOP 1.0 4.1: the ``start`` parameter, not the order, names the root).
     """
 
-    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig) -> None:
-        self._retrieval = _Retrieval(request, config)
+    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig,
+                 ahead: RequestAhead | None = None) -> None:
+        self._retrieval = _Retrieval(request, config, ahead)  # the PACS is asked already (send_ahead)
         self._outcome: RetrieveOutcome | None = None
 
     def parts(self) -> Iterator[OutgoingPart]:
         previous: FetchedInstance | None = None
-        for item, instance in self._retrieval.instances():
+        try:
+            for item, instance in self._retrieval.instances():
+                if previous is not None:
+                    previous.discard()  # its part has been written out
+                    previous = None
+                part = self._retrieval.deliver(item, instance)
+                if part is not None:
+                    previous = instance
+                    yield part
+        finally:
             if previous is not None:
-                previous.discard()  # its part has been written out
-                previous = None
-            part = self._retrieval.deliver(item, instance)
-            if part is not None:
-                previous = instance
-                yield part
-        if previous is not None:
-            previous.discard()
+                previous.discard()
+            self._retrieval.close()
         self._outcome = self._retrieval.finish()
+
+    def close(self) -> None:
+        """Give up an answer that will not be sent (a request sent ahead to the PACS is dropped)."""
+        self._retrieval.close()
 
     def outcome(self) -> RetrieveOutcome:
         if self._outcome is None:
@@ -134,20 +163,24 @@ class StreamingRetrieve:
         return self._outcome
 
 
-def stream_imaging_document_set(request: RetrieveImagingDocumentSetRequest,
-                                config: ImagingSourceConfig) -> StreamingRetrieve:
-    return StreamingRetrieve(request, config)
+def stream_imaging_document_set(request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig,
+                                ahead: RequestAhead | None = None) -> StreamingRetrieve:
+    """``ahead``: the first series already asked for (:func:`send_first_series_ahead`), if any."""
+    return StreamingRetrieve(request, config, ahead)
 
 
 class _Retrieval:
     """One RAD-69 request: validation per document, fetch per series, delivery, final errors."""
 
-    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig) -> None:
+    def __init__(self, request: RetrieveImagingDocumentSetRequest, config: ImagingSourceConfig,
+                 ahead: RequestAhead | None = None) -> None:
         self.started = time.perf_counter()
         self.config = config
-        self.requested = len(request.document_requests())
+        documents = request.document_requests()
+        self.requested = len(documents)
         self.errors: dict[int, RegistryError] = {}
         self.documents: dict[int, DocumentResponse] = {}
+        self.fragments: dict[int, str] = {}
         self.transcoded = 0
         # Content-IDs: unique per message (RFC 2392), one random token per request rather than a UUID per part.
         self.cid_prefix = uuid.uuid4().hex
@@ -158,10 +191,23 @@ class _Retrieval:
         requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
         self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
 
-        for index, (study_uid, series_uid, doc) in enumerate(request.document_requests()):
+        # The PACS starts on the first series before the checks of every document below
+        # (hundreds of them) and the answer's setup; the fetch uses this request if the checks
+        # leave its first series as asked, and cancels it otherwise.
+        if not self.known_ts and ahead is not None:
+            ahead.cancel()
+            ahead = None
+        if ahead is None and self.known_ts and request.studies and request.studies[0].series:
+            study, first = request.studies[0], request.studies[0].series[0]
+            ahead = send_first_series_ahead(config, study.study_instance_uid, first.series_instance_uid,
+                                            [d.document_unique_id for d in first.documents])
+
+        ours = config.repository_unique_id
+        for index, (study_uid, series_uid, doc) in enumerate(documents):
+            study_uid, series_uid = study_uid.strip(), series_uid.strip()
             sop_uid = doc.document_unique_id.strip()
             repository = doc.repository_unique_id.strip()
-            if not repository or repository != config.repository_unique_id:
+            if not repository or repository != ours:
                 # ITI TF-3 4.2.4.1: the RepositoryUniqueId must name this Imaging Document Source.
                 self.errors[index] = _error(ErrorCode.XDSUnknownRepositoryId,
                                             f"RepositoryUniqueId {repository!r} is not this Imaging Document Source "
@@ -169,8 +215,8 @@ class _Retrieval:
             elif not sop_uid:
                 self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
                                             "empty DocumentUniqueId (SOP Instance UID)", sop_uid)
-            elif not study_uid.strip() or not series_uid.strip():
-                what = "studyInstanceUID" if not study_uid.strip() else "seriesInstanceUID"
+            elif not study_uid or not series_uid:
+                what = "studyInstanceUID" if not study_uid else "seriesInstanceUID"
                 self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
                                             f"empty {what} for instance {sop_uid}", sop_uid)
             elif not requested_ts:
@@ -181,27 +227,36 @@ class _Retrieval:
                 self.errors[index] = _error(
                     WadoErrorCode.UnsupportedTransferSyntax,
                     f"none of the requested transfer syntaxes is supported: {', '.join(requested_ts)}", sop_uid)
-            elif (study_uid, series_uid, sop_uid) in seen:
+            elif (key := (study_uid, series_uid, sop_uid)) in seen:
                 continue  # asked twice: returned once
             else:
-                seen.add((study_uid, series_uid, sop_uid))
-                self.wanted.append(_Wanted(index, study_uid.strip(), series_uid.strip(), sop_uid, repository,
-                                           doc.home_community_id))
+                seen.add(key)
+                self.wanted.append(_Wanted(index, study_uid, series_uid, sop_uid, repository, doc.home_community_id))
+
+        self.stream: FetchStream | None = None
+        self.by_key: dict[tuple[str, str], _Wanted] = {}
+        if self.wanted:
+            groups: dict[tuple[str, str], list[str]] = {}
+            for item in self.wanted:
+                groups.setdefault((item.study_uid, item.series_uid), []).append(item.sop_uid)
+                self.by_key.setdefault((item.series_uid, item.sop_uid), item)
+            series = [SeriesFetch(study, series_uid, uids) for (study, series_uid), uids in groups.items()]
+            self.stream = FetchStream(config.dicom, series, accept_transfer_syntaxes=self.known_ts, ahead=ahead)
+            self.fetched = self.stream.result
+        elif ahead is not None:
+            ahead.cancel()  # nothing to fetch after all
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
 
     def instances(self) -> Iterator[tuple[_Wanted, FetchedInstance]]:
         """Fetched instances with the request item they answer, in arrival order."""
-        if not self.wanted:
+        if self.stream is None:
             return
-        groups: dict[tuple[str, str], list[str]] = {}
-        by_key: dict[tuple[str, str], _Wanted] = {}
-        for item in self.wanted:
-            groups.setdefault((item.study_uid, item.series_uid), []).append(item.sop_uid)
-            by_key.setdefault((item.series_uid, item.sop_uid), item)
-        series = [SeriesFetch(study, series_uid, uids) for (study, series_uid), uids in groups.items()]
-        stream = FetchStream(self.config.dicom, series, accept_transfer_syntaxes=self.known_ts)
-        self.fetched = stream.result
+        by_key = self.by_key
         try:
-            for key, instance in stream:
+            for key, instance in self.stream:
                 yield by_key[key], instance
         except (FetchError, ConnectionError, OSError) as exc:
             logger.warning("rad69 fetch failed: %s", exc)
@@ -224,8 +279,12 @@ class _Retrieval:
             instance.discard()
             return None
         self.transcoded += changed
-        self.documents[item.index] = DocumentResponse(item.repository_unique_id, item.sop_uid, DICOM_MIME_TYPE, part,
-                                                      home_community_id=item.home_community_id)
+        document = DocumentResponse(item.repository_unique_id, item.sop_uid, DICOM_MIME_TYPE, part,
+                                    home_community_id=item.home_community_id)
+        self.documents[item.index] = document
+        # Its piece of the SOAP root, made now: a root-last answer sends the root after the last
+        # part, and 500 of these at that point would delay the end of the answer.
+        self.fragments[item.index] = document_response_xml(document)
         return part
 
     def finish(self) -> RetrieveOutcome:
@@ -242,9 +301,10 @@ class _Retrieval:
                 self.errors[item.index] = _error(ErrorCode.XDSDocumentUniqueIdError,
                                                  f"instance {item.sop_uid} not found in series {item.series_uid}"
                                                  f" of study {item.study_uid}", item.sop_uid)
+        delivered = sorted(self.documents)
         outcome = RetrieveOutcome(errors=[self.errors[i] for i in sorted(self.errors)],
-                                  documents=[self.documents[i] for i in sorted(self.documents)],
-                                  transcoded=self.transcoded)
+                                  documents=[self.documents[i] for i in delivered],
+                                  transcoded=self.transcoded, fragments=[self.fragments[i] for i in delivered])
         logger.info("rad69 requested=%d returned=%d errors=%d transcoded=%d method=%s ms=%.1f", self.requested,
                     len(outcome.documents), len(outcome.errors), self.transcoded, self.config.dicom.fetch_method,
                     (time.perf_counter() - self.started) * 1000)

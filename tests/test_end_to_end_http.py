@@ -8,19 +8,14 @@ current OPERATIONS, the WSDLs, and the hostile-input corpus.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import requests
 from lxml import etree
 
+from tests.gunicorn_server import Server, run_gunicorn
 from tests.xds_registry.soap.hostile_corpus import HostileCase, cases, hundred_megabytes, watched_port
 from xds_registry import soap_operations as registry_operations
 from xds_registry.ebxml import ns
@@ -31,28 +26,8 @@ from xds_registry.soap.faults import parse_fault
 from xds_registry.soap.mtom import OutgoingPart, cid_href
 from xds_registry.soap.safe_xml import parse_xml
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 MAX_REQUEST = 16 * 1024 * 1024
 UNKNOWN_ACTION = "urn:example:NotAnIheAction"
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    spool: Path
-    log: list[str] = field(default_factory=list)
-
-    def endpoint(self, name: str) -> str:
-        return f"{self.url}/xds/{name}"
-
-    def transaction_lines(self) -> list[str]:
-        return [line for line in list(self.log) if " xds transaction=" in line]
-
-
-def _pump(stream, sink: list[str]) -> None:  # noqa: ANN001
-    for line in iter(stream.readline, ""):
-        sink.append(line.rstrip("\n"))
 
 
 @pytest.fixture(scope="module")
@@ -61,62 +36,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     spool = work / "spool"
     spool.mkdir()
     env = {
-        **os.environ,
-        "PYTHONPATH": str(BASE_DIR),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DATABASE_URL": f"sqlite:///{work / 'xds.sqlite3'}",
         "XDS_VAR_DIR": str(work / "var"),
         "XDS_DOCUMENT_DIR": str(work / "documents"),
-        "SECRET_KEY": "end-to-end-test-key-not-secret-" + "x" * 20,
-        "DEBUG": "false",
         "XDS_MAX_REQUEST_SIZE": str(MAX_REQUEST),
-        "LOG_LEVEL": "INFO",
         "TMPDIR": str(spool),  # MTOM spill files land here: checked empty afterwards
     }
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=BASE_DIR, env=env, check=True,
-                   capture_output=True, timeout=300)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    process = subprocess.Popen(
-        [str(gunicorn), "config.wsgi:application", "--bind", "127.0.0.1:0", "--workers", "2",
-         "--worker-class", "sync", "--timeout", "120", "--graceful-timeout", "5",
-         # gunicorn 27 opens a control socket at a fixed per-user path; a test
-         # server must not collide with `make run` or a parallel test worker.
-         "--no-control-socket"],
-        cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=_pump, args=(process.stdout, log), daemon=True).start()
-    url = None
-    deadline = time.monotonic() + 60
-    while url is None and time.monotonic() < deadline:
-        for line in list(log):
-            if match := re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", line):
-                url = match.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    if url is None:
-        process.kill()
-        pytest.fail("gunicorn did not start:\n" + "\n".join(log))
-    # Wait until a worker answers (booting Django can be slow on a busy machine).
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"{url}/xds/registry", timeout=30).raise_for_status()
-            break
-        except requests.RequestException:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("gunicorn workers did not answer:\n" + "\n".join(log))
-            time.sleep(0.2)
-    try:
-        yield Server(url, process, spool, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with run_gunicorn(env, spool=spool, migrate=True) as running:
+        yield running
 
 
 def stored_query_body() -> etree._Element:

@@ -46,13 +46,15 @@ from django.http import (
 )
 from lxml import etree
 
+from xds_registry.direct_write import ENVIRON_KEY as DIRECT_WRITER_KEY
+from xds_registry.direct_write import DirectWriter
 from xds_registry.ebxml import ns
 from xds_registry.ebxml.ns import q
 from xds_registry.ebxml.responses import adhoc_query_response, registry_response, retrieve_document_set_response
 from xds_registry.errors import ErrorCode, RegistryError, XdsError
 from xds_registry.soap.envelope import SoapRequest, SoapResponse, parse_envelope
 from xds_registry.soap.faults import SoapFault, render_fault
-from xds_registry.soap.mtom import IncomingMessage, MessageTooLarge, MtomError, read_message
+from xds_registry.soap.mtom import BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined, read_message
 from xds_registry.soap.safe_xml import parse_xml, to_bytes
 
 transaction_log = logging.getLogger("xds.transaction")
@@ -193,16 +195,21 @@ class _ResponseBody:
     ``finally``.
     """
 
-    def __init__(self, chunks: Iterator[bytes], record: _Record, counting: _CountingStream,
-                 message: IncomingMessage | None) -> None:
+    def __init__(self, chunks: Iterator[BodyChunk], record: _Record, counting: _CountingStream,
+                 message: IncomingMessage | None, direct: DirectWriter | None = None) -> None:
         self._chunks = chunks
         self._record = record
         self._counting = counting
         self._message = message
+        self._direct = direct
         self._closed = False
 
     def __iter__(self) -> _ResponseBody:
         return self
+
+    def without_direct_writes(self) -> None:
+        """Hand every byte to the caller (for an answer that is collected, not streamed)."""
+        self._direct = None
 
     def __next__(self) -> bytes:
         try:
@@ -214,8 +221,22 @@ class _ResponseBody:
             self._record.status += "(aborted)"
             self.close()
             raise
-        self._record.bytes_out += len(chunk)
-        return chunk
+        if isinstance(chunk, bytes):
+            self._record.bytes_out += len(chunk)
+            return chunk
+        # A gathered group: one vectored write to the client's socket where the server
+        # allows it (nothing left for the WSGI server to send), else joined once.
+        try:
+            if self._direct is not None and self._direct.write(chunk):
+                self._record.bytes_out += sum(len(piece) for piece in chunk)
+                return b""
+        except BaseException:
+            self._record.status += "(aborted)"
+            self.close()
+            raise
+        data = joined(chunk)
+        self._record.bytes_out += len(data)
+        return data
 
     def close(self) -> None:
         if self._closed:
@@ -276,7 +297,7 @@ class XdsEndpoint:
         else:
             content_length = 0
         return self._http_response(self.handle(content_type, meta["wsgi.input"], content_length,
-                                               Limits.from_settings()))
+                                               Limits.from_settings(), direct=meta.get(DIRECT_WRITER_KEY)))
 
     @staticmethod
     def _http_response(answer: Answer) -> HttpResponseBase:
@@ -286,6 +307,7 @@ class XdsEndpoint:
             if answer.length is not None:
                 response["Content-Length"] = str(answer.length)
         else:
+            answer.body.without_direct_writes()  # the whole body goes into one HttpResponse
             try:
                 content = b"".join(answer.body)
             finally:
@@ -323,8 +345,12 @@ class XdsEndpoint:
         """The actor's OPERATIONS dict (imported lazily: each actor fills its own)."""
         return importlib.import_module(self.spec.operations_module).OPERATIONS
 
-    def handle(self, content_type: str, stream: BinaryIO, content_length: int | None, limits: Limits) -> Answer:
-        """Process one request body; never raises (every problem becomes an answer)."""
+    def handle(self, content_type: str, stream: BinaryIO, content_length: int | None, limits: Limits, *,
+               direct: DirectWriter | None = None) -> Answer:
+        """Process one request body; never raises (every problem becomes an answer).
+
+        ``direct``: the server's vectored writer for gathered answer groups, if it offers one.
+        """
         record = _Record(self.spec.name, time.monotonic())
         counting = _CountingStream(stream)
         message: IncomingMessage | None = None
@@ -345,7 +371,7 @@ class XdsEndpoint:
                 response.relates_to = request.message_id
             _summarize(response.body, record)
             response_type, length, chunks = response.render()
-            return Answer(200, response_type, length, _ResponseBody(chunks, record, counting, message))
+            return Answer(200, response_type, length, _ResponseBody(chunks, record, counting, message, direct))
         except MtomError as exc:
             if isinstance(exc, MessageTooLarge):
                 _drain(counting, content_length)

@@ -68,7 +68,7 @@ class FetchError(RuntimeError):
     """The PACS could not be asked (association refused, HTTP error, failure status for the whole series)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class FetchedInstance:
     """One instance as the PACS delivered it: Part 10 bytes in memory or in a spill file."""
 
@@ -146,8 +146,10 @@ class _Collector:
         return [(key, self.result.instances[key]) for key in keys]
 
     def add(self, data: bytes | memoryview, series_uid: str, sop_uid: str | None = None, sop_class: str | None = None,
-            ts_uid: str | None = None, *, study_uid: str | None = None) -> bool:
+            ts_uid: str | None = None, *, study_uid: str | None = None) -> FetchedInstance | None:
         """Keep ``data`` if (series, SOP UID) was asked for; ``series_uid`` is where the instance really is.
+
+        Returns the kept instance, or None (not asked for, or delivered twice: the first one counts).
 
         ``study_uid``, when given, is the instance's real study: an instance requested under another
         study is not the requested document (RAD TF-3 4.69.4.1.2: Study/Series/SOP UIDs identify it
@@ -155,7 +157,7 @@ class _Collector:
         own unique key and ignore a wrong StudyInstanceUID, so the delivered data set is checked.
         """
         if study_uid is not None and series_uid in self.studies and study_uid not in self.studies[series_uid]:
-            return False
+            return None
         if sop_uid is None or ts_uid is None:
             meta = read_file_meta(data)
             sop_uid = sop_uid or meta.get("MediaStorageSOPInstanceUID", "")
@@ -163,10 +165,10 @@ class _Collector:
             ts_uid = ts_uid or meta.get("TransferSyntaxUID", "")
         key = (series_uid, sop_uid)
         if key not in self.wanted:
-            return False
+            return None
         with self.lock:
             if key in self.result.instances:
-                return True
+                return None
             instance = FetchedInstance(sop_uid, sop_class or "", ts_uid)
             if self.in_memory + len(data) <= self.memory_limit or self.spool_dir is None:
                 instance.data = data
@@ -179,13 +181,14 @@ class _Collector:
                 instance.path = Path(name)
             self.result.instances[key] = instance
             self.order.append(key)
-        return True
+        return instance
 
 
 # --- Part 10 file meta, parsed by hand ----------------------------------------------------
 
-_META_KEYWORDS = {0x0001: "FileMetaInformationVersion", 0x0002: "MediaStorageSOPClassUID",
-                  0x0003: "MediaStorageSOPInstanceUID", 0x0010: "TransferSyntaxUID"}
+_META_KEYWORDS = {0x0002: "MediaStorageSOPClassUID", 0x0003: "MediaStorageSOPInstanceUID",
+                  0x0010: "TransferSyntaxUID"}
+_LAST_META_ELEMENT = max(_META_KEYWORDS)
 _ELEMENT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR LE)
 _LONG_LENGTH = struct.Struct("<I")
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -194,22 +197,26 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
     """Group 0002 of a Part 10 stream (PS3.10 7.1): always Explicit VR Little Endian.
 
-    Parsing it by hand costs microseconds; ``pydicom.dcmread`` of the whole header costs
-    ~0.5 ms per instance, which matters at 500 instances per request.  Only the group is
-    copied out of ``data`` (a view into a received chunk stays a view).
+    Returns the text values of MediaStorageSOPClassUID, MediaStorageSOPInstanceUID and
+    TransferSyntaxUID that are present.  Parsing by hand costs a few microseconds;
+    ``pydicom.dcmread`` of the whole header costs ~0.5 ms per instance, which matters at
+    500 instances per request.  Only the group is copied out of ``data`` (a view into a
+    received chunk stays a view), and the walk stops after TransferSyntaxUID: the elements
+    after it are not needed and a group's elements ascend by tag (PS3.5 7.1).
     """
-    if len(data) < 132 or data[128:132] != b"DICM":
+    head = bytes(data[128:144])  # comparing bytes is much cheaper than comparing memoryview slices
+    if len(data) < 132 or not head.startswith(b"DICM"):
         raise ValueError("not a DICOM Part 10 stream (no DICM prefix)")
     # (0002,0000) File Meta Information Group Length, when present, bounds the group.
-    if data[132:138] == b"\x02\x00\x00\x00UL":
-        end = 144 + int.from_bytes(data[140:144], "little")
+    if head.startswith(b"\x02\x00\x00\x00UL", 4) and len(head) == 16:
+        end = min(len(data), 144 + int.from_bytes(head[12:16], "little"))
     else:
         end = min(len(data), 132 + 64 * 1024)
-    meta = bytes(data[132:end])
+    meta = bytes(data[132:end])  # a few hundred bytes; unpacking from bytes beats a view
     pos, out, n = 0, {}, len(meta)
     while pos + 8 <= n:
         group, element, vr, length = _ELEMENT_HEAD.unpack_from(meta, pos)
-        if group != 0x0002:  # group 0002 ends the file meta
+        if group != 0x0002 or element > _LAST_META_ELEMENT:  # group 0002 ends the file meta
             break
         if vr in _LONG_VRS:
             (length,) = _LONG_LENGTH.unpack_from(meta, pos + 8)
@@ -250,7 +257,8 @@ class FetchStream:
 
     def __init__(self, config: DicomConfig, series: Sequence[SeriesFetch], *,
                  accept_transfer_syntaxes: Sequence[str] = (), memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                 method: FetchMethod | None = None) -> None:
+                 method: FetchMethod | None = None, ahead: RequestAhead | None = None) -> None:
+        """``ahead``: a request already sent by :func:`send_ahead`; used if it is this fetch's first one."""
         self.config = config
         self.series = list(series)
         self.accept = list(accept_transfer_syntaxes)
@@ -260,24 +268,36 @@ class FetchStream:
         for s in self.series:
             studies.setdefault(s.series_instance_uid, set()).add(s.study_instance_uid)
         self.collector = _Collector(self.wanted, memory_limit, Path(config.spool_dir) / "tmp", studies)
+        self._ahead = ahead
 
     @property
     def result(self) -> FetchResult:
         return self.collector.result
 
+    def close(self) -> None:
+        """Drop a request sent ahead and never read (its connection goes)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+
     def __iter__(self) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
         started = time.perf_counter()
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self.method != FetchMethod.WADO_RS:
+            ahead.cancel()
+            ahead = None
         if self.method == FetchMethod.WADO_RS:
             if not self.config.dicomweb_url:
                 raise FetchError("fetch method wado-rs needs DICOMWEB_URL")
-            steps = _fetch_wado(self.config, self.series, self.collector)
-        elif self.method == FetchMethod.C_GET:
-            steps = _fetch_c_get(self.config, self.series, self.collector, self.accept)
+            # Instance by instance, straight from the reading loop (nothing else adds to the collector).
+            yield from _fetch_wado(self.config, self.series, self.collector, ahead)
         else:
-            steps = _fetch_c_move(self.config, self.series, self.collector)
-        for _ in steps:
+            # A DIMSE retrieve delivers on pynetdicom's threads: take what has arrived at each step.
+            steps = (_fetch_c_get(self.config, self.series, self.collector, self.accept)
+                     if self.method == FetchMethod.C_GET else _fetch_c_move(self.config, self.series, self.collector))
+            for _ in steps:
+                yield from self.collector.take_new()
             yield from self.collector.take_new()
-        yield from self.collector.take_new()
         result = self.collector.result
         logger.info("dicom fetch method=%s series=%d requested=%d delivered=%d failed_series=%d ms=%.1f",
                     self.method, len(self.series), len(self.wanted), len(result.instances), len(result.failures),
@@ -291,21 +311,36 @@ class FetchStream:
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _Collector) -> Iterator[None]:
-    """Generator: one step per delivered instance, while the PACS is still sending the rest.
+def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
+    """The WADO-RS paths for one series: the series (PS3.18 10.4.1), or its few instances one by one."""
+    path = f"{base.path}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
+    if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX:
+        return [f"{path}/instances/{sop}" for sop in item.sop_instance_uids]
+    return [path]
+
+
+def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _Collector,
+                ahead: _WadoGet | None = None) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
+    """Generator: each kept instance with its key as soon as its part is in, while the PACS sends the rest.
 
     The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
     (:func:`xds_registry.soap.multipart.iter_parts`): each instance is a view into the
-    chunk it arrived in, passed on as is when no transcoding is needed.
+    chunk it arrived in, passed on as is when no transcoding is needed.  ``ahead``: the
+    request for the first target, already sent (:meth:`FetchStream.start`).
     """
     base = urlsplit(config.dicomweb_url.rstrip("/"))
+    first = _wado_targets(base, series[0])[0] if series else None
+    if ahead is not None and (ahead.base != base or ahead.path != first):
+        ahead.cancel()  # the request sent ahead is not this fetch's first one after all
+        ahead = None
     for item in series:
-        path = f"{base.path}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
-        paths = ([f"{path}/instances/{sop}" for sop in item.sop_instance_uids]
-                 if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX else [path])
-        for target in paths:
+        for target in _wado_targets(base, item):
             try:
-                response = _wado_get(base, target)
+                if ahead is not None:
+                    request, ahead = ahead, None
+                else:
+                    request = _WadoGet(base, target)
+                response = request.response()
             except (OSError, http.client.HTTPException) as exc:
                 collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
                 continue
@@ -317,9 +352,11 @@ def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _
                     continue
                 # WADO-RS answers with the instances of the addressed series only (PS3.18 10.4.1).
                 boundary = boundary_of(response.getheader("Content-Type", ""))
+                series_uid, study_uid = item.series_instance_uid, item.study_instance_uid
                 for _headers, body in iter_parts(boundary, read_chunks(response)):
-                    if collector.add(body, item.series_instance_uid, study_uid=item.study_instance_uid):
-                        yield None
+                    instance = collector.add(body, series_uid, study_uid=study_uid)
+                    if instance is not None:
+                        yield (series_uid, instance.sop_instance_uid), instance
             except (MultipartError, OSError, http.client.HTTPException) as exc:
                 raise FetchError(f"WADO-RS answer for series {item.series_instance_uid} unusable: {exc}") from exc
             finally:
@@ -343,27 +380,79 @@ def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
     return connection
 
 
-def _wado_get(base: SplitResult, path: str) -> http.client.HTTPResponse:
-    """GET ``path``; retried once on a fresh connection if a kept-alive one went stale."""
-    headers = {"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
-    if base.username:
-        token = base64.b64encode(f"{unquote(base.username)}:{unquote(base.password or '')}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    for attempt in (1, 2):
-        connection = _wado_connection(base)
-        reused = connection.sock is not None
+def send_ahead(config: DicomConfig, item: SeriesFetch) -> RequestAhead | None:
+    """Ask the PACS for ``item`` now; pass the result to :class:`FetchStream` (``ahead=``), which reads it.
+
+    A PACS takes a while before the first byte of a series (Orthanc: ~20 ms for 500
+    instances, looking them up), and the caller still has work to do before it fetches
+    (a RAD-69 request's per-document checks, the answer's setup and headers): sent ahead,
+    the request has the PACS working in the meantime.  WADO-RS only (a DIMSE retrieve needs
+    its association served while it runs): None otherwise, or when the request cannot be
+    sent now - the fetch then sends it again and reports any failure.  A request the fetch
+    does not use (its first series turned out different) is cancelled by the fetch;
+    :meth:`RequestAhead.cancel` drops one that never reaches a fetch.
+    """
+    if config.fetch_method != FetchMethod.WADO_RS or not config.dicomweb_url or not item.sop_instance_uids:
+        return None
+    base = urlsplit(config.dicomweb_url.rstrip("/"))
+    try:
+        return _WadoGet(base, _wado_targets(base, item)[0])
+    except (OSError, http.client.HTTPException) as exc:
+        logger.info("WADO-RS request could not be sent ahead (sent again when fetched): %s", exc)
+        return None
+
+
+class _WadoGet:
+    """One WADO-RS GET: sent when made, its answer read by :meth:`response`.
+
+    A kept-alive connection the PACS has meanwhile closed fails either when the request is
+    sent or when the answer is read; either way the request is sent once more on a fresh
+    connection.
+    """
+
+    def __init__(self, base: SplitResult, path: str) -> None:
+        self.base = base
+        self.path = path
+        self.connection, self.reused = self._send()
+
+    def _send(self) -> tuple[http.client.HTTPConnection, bool]:
+        headers = {"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
+        if self.base.username:
+            token = base64.b64encode(
+                f"{unquote(self.base.username)}:{unquote(self.base.password or '')}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        for attempt in (1, 2):
+            connection = _wado_connection(self.base)
+            reused = connection.sock is not None
+            try:
+                if not reused:
+                    connection.connect()
+                assert connection.sock is not None
+                connection.sock.settimeout(WADO_READ_TIMEOUT)
+                connection.request("GET", self.path, headers=headers)
+                return connection, reused
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def response(self) -> http.client.HTTPResponse:
         try:
-            if not reused:
-                connection.connect()
-            assert connection.sock is not None
-            connection.sock.settimeout(WADO_READ_TIMEOUT)
-            connection.request("GET", path, headers=headers)
-            return connection.getresponse()
+            return self.connection.getresponse()
         except (OSError, http.client.HTTPException):
-            connection.close()
-            if not reused or attempt == 2:
+            self.connection.close()
+            if not self.reused:
                 raise
-    raise AssertionError("unreachable")
+        self.connection, self.reused = self._send()
+        return self.connection.getresponse()
+
+    def cancel(self) -> None:
+        self.connection.close()
+
+
+#: What :func:`send_ahead` returns: a request on its way, to hand to a fetch or cancel.
+RequestAhead = _WadoGet
 
 
 def _wado_release(base: SplitResult, response: http.client.HTTPResponse) -> None:
@@ -378,25 +467,26 @@ WADO_CONNECT_TIMEOUT = 10
 WADO_READ_TIMEOUT = 300
 
 
-def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[memoryview]:
     """Yield the bodies of a ``multipart/related`` stream (RFC 2046 5.1) as they complete."""
     for _headers, body in iter_multipart_parts(content_type, chunks):
         yield body
 
 
-def iter_multipart_parts(content_type: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    """Yield ``(raw header block, body bytes)`` of each part of a ``multipart/related`` stream.
+def iter_multipart_parts(content_type: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:
+    """Yield ``(raw header block, body)`` of each part of a ``multipart/related`` stream.
 
-    A thin wrapper of the one splitter, :func:`xds_registry.soap.multipart.iter_parts`
-    (which hands out views; callers here get bytes they may keep).
+    A thin wrapper of the one splitter, :func:`xds_registry.soap.multipart.iter_parts`:
+    each body is a view into the chunk it arrived in (no copy of 20 MB of pixels for a
+    caller that only looks at them), valid as long as the caller keeps it; ``bytes(body)``
+    for a copy.  Errors become :class:`FetchError`.
     """
     try:
         boundary = boundary_of(content_type)
     except MultipartError as exc:
         raise FetchError(f"WADO-RS answer is not multipart: {content_type!r}") from exc
     try:
-        for headers, body in iter_parts(boundary, chunks):
-            yield headers, bytes(body)
+        yield from iter_parts(boundary, chunks)
     except MultipartError as exc:
         raise FetchError(str(exc)) from exc
 

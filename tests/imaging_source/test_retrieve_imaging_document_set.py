@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +42,7 @@ from xds_registry.soap.envelope import build_envelope
 from xds_registry.soap.mtom import normalize_cid, read_message, write_message
 from xds_registry.soap.safe_xml import parse_xml, to_bytes
 
+from .http_proxies import HoldingProxy
 from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID
 
 pytestmark = pytest.mark.pacs
@@ -280,53 +280,6 @@ def test_rad69_over_real_http(live_server, pacs, settings, nist, root_last) -> N
     assert ds.SOPInstanceUID == documents[-1].document_unique_id
 
 
-class _HoldingProxy:
-    """A loopback TCP proxy in front of the PACS's HTTP port that forwards the PACS's answer as it
-    comes but keeps its last bytes until ``release`` is set: the PACS has not finished sending."""
-
-    HOLD = 16  # inside the close delimiter, so the last part cannot be known complete either
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.release = threading.Event()
-        self.holding = threading.Event()  # set once the upstream answer is in, all but HOLD bytes sent
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
-
-    def _relay(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-
-        def forward_request() -> None:
-            while data := client.recv(65536):
-                upstream.sendall(data)
-
-        threading.Thread(target=forward_request, daemon=True).start()
-        held = b""
-        while data := upstream.recv(65536):
-            held += data
-            if len(held) > self.HOLD:
-                client.sendall(held[:-self.HOLD])
-                held = held[-self.HOLD:]
-        self.holding.set()
-        self.release.wait(30)
-        client.sendall(held)
-        client.close()
-        upstream.close()
-
-    def close(self) -> None:
-        self.release.set()
-        self.listener.close()
-
-
 def _wado_root_last(settings, pacs, dicomweb_url: str) -> None:
     settings.XDS_RAD69_ROOT_LAST = True
     settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
@@ -340,7 +293,7 @@ def test_root_last_answer_streams_instances_before_the_pacs_has_finished(pacs, s
     """The first instance reaches the consumer while the PACS's WADO-RS answer is still incomplete."""
     import imaging_source.soap_operations as operations
 
-    proxy = _HoldingProxy(pacs.http_port)
+    proxy = HoldingProxy(pacs.http_port)
     try:
         _wado_root_last(settings, pacs, f"http://127.0.0.1:{proxy.port}/dicom-web")
         monkeypatch.setattr(operations, "WRITE_SIZE", 1)  # write each part at once (normally ~1 MiB pieces)

@@ -596,15 +596,17 @@ def parse_adhoc_query_response(el: etree._Element) -> AdhocQueryResult:
 # --- public: retrieve ---------------------------------------------------------------
 
 def _document_request(el: etree._Element, f: _Findings) -> DocumentRequest:
+    # Hundreds per RAD-69 request: text read inline rather than through _text().
     home: str | None = None
     repository = document = ""
     for child in el:
-        if child.tag == B_REPOSITORY_UNIQUE_ID:
-            repository = _text(child)
-        elif child.tag == B_DOCUMENT_UNIQUE_ID:
-            document = _text(child)
-        elif child.tag == B_HOME_COMMUNITY_ID:
-            home = _text(child) or None
+        tag = child.tag
+        if tag == B_DOCUMENT_UNIQUE_ID:
+            document = (child.text or "").strip()
+        elif tag == B_REPOSITORY_UNIQUE_ID:
+            repository = (child.text or "").strip()
+        elif tag == B_HOME_COMMUNITY_ID:
+            home = (child.text or "").strip() or None
     # ITI TF-2b 3.43.4.1.2 (IPF REPO_ID_MUST_BE_SPECIFIED / DOC_ID_MUST_BE_SPECIFIED).
     if not repository:
         f.add("xdsb:DocumentRequest without RepositoryUniqueId", document)
@@ -624,6 +626,23 @@ def parse_retrieve_document_set_request(el: etree._Element) -> list[DocumentRequ
         f.add(f"{_name(el.tag)} without any xdsb:DocumentRequest")
     f.raise_if_any()
     return requests
+
+
+_FIRST_SERIES_UIDS = etree.XPath("b:DocumentRequest/b:DocumentUniqueId/text()", namespaces={"b": ns.XDSB})
+
+
+def first_series_request(el: etree._Element) -> tuple[str, str, list[str]] | None:
+    """``(studyInstanceUID, seriesInstanceUID, DocumentUniqueIds)`` of a RAD-69 request's first
+    SeriesRequest, read without parsing (or checking) the rest - for a responder that wants to
+    start fetching while it parses; None when there is none.  Not a validation: use
+    :func:`parse_retrieve_imaging_document_set_request` for what the request really asks.
+    """
+    study = el.find(I_STUDY_REQUEST)
+    series = study.find(I_SERIES_REQUEST) if study is not None else None
+    if series is None:
+        return None
+    return ((study.get("studyInstanceUID") or "").strip(), (series.get("seriesInstanceUID") or "").strip(),
+            [str(uid).strip() for uid in _FIRST_SERIES_UIDS(series)])
 
 
 def parse_retrieve_imaging_document_set_request(el: etree._Element, *,
@@ -702,24 +721,36 @@ def parse_retrieve_document_set_response(
             saw_response = True
             status, errors = _response_status(child, f)
         elif child.tag == B_DOCUMENT_RESPONSE:
-            values: dict[str, str] = {}
+            # A RAD-69 answer has hundreds of these: one pass, no per-document dict.
+            repository = document_uid = mime_type = ""
+            home = new_repository = new_document = None
             document: etree._Element | None = None
             for part in child:
-                if part.tag == B_DOCUMENT:
+                tag = part.tag
+                if tag == B_DOCUMENT:
                     document = part
-                elif isinstance(part.tag, str):
-                    values[part.tag] = _text(part)
-            document_uid = values.get(B_DOCUMENT_UNIQUE_ID, "")
-            for tag in (B_REPOSITORY_UNIQUE_ID, B_DOCUMENT_UNIQUE_ID, B_MIME_TYPE):
-                if not values.get(tag):
-                    f.add(f"xdsb:DocumentResponse without {_name(tag)}", document_uid)
+                elif tag == B_DOCUMENT_UNIQUE_ID:
+                    document_uid = (part.text or "").strip()
+                elif tag == B_REPOSITORY_UNIQUE_ID:
+                    repository = (part.text or "").strip()
+                elif tag == B_MIME_TYPE:
+                    mime_type = (part.text or "").strip()
+                elif tag == B_HOME_COMMUNITY_ID:
+                    home = _text(part) or None
+                elif tag == B_NEW_REPOSITORY_UNIQUE_ID:
+                    new_repository = _text(part) or None
+                elif tag == B_NEW_DOCUMENT_UNIQUE_ID:
+                    new_document = _text(part) or None
+            if not (repository and document_uid and mime_type):
+                for tag, value in ((B_REPOSITORY_UNIQUE_ID, repository), (B_DOCUMENT_UNIQUE_ID, document_uid),
+                                   (B_MIME_TYPE, mime_type)):
+                    if not value:
+                        f.add(f"xdsb:DocumentResponse without {_name(tag)}", document_uid)
             if document is None:
                 f.add("xdsb:DocumentResponse without xdsb:Document", document_uid)
                 continue
-            documents.append(RetrievedDocument(
-                values.get(B_REPOSITORY_UNIQUE_ID, ""), document_uid, values.get(B_MIME_TYPE, ""),
-                values.get(B_HOME_COMMUNITY_ID) or None, document,
-                values.get(B_NEW_REPOSITORY_UNIQUE_ID) or None, values.get(B_NEW_DOCUMENT_UNIQUE_ID) or None))
+            documents.append(RetrievedDocument(repository, document_uid, mime_type, home, document,
+                                               new_repository, new_document))
     if not saw_response:
         f.add("xdsb:RetrieveDocumentSetResponse without rs:RegistryResponse")
     f.raise_if_any()

@@ -9,10 +9,11 @@ PartialSuccess when part of the work was done.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import uuid4
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -73,7 +74,7 @@ def adhoc_query_response(errors: list[RegistryError], objects: list[etree._Eleme
     return element
 
 
-@dataclass
+@dataclass(slots=True)
 class DocumentResponse:
     """One retrieved document of an ITI-43 / RAD-69 response."""
 
@@ -107,7 +108,8 @@ def retrieve_document_set_response(errors: list[RegistryError], documents: list[
 
 
 def retrieve_document_set_response_xml(errors: list[RegistryError], documents: list[DocumentResponse],
-                                       serialize: Callable[[etree._Element], bytes]) -> bytes:
+                                       serialize: Callable[[etree._Element], bytes], *,
+                                       fragments: Sequence[str] | None = None) -> bytes:
     """The same ``xdsb:RetrieveDocumentSetResponse`` as :func:`retrieve_document_set_response`,
     already serialized, for answers with hundreds of documents (RAD-69 of a whole series).
 
@@ -115,6 +117,8 @@ def retrieve_document_set_response_xml(errors: list[RegistryError], documents: l
     the DocumentResponse elements are then spliced in as text (about 20x faster than
     building them with lxml: ~1 us each instead of ~10 us).  Same elements, order and
     namespace prefixes (declared on the response element) as the lxml version.
+    ``fragments``: :func:`document_response_xml` of each of ``documents``, in order, when
+    the caller made them already (while the documents were being sent, off the answer's tail).
     """
     element, _parts = retrieve_document_set_response(errors, [])
     element.find(q(ns.RS, "RegistryResponse")).set(  # type: ignore[union-attr]
@@ -122,22 +126,35 @@ def retrieve_document_set_response_xml(errors: list[RegistryError], documents: l
     marker = f"xds-documents-{uuid4().hex}"
     element.append(etree.Comment(marker))
     xml = serialize(element)
-    tag = "xdsb:DocumentResponse"
-    fragments = []
-    for document in documents:
-        community = (f"<xdsb:HomeCommunityId>{escape(document.home_community_id)}</xdsb:HomeCommunityId>"
-                     if document.home_community_id else "")
-        fragments.append(
-            f"<{tag}>{community}"
-            f"<xdsb:RepositoryUniqueId>{escape(document.repository_unique_id)}</xdsb:RepositoryUniqueId>"
-            f"<xdsb:DocumentUniqueId>{escape(document.document_unique_id)}</xdsb:DocumentUniqueId>"
-            f"<xdsb:mimeType>{escape(document.mime_type)}</xdsb:mimeType>"
-            f"<xdsb:Document><xop:Include href={quoteattr(cid_href(document.part.content_id))}/></xdsb:Document>"
-            f"</{tag}>")
+    if fragments is None:
+        fragments = [document_response_xml(document) for document in documents]
+    elif len(fragments) != len(documents):
+        raise ValueError(f"{len(fragments)} fragments for {len(documents)} documents")
     placeholder = f"<!--{marker}-->".encode("ascii")
     if xml.count(placeholder) != 1:
         raise ValueError("serialize() did not keep the response element intact")
     return xml.replace(placeholder, "".join(fragments).encode("utf-8"))
+
+
+#: Characters that need escaping in element text or a double-quoted attribute.
+_XML_SPECIAL = re.compile(r'[&<>"]')
+
+
+def _text(value: str) -> str:
+    # Most values (UIDs, MIME types) have nothing to escape: one regex scan instead of escape()'s three replaces.
+    return escape(value, {'"': "&quot;"}) if _XML_SPECIAL.search(value) else value
+
+
+def document_response_xml(document: DocumentResponse) -> str:
+    """One ``xdsb:DocumentResponse`` as text, prefixes as :func:`retrieve_document_set_response_xml` declares them."""
+    community = (f"<xdsb:HomeCommunityId>{_text(document.home_community_id)}</xdsb:HomeCommunityId>"
+                 if document.home_community_id else "")
+    return (f"<xdsb:DocumentResponse>{community}"
+            f"<xdsb:RepositoryUniqueId>{_text(document.repository_unique_id)}</xdsb:RepositoryUniqueId>"
+            f"<xdsb:DocumentUniqueId>{_text(document.document_unique_id)}</xdsb:DocumentUniqueId>"
+            f"<xdsb:mimeType>{_text(document.mime_type)}</xdsb:mimeType>"
+            f'<xdsb:Document><xop:Include href="{_text(cid_href(document.part.content_id))}"/></xdsb:Document>'
+            "</xdsb:DocumentResponse>")
 
 
 def parse_registry_errors(element: etree._Element | None) -> list[RegistryError]:

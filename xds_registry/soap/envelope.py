@@ -27,6 +27,7 @@ from xds_registry.soap.mtom import (
     SOAP11_MEDIA_TYPE,
     SOAP_MEDIA_TYPE,
     Attachment,
+    BodyChunk,
     IncomingMessage,
     OutgoingPart,
     normalize_cid,
@@ -150,8 +151,11 @@ class SoapResponse:
     attachments: list[OutgoingPart] = field(default_factory=list)
     mtom: bool | None = None  # None: MTOM iff there are attachments
 
-    def render(self) -> tuple[str, int | None, Iterator[bytes]]:
-        """``(Content-Type, length or None, body chunks)``; the body element moves into the envelope."""
+    def render(self) -> tuple[str, int | None, Iterator[BodyChunk]]:
+        """``(Content-Type, length or None, body chunks)``; the body element moves into the envelope.
+
+        A chunk is bytes or a gathered group of buffers (:data:`~xds_registry.soap.mtom.Gathered`).
+        """
         envelope = build_envelope(self.action, self.body, relates_to=self.relates_to)
         return render_message(envelope, self.attachments, action=self.action, mtom=self.mtom)
 

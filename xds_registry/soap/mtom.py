@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,22 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote
 from uuid import uuid4
+
+#: A piece of an outgoing message body: bytes, or a gathered group of buffers meant to leave
+#: in one vectored write (``sendmsg``) - or, where the server cannot do that, joined once.
+Gathered = list[bytes | memoryview]
+BodyChunk = bytes | Gathered
+
+
+def joined(chunk: BodyChunk) -> bytes:
+    """``chunk`` as one bytes object (a gathered group is joined)."""
+    return chunk if isinstance(chunk, bytes) else b"".join(chunk)
+
+
+#: The first write of a streamed message (see write_message_root_last): small, so that the
+#: consumer gets the headers and a first part at once instead of after ~write_size bytes
+#: (500-instance RAD-69 benchmark: 512 KiB arrive ~1.8 ms after the PACS's first byte).
+FIRST_WRITE_SIZE = 32 * 1024
 
 #: Bytes requested from the input stream per read.
 CHUNK_SIZE = 256 * 1024
@@ -90,9 +107,15 @@ def normalize_cid(value: str) -> str:
     return unquote(text.strip())
 
 
+_CID_SAFE = "@!$&'()*+,;=:-._~"
+_CID_PLAIN = re.compile(r"[A-Za-z0-9@!$&'()*+,;=:\-._~]*")
+
+
 def cid_href(content_id: str) -> str:
     """The ``cid:`` URL for an ``xop:Include/@href`` naming ``content_id`` (RFC 2392)."""
-    return "cid:" + quote(content_id, safe="@!$&'()*+,;=:-._~")
+    if _CID_PLAIN.fullmatch(content_id):  # nothing to percent-encode (our own Content-IDs): skip quote()
+        return "cid:" + content_id
+    return "cid:" + quote(content_id, safe=_CID_SAFE)
 
 
 # --------------------------------------------------------------------------- attachments
@@ -144,7 +167,7 @@ class Attachment:
         self.data = None
 
 
-@dataclass
+@dataclass(slots=True)
 class OutgoingPart:
     """A binary part to send.  ``source`` is bytes, a file path or a callable
     returning an iterator of byte chunks (called once, when the body is written)."""
@@ -592,8 +615,11 @@ class IteratorReader(io.RawIOBase):
 # --------------------------------------------------------------------------- writing
 
 
+_TOKEN_FORBIDDEN = frozenset('\r\n"<>')
+
+
 def _check_token(value: str, what: str) -> str:
-    if any(c in value for c in '\r\n"<>') or not value:
+    if not value or not _TOKEN_FORBIDDEN.isdisjoint(value):
         raise ValueError(f"unusable {what}: {value!r}")
     return value
 
@@ -673,7 +699,7 @@ def write_message_root_last(
     *,
     action: str | None = None,
     write_size: int = WRITE_CHUNK_SIZE,
-) -> tuple[str, Iterator[bytes]]:
+) -> tuple[str, Iterator[Gathered]]:
     """MTOM/XOP with the binary parts first and the SOAP root part last (streaming producers).
 
     For a producer that learns what the root must say only after it has produced the
@@ -683,18 +709,23 @@ def write_message_root_last(
     body part" applies only when ``start`` is absent), and XOP 1.0 5.1 identifies the root
     part by ``start``; :func:`read_message` finds it by ``start`` too.
 
-    The body comes out in pieces of about ``write_size`` bytes (a WSGI server does one
-    ``sendall`` per piece): MIME heads and part content are gathered and joined once; a
-    ``bytes`` or ``memoryview`` source (a view into a received chunk) is not copied before
-    that join.  Length unknown: returns ``(Content-Type header, body chunks)``.
+    The body comes out as :data:`Gathered` groups of about :data:`FIRST_WRITE_SIZE` bytes
+    first, then growing fourfold up to ``write_size``: MIME heads and part content side by
+    side, a ``bytes`` or ``memoryview`` source (a view into a received chunk) never copied -
+    one ``sendmsg`` per group puts it on the wire (see :mod:`xds_registry.direct_write`), or
+    :func:`joined` makes it one bytes object.  Length unknown: returns ``(Content-Type
+    header, body groups)``.
     """
     boundary, root_cid, content_type = _package_header(action)
 
-    def body() -> Iterator[bytes]:
+    def body() -> Iterator[Gathered]:
         delimiter = f"--{boundary}\r\n"
         seen: set[str] = set()
-        pending: list[bytes | memoryview] = []
+        pending: Gathered = []
         held = 0
+        # The first group leaves with the first part (the consumer starts reading while the
+        # producer is still at work), later ones grow to write_size (few, large writes).
+        threshold = min(write_size, FIRST_WRITE_SIZE)
         for part in parts:
             # A part's Content-Length (as a DICOMweb PACS sends it) lets a reader take the
             # content without scanning it for the next delimiter; a declared iterator size
@@ -709,14 +740,15 @@ def write_message_root_last(
             for piece in pieces:
                 pending.append(piece)
                 held += len(piece)
-                if held >= write_size:
-                    yield b"".join(pending)
-                    pending.clear()
+                if held >= threshold:
+                    yield pending
+                    pending = []
                     held = 0
+                    threshold = min(write_size, threshold * 4)
             delimiter = f"\r\n--{boundary}\r\n"
         pending.append(f"{delimiter}{_root_headers(root_cid)}".encode("ascii"))
         pending.append(root_xml())
         pending.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
-        yield b"".join(pending)
+        yield pending
 
     return content_type, body()

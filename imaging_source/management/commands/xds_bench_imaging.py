@@ -5,9 +5,10 @@ Issue 5 benchmark (``make bench-imaging``):
 1. generate a CT study of N instances (default 500) from pydicom's ``CT_small.dcm`` with new
    Study/Series/SOP UIDs (as ../shared/docs/env-checks/gen_bulk.py does) and load it into the
    PACS by STOW-RS (one request);
-2. in the same run, alternately: RAD-69 of all N instances in ONE request through the running
-   server (``--url``, real HTTP), and the same N instances fetched directly from the PACS by
-   WADO-RS (one series request: what a consumer does with the manifest's Retrieve URL).  Both
+2. in the same run, in pairs of alternating order: RAD-69 of all N instances in ONE request
+   through the running server (``--url``, real HTTP), and the same N instances fetched
+   directly from the PACS by WADO-RS (one series request: what a consumer does with the
+   manifest's Retrieve URL).  Both
    answers are multipart/related and both are read the same way - split with the same
    incremental splitter, every part's file meta read and checked against the requested SOP
    Instance UIDs; the RAD-69 SOAP root is also parsed (hardened parser, ebXML response) and
@@ -100,6 +101,28 @@ def stow(base: str, instances: list[tuple[str, bytes]], batch: int = 100) -> Non
             raise CommandError(f"STOW-RS refused {len(failed)} instances")
 
 
+def remove_study(base: str, study_uid: str) -> str:
+    """Delete the benchmark's study from the PACS again, so that repeated runs measure the same PACS.
+
+    DICOMweb has no standard delete: Orthanc's REST API (the project's PACS) is tried first
+    (``/tools/lookup`` + ``DELETE /studies/{id}`` on the server the DICOMweb base belongs to),
+    then ``DELETE {base}/studies/{uid}`` as some archives offer it.  Returns what happened.
+    """
+    root = base[: -len("/dicom-web")] if base.endswith("/dicom-web") else base
+    try:
+        found = requests.post(f"{root}/tools/lookup", data=study_uid, timeout=30)
+        if found.status_code == 200:
+            ids = [hit["ID"] for hit in found.json() if hit.get("Type") == "Study"]
+            if ids and all(requests.delete(f"{root}/studies/{i}", timeout=300).status_code == 200 for i in ids):
+                return "removed from the PACS (Orthanc REST API)"
+        deleted = requests.delete(f"{base}/studies/{study_uid}", timeout=300)
+        if deleted.status_code in (200, 202, 204):
+            return "removed from the PACS (DELETE on the DICOMweb study)"
+        return f"left in the PACS (no delete offered: HTTP {deleted.status_code})"
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        return f"left in the PACS ({exc})"
+
+
 class Command(BaseCommand):
     help = "Benchmark RAD-69 (one request, N instances) against direct WADO-RS from the PACS (issue 5)."
 
@@ -109,14 +132,17 @@ class Command(BaseCommand):
         parser.add_argument("--dicomweb", default=settings.DICOMWEB_URL or "http://127.0.0.1:8042/dicom-web",
                             help="DICOMweb base URL of the PACS (load + direct WADO-RS)")
         parser.add_argument("--instances", type=int, default=500)
-        parser.add_argument("--repeat", type=int, default=5)
+        parser.add_argument("--repeat", type=int, default=21,
+                            help="RAD-69 / WADO-RS pairs measured (medians reported)")
+        parser.add_argument("--pause", type=float, default=0.1,
+                            help="seconds between two measured requests, so that each starts on a settled system")
         parser.add_argument("--output", default=str(Path(settings.VAR_DIR) / "bench" / "imaging.json"))
 
     def handle(self, *args: Any, **options: Any) -> None:
-        n, repeat = options["instances"], options["repeat"]
+        n = options["instances"]
         base = options["dicomweb"].rstrip("/")
         endpoint = options["url"].rstrip("/") + "/xds/imaging-source"
-        if n < 1 or repeat < 1:
+        if n < 1 or options["repeat"] < 1:
             raise CommandError("--instances and --repeat must be positive")
 
         started = time.perf_counter()
@@ -124,9 +150,29 @@ class Command(BaseCommand):
         stow(base, instances)
         load_seconds = time.perf_counter() - started
         total_bytes = sum(len(data) for _, data in instances)
-        uids = [uid for uid, _ in instances]
         self.stdout.write(f"loaded {n} instances ({total_bytes / 1e6:.1f} MB) into {base} in {load_seconds:.2f} s")
 
+        try:
+            figures = self._measure(options, base, endpoint, study, series, instances, load_seconds)
+        finally:
+            self.stdout.write(f"benchmark study {study}: {remove_study(base, study)}")
+        output = Path(options["output"])
+        kos_file = output.with_name("kos.json")
+        if kos_file.exists():
+            figures["kos_build"] = json.loads(kos_file.read_text())
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(figures, indent=2) + "\n")
+        rad, wado = figures["rad69_seconds_median"], figures["wado_rs_series_seconds_median"]
+        self.stdout.write(f"RAD-69 {n} instances: {rad:.3f} s median ({figures['rad69_mb_per_s']:.0f} MB/s); "
+                          f"WADO-RS series {wado:.3f} s; ratio {figures['ratio_wado_over_rad69']:.2f} "
+                          f"(target >= {TARGET_RATIO}); WADO-RS per instance "
+                          f"{figures['wado_rs_per_instance_seconds']:.2f} s -> {output}")
+
+    def _measure(self, options: dict[str, Any], base: str, endpoint: str, study: str, series: str,
+                 instances: list[tuple[str, bytes]], load_seconds: float) -> dict[str, Any]:
+        n, repeat = options["instances"], options["repeat"]
+        total_bytes = sum(len(data) for _, data in instances)
+        uids = [uid for uid, _ in instances]
         request = retrieve_imaging_document_set_request(RetrieveImagingDocumentSetRequest(
             [StudyRequest(study, [SeriesRequest(series, [DocumentRequest(settings.XDS_IMAGING_SOURCE_ID, uid)
                                                          for uid in uids])])], [ExplicitVRLittleEndian]))
@@ -205,9 +251,21 @@ class Command(BaseCommand):
         rad69()  # warm-up: first association / connection / page cache
         wado_series()
         rad_times, wado_times, client_times = [], [], []
-        for _ in range(repeat):
-            rad_times.append(rad69())
-            wado_times.append(wado_series())
+        pause = options["pause"]
+
+        def settled(measure: Any) -> float:
+            time.sleep(pause)  # servers done with the previous request (its log lines, closing, freeing)
+            return measure()
+
+        for i in range(repeat):
+            # Pairs in alternating order (ABBA): neither side always runs right after the other.
+            if i % 2:
+                wado_times.append(settled(wado_series))
+                rad_times.append(settled(rad69))
+            else:
+                rad_times.append(settled(rad69))
+                wado_times.append(settled(wado_series))
+        for _ in range(max(3, repeat // 3)):  # for reference only, not part of the ratio
             client_times.append(rad69_soap_client())
         per_instance = wado_per_instance()
 
@@ -218,6 +276,7 @@ class Command(BaseCommand):
             "instances": n,
             "bytes": total_bytes,
             "repeat": repeat,
+            "pause_seconds": pause,
             "server": endpoint,
             "pacs_dicomweb": base,
             "server_fetch_method": (settings.DICOM_FETCH_METHOD or ("wado-rs" if settings.DICOMWEB_URL else "c-get"))
@@ -239,12 +298,4 @@ class Command(BaseCommand):
             "python": platform.python_version(),
             "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        output = Path(options["output"])
-        kos_file = output.with_name("kos.json")
-        if kos_file.exists():
-            figures["kos_build"] = json.loads(kos_file.read_text())
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(figures, indent=2) + "\n")
-        self.stdout.write(f"RAD-69 {n} instances: {rad:.3f} s median ({total_bytes / rad / 1e6:.0f} MB/s); "
-                          f"WADO-RS series {wado:.3f} s; ratio {ratio:.2f} (target >= {TARGET_RATIO}); "
-                          f"WADO-RS per instance {per_instance:.2f} s -> {output}")
+        return figures

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pydicom
 import pytest
 
 from imaging_source.dicom.config import FetchMethod
-from imaging_source.dicom.fetch import SeriesFetch, fetch, iter_multipart, read_file_meta
+from imaging_source.dicom.fetch import FetchStream, SeriesFetch, fetch, iter_multipart, read_file_meta, send_ahead
 from imaging_source.dicom.find import find_study
 from imaging_source.dicom.scp import DicomListener
 
+from ..http_proxies import CountingProxy
 from ..pacs_fixtures import NIST_STUDY_UID
 
 pytestmark = pytest.mark.pacs
@@ -106,3 +108,40 @@ def test_file_meta_is_read_without_pydicom() -> None:
     assert meta["TransferSyntaxUID"] == ds.file_meta.TransferSyntaxUID
     with pytest.raises(ValueError):
         read_file_meta(b"not dicom" * 20)
+
+
+def _fetch_with_a_request_sent_ahead(pacs, spool_dir, ahead_for: SeriesFetch, series: list[SeriesFetch]
+                                     ) -> tuple[set[tuple[str, str]], list[bytes], object]:
+    """Fetch ``series`` through a counting proxy, the request for ``ahead_for`` sent ahead first.
+
+    -> (delivered keys, request lines the PACS saw, the request sent ahead)."""
+    proxy = CountingProxy(pacs.http_port)
+    try:
+        config = replace(pacs.config(FetchMethod.WADO_RS, spool_dir=spool_dir),
+                         dicomweb_url=f"http://127.0.0.1:{proxy.port}/dicom-web")
+        ahead = send_ahead(config, ahead_for)
+        assert ahead is not None
+        delivered = {key for key, _instance in FetchStream(config, series, ahead=ahead)}
+    finally:
+        proxy.close()
+    return delivered, proxy.requests, ahead
+
+
+def test_a_request_sent_ahead_is_the_fetch_s_first_request(pacs, spool_dir) -> None:
+    series, _ = _nist_request(pacs)
+    delivered, requests, _ahead = _fetch_with_a_request_sent_ahead(pacs, spool_dir, series[0], series)
+    assert len(delivered) == 36
+    assert len(requests) == len(series)  # one GET per series: the one sent ahead was not sent again
+
+
+def test_a_request_sent_ahead_for_another_series_is_dropped(pacs, spool_dir) -> None:
+    series, _ = _nist_request(pacs)
+    delivered, _requests, ahead = _fetch_with_a_request_sent_ahead(pacs, spool_dir, series[0], series[1:])
+    assert ahead.connection.sock is None  # type: ignore[attr-defined]  # cancelled: closed, its answer never read
+    assert {series_uid for series_uid, _sop in delivered} == {series[1].series_instance_uid}
+    assert len(delivered) == len(series[1].sop_instance_uids)
+
+
+def test_nothing_is_sent_ahead_for_a_dimse_fetch(pacs, spool_dir) -> None:
+    series, _ = _nist_request(pacs)
+    assert send_ahead(pacs.config(FetchMethod.C_GET, spool_dir=spool_dir), series[0]) is None

@@ -10,6 +10,7 @@ from lxml import etree
 from tests.xds_registry.ebxml.helpers import load, submit_objects_request_of
 from xds_registry.ebxml import ns
 from xds_registry.ebxml.parse import (
+    first_series_request,
     parse_adhoc_query_request,
     parse_adhoc_query_response,
     parse_provide_and_register_request,
@@ -487,6 +488,19 @@ def test_rad69_request_from_nist_sample() -> None:
     assert series[0].documents[0].repository_unique_id == "1.3.6.1.4.1.21367.13.80.110"
     assert series[0].documents[0].document_unique_id == "1.3.6.1.4.1.21367.201599.3.201604020954059.1"
     assert request.transfer_syntax_uids == ["1.2.840.10008.1.2.1"]
+
+
+def test_first_series_of_a_rad69_request_is_read_without_the_full_parse() -> None:
+    element = load("nist_ids4811_rad69_request.xml")
+    request = parse_retrieve_imaging_document_set_request(element)
+    study, series, uids = first_series_request(element)  # type: ignore[misc]
+
+    first = request.studies[0].series[0]
+    assert (study, series) == (request.studies[0].study_instance_uid, first.series_instance_uid)
+    assert uids == [d.document_unique_id for d in first.documents]
+    assert first_series_request(xml(f'<i:RetrieveImagingDocumentSetRequest xmlns:i="{ns.XDSI}">'
+                                    '<i:StudyRequest studyInstanceUID="1.3"/></i:RetrieveImagingDocumentSetRequest>'
+                                    )) is None
 
 
 def test_rad69_request_structural_problems_all_reported() -> None:

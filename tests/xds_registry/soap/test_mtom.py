@@ -21,6 +21,7 @@ from xds_registry.soap.mtom import (
     OutgoingPart,
     UnsupportedMediaType,
     cid_href,
+    joined,
     normalize_cid,
     parse_content_type,
     read_message,
@@ -377,7 +378,7 @@ def test_root_last_parts_declare_their_known_length() -> None:
              OutgoingPart("b@x", "application/dicom", memoryview(b"0123456789")[2:7]),
              OutgoingPart("c@x", "application/dicom", lambda: iter([b"stream", b"ed"]))]
     content_type, chunks = write_message_root_last(parts, lambda: ROOT, write_size=8)
-    data = b"".join(chunks)
+    data = b"".join(joined(group) for group in chunks)
     heads = [block.split(b"\r\n\r\n", 1)[0] for block in data.split(b"Content-ID: ")[1:]]
     assert [head.split(b"\r\n")[1:] for head in heads[:3]] == [[b"Content-Length: 19"], [b"Content-Length: 5"], []]
     message = read(content_type, data)

@@ -1,0 +1,101 @@
+"""Loopback TCP proxies in front of the test PACS's HTTP port, to watch or hold what passes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class LoopbackProxy:
+    """Accepts on an ephemeral loopback port; each connection is handed to :meth:`relay` on its own thread."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+
+    def relay(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def forward_requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Pass what the client sends on to the PACS, on a thread of its own (see :meth:`seen`)."""
+
+        def forward() -> None:
+            try:
+                while data := client.recv(65536):
+                    self.seen(data)
+                    upstream.sendall(data)
+            except OSError:
+                pass  # the answer side closed both
+
+        threading.Thread(target=forward, daemon=True).start()
+
+    def seen(self, data: bytes) -> None:
+        """Called with each piece of a request on its way to the PACS."""
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class CountingProxy(LoopbackProxy):
+    """Records the request line of every request that reaches the PACS."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.requests: list[bytes] = []
+        super().__init__(upstream_port)
+
+    def seen(self, data: bytes) -> None:
+        if data.startswith(b"GET "):
+            self.requests.append(data.split(b"\r\n", 1)[0])
+
+    def relay(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.forward_requests(client, upstream)
+        try:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+        except OSError:
+            pass  # the client dropped its request
+        finally:
+            client.close()
+            upstream.close()
+
+
+class HoldingProxy(LoopbackProxy):
+    """Forwards the PACS's answer as it comes but keeps its last bytes until ``release`` is set:
+    the PACS has not finished sending."""
+
+    HOLD = 16  # inside the close delimiter, so the last part cannot be known complete either
+
+    def __init__(self, upstream_port: int) -> None:
+        self.release = threading.Event()
+        self.holding = threading.Event()  # set once the upstream answer is in, all but HOLD bytes sent
+        super().__init__(upstream_port)
+
+    def relay(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self.forward_requests(client, upstream)
+        held = b""
+        while data := upstream.recv(65536):
+            held += data
+            if len(held) > self.HOLD:
+                client.sendall(held[:-self.HOLD])
+                held = held[-self.HOLD:]
+        self.holding.set()
+        self.release.wait(30)
+        client.sendall(held)
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self.release.set()
+        super().close()
