@@ -183,13 +183,14 @@ class _Retrieval:
         self.fragments: dict[int, str] = {}
         self.transcoded = 0
         # Content-IDs: unique per message (RFC 2392), one random token per request rather than a UUID per part.
-        self.cid_prefix = uuid.uuid4().hex
+        self.cid_suffix = f".{uuid.uuid4().hex}@imaging-source.xds-i"
         self.parts = 0
         self.wanted: list[_Wanted] = []
         self.fetched = FetchResult()
         seen: set[tuple[str, str, str]] = set()
         requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
         self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
+        self.pass_through = frozenset(self.known_ts)  # delivered as stored, no transcoder consulted
 
         # The PACS starts on the first series before the checks of every document below
         # (hundreds of them) and the answer's setup; the fetch uses this request if the checks
@@ -268,8 +269,12 @@ class _Retrieval:
     def deliver(self, item: _Wanted, instance: FetchedInstance) -> OutgoingPart | None:
         """The part for one fetched instance (recorded as a DocumentResponse), or None (recorded as an error)."""
         self.parts += 1
+        content_id = f"{self.parts}{self.cid_suffix}"
         try:
-            part, changed = _deliver(instance, self.known_ts, f"{self.parts}.{self.cid_prefix}@imaging-source.xds-i")
+            if instance.data is not None and instance.transfer_syntax_uid in self.pass_through:
+                part, changed = OutgoingPart(content_id, DICOM_MIME_TYPE, instance.data), 0  # the common case
+            else:
+                part, changed = _deliver(instance, self.known_ts, content_id)
         except TranscodeError as exc:
             # We serve these syntaxes in general (pass-through), just not for this instance.
             self.errors[item.index] = _error(
@@ -280,7 +285,7 @@ class _Retrieval:
             return None
         self.transcoded += changed
         document = DocumentResponse(item.repository_unique_id, item.sop_uid, DICOM_MIME_TYPE, part,
-                                    home_community_id=item.home_community_id)
+                                    item.home_community_id)
         self.documents[item.index] = document
         # Its piece of the SOAP root, made now: a root-last answer sends the root after the last
         # part, and 500 of these at that point would delay the end of the answer.

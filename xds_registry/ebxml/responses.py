@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import uuid4
 from xml.sax.saxutils import escape
 
@@ -145,16 +146,25 @@ def _text(value: str) -> str:
     return escape(value, {'"': "&quot;"}) if _XML_SPECIAL.search(value) else value
 
 
+@lru_cache(maxsize=64)
+def _document_response_head(home_community_id: str | None, repository_unique_id: str) -> str:
+    # The same for every document of an answer: escaped once.
+    community = (f"<xdsb:HomeCommunityId>{_text(home_community_id)}</xdsb:HomeCommunityId>"
+                 if home_community_id else "")
+    return (f"<xdsb:DocumentResponse>{community}"
+            f"<xdsb:RepositoryUniqueId>{_text(repository_unique_id)}</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>")
+
+
+@lru_cache(maxsize=64)
+def _mime_type_xml(mime_type: str) -> str:
+    return f"</xdsb:DocumentUniqueId><xdsb:mimeType>{_text(mime_type)}</xdsb:mimeType><xdsb:Document><xop:Include href="
+
+
 def document_response_xml(document: DocumentResponse) -> str:
     """One ``xdsb:DocumentResponse`` as text, prefixes as :func:`retrieve_document_set_response_xml` declares them."""
-    community = (f"<xdsb:HomeCommunityId>{_text(document.home_community_id)}</xdsb:HomeCommunityId>"
-                 if document.home_community_id else "")
-    return (f"<xdsb:DocumentResponse>{community}"
-            f"<xdsb:RepositoryUniqueId>{_text(document.repository_unique_id)}</xdsb:RepositoryUniqueId>"
-            f"<xdsb:DocumentUniqueId>{_text(document.document_unique_id)}</xdsb:DocumentUniqueId>"
-            f"<xdsb:mimeType>{_text(document.mime_type)}</xdsb:mimeType>"
-            f'<xdsb:Document><xop:Include href="{_text(cid_href(document.part.content_id))}"/></xdsb:Document>'
-            "</xdsb:DocumentResponse>")
+    return (f"{_document_response_head(document.home_community_id, document.repository_unique_id)}"
+            f"{_text(document.document_unique_id)}{_mime_type_xml(document.mime_type)}"
+            f'"{_text(cid_href(document.part.content_id))}"/></xdsb:Document></xdsb:DocumentResponse>')
 
 
 def parse_registry_errors(element: etree._Element | None) -> list[RegistryError]:
