@@ -19,8 +19,10 @@ agreed in the affinity domain"):
 * ``AssigningAuthority`` elements, when present, are the only accepted patient-id authorities.
 * No file configured -> :data:`None` affinity domain: any well-formed code / authority is accepted.
 
-``deprecated`` / ``system`` attributes are toolkit annotations and are ignored (the toolkit's own
-registry accepts every listed entry regardless of them).
+``deprecated`` / ``system`` attributes are toolkit annotations: a registry accepts every listed
+entry regardless of them (as the toolkit's own does); ``deprecated`` is kept on each entry for
+readers that prefer current codes (the conformance runner's code rewrite).  This module is the one
+reader of codes.xml.
 
 Domain code receives an :class:`AffinityDomain` (or ``None``) as an argument; only the view /
 command layer calls :func:`load_affinity_domain` with the path from settings.
@@ -52,6 +54,10 @@ class CodeEntry:
     code: str
     scheme: str
     display: str = ""
+    deprecated: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}^^{self.scheme}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class AffinityDomain:
     source: str
     value_sets: dict[str, tuple[CodeEntry, ...]] = field(default_factory=dict)
     assigning_authorities: frozenset[str] = frozenset()
+    #: CodeType/@name -> its @classScheme (the classification scheme UUID of the coded attribute), when given.
+    class_schemes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {
@@ -99,6 +107,7 @@ def parse_affinity_domain(data: bytes, source: str = "<bytes>") -> AffinityDomai
     if _local(root.tag) != "Codes":
         raise AffinityDomainConfigError(f"{source}: root element must be <Codes>, found <{_local(root.tag)}>")
     value_sets: dict[str, list[CodeEntry]] = {}
+    class_schemes: dict[str, str] = {}
     authorities: set[str] = set()
     for child in root:
         if not isinstance(child.tag, str):
@@ -109,10 +118,12 @@ def parse_affinity_domain(data: bytes, source: str = "<bytes>") -> AffinityDomai
             if not name:
                 raise AffinityDomainConfigError(f"{source}: CodeType without a name (line {child.sourceline})")
             entries = value_sets.setdefault(name, [])
+            if child.get("classScheme"):
+                class_schemes[name] = child.get("classScheme", "")
             for code in child:
                 if isinstance(code.tag, str) and _local(code.tag) == "Code" and code.get("code"):
                     entries.append(CodeEntry(code.get("code", ""), code.get("codingScheme", ""),
-                                             code.get("display", "")))
+                                             code.get("display", ""), code.get("deprecated", "").lower() == "yes"))
         elif tag == "AssigningAuthority":
             # id is "&OID&ISO" (CX.4 form).
             parts = child.get("id", "").split("&")
@@ -121,7 +132,7 @@ def parse_affinity_domain(data: bytes, source: str = "<bytes>") -> AffinityDomai
                 raise AffinityDomainConfigError(f"{source}: AssigningAuthority without an id (line {child.sourceline})")
             authorities.add(oid)
     return AffinityDomain(source=source, value_sets={k: tuple(v) for k, v in value_sets.items()},
-                          assigning_authorities=frozenset(authorities))
+                          assigning_authorities=frozenset(authorities), class_schemes=class_schemes)
 
 
 _cache: dict[str, tuple[float, int, AffinityDomain]] = {}

@@ -35,6 +35,15 @@ def test_not_configured_means_none():
     assert load_affinity_domain(None) is None
 
 
+def test_class_schemes_and_deprecated_entries_are_kept_for_other_readers():
+    domain = parse_affinity_domain(SMALL.replace(b'display="Reports"', b'display="Reports" deprecated="yes"'))
+    assert domain.class_schemes == {"classCode": "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a",
+                                    "folderCodeList": "urn:uuid:1ba97051-7806-41a8-a48b-8fce7af683c5"}
+    (entry,) = domain.value_sets["classCode"]
+    assert entry.deprecated and str(entry) == "REPORTS^^1.3.6.1.4.1.19376.1.2.6.1"
+    assert domain.accepts_code("classCode", "REPORTS", "1.3.6.1.4.1.19376.1.2.6.1")  # deprecated still accepted
+
+
 def test_connectathon_file_is_parsed(connectathon):
     assert connectathon.accepts_code("classCode", "REPORTS", "1.3.6.1.4.1.19376.1.2.6.1")
     assert not connectathon.accepts_code("classCode", "REPORTS", "9.9.9")

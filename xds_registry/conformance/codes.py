@@ -38,7 +38,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from xds_registry.conformance.xmlutil import XmlError, children, descendants, local, parse, text_of
+from xds_registry.affinity_domain import AffinityDomainConfigError, CodeEntry, parse_affinity_domain
+from xds_registry.conformance.xmlutil import XmlError, children, descendants, parse, text_of
 from xds_registry.ebxml.vocabulary import ClassificationScheme
 from xds_registry.stored_query import parameters as sq
 
@@ -68,15 +69,8 @@ class CodesFileError(ValueError):
     """The ``--codes`` file is missing or is not a codes.xml."""
 
 
-@dataclass(frozen=True)
-class ValueSetCode:
-    code: str
-    scheme: str
-    display: str = ""
-    deprecated: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.code}^^{self.scheme}"
+#: One code of a value set (codes.xml is read by :mod:`xds_registry.affinity_domain`, its one reader).
+ValueSetCode = CodeEntry
 
 
 @dataclass(frozen=True)
@@ -105,25 +99,22 @@ class AffinityCodes:
 
 
 def parse_codes(data: bytes, source: str = "<bytes>") -> AffinityCodes:
-    """Parse a codes.xml (format: conformance/affinity-domain/README.md) through the hardened parser."""
+    """A codes.xml (format: conformance/affinity-domain/README.md) as value sets by classification scheme.
+
+    Read by :func:`xds_registry.affinity_domain.parse_affinity_domain` (the registry's reader);
+    CodeTypes without a ``classScheme`` (mimeType) are not classifications and never rewritten,
+    and a code listed twice counts once (its first listing).
+    """
     try:
-        root = parse(data)
-    except XmlError as exc:
-        raise CodesFileError(f"{source}: {exc}") from exc
-    if local(root) != "Codes":
-        raise CodesFileError(f"{source}: root element must be <Codes>, found <{local(root)}>")
+        domain = parse_affinity_domain(data, source)
+    except AffinityDomainConfigError as exc:
+        raise CodesFileError(str(exc)) from exc
     by_scheme: dict[str, CodeType] = {}
-    for code_type in children(root, "CodeType"):
-        class_scheme = code_type.get("classScheme", "")
-        if not class_scheme:
-            continue  # mimeType: not a classification, never rewritten
+    for name, class_scheme in domain.class_schemes.items():
         entries: dict[tuple[str, str], ValueSetCode] = {}
-        for c in children(code_type, "Code"):
-            if c.get("code"):
-                entry = ValueSetCode(c.get("code", ""), c.get("codingScheme", ""), c.get("display", ""),
-                                     c.get("deprecated", "").lower() == "yes")
-                entries.setdefault((entry.code, entry.scheme), entry)  # first listing wins
-        by_scheme[class_scheme] = CodeType(code_type.get("name", ""), class_scheme, tuple(entries.values()))
+        for code in domain.value_sets.get(name, ()):
+            entries.setdefault((code.code, code.scheme), code)  # first listing wins
+        by_scheme[class_scheme] = CodeType(name, class_scheme, tuple(entries.values()))
     return AffinityCodes(source=source, by_scheme=by_scheme)
 
 
