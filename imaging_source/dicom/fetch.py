@@ -159,10 +159,10 @@ class _Collector:
         if study_uid is not None and series_uid in self.studies and study_uid not in self.studies[series_uid]:
             return None
         if sop_uid is None or ts_uid is None:
-            meta = read_file_meta(data)
-            sop_uid = sop_uid or meta.get("MediaStorageSOPInstanceUID", "")
-            sop_class = sop_class or meta.get("MediaStorageSOPClassUID", "")
-            ts_uid = ts_uid or meta.get("TransferSyntaxUID", "")
+            meta_class, meta_instance, meta_ts = _file_meta_uids(data)
+            sop_uid = sop_uid or meta_instance or ""
+            sop_class = sop_class or meta_class or ""
+            ts_uid = ts_uid or meta_ts or ""
         key = (series_uid, sop_uid)
         if key not in self.wanted:
             return None
@@ -188,6 +188,7 @@ class _Collector:
 
 _META_KEYWORDS = {0x0002: "MediaStorageSOPClassUID", 0x0003: "MediaStorageSOPInstanceUID",
                   0x0010: "TransferSyntaxUID"}
+_META_SLOTS = {element: slot for slot, element in enumerate(_META_KEYWORDS)}
 _LAST_META_ELEMENT = max(_META_KEYWORDS)
 _ELEMENT_HEAD = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length (explicit VR LE)
 _LONG_LENGTH = struct.Struct("<I")
@@ -198,11 +199,20 @@ def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
     """Group 0002 of a Part 10 stream (PS3.10 7.1): always Explicit VR Little Endian.
 
     Returns the text values of MediaStorageSOPClassUID, MediaStorageSOPInstanceUID and
-    TransferSyntaxUID that are present.  Parsing by hand costs a few microseconds;
-    ``pydicom.dcmread`` of the whole header costs ~0.5 ms per instance, which matters at
-    500 instances per request.  Only the group is copied out of ``data`` (a view into a
-    received chunk stays a view), and the walk stops after TransferSyntaxUID: the elements
-    after it are not needed and a group's elements ascend by tag (PS3.5 7.1).
+    TransferSyntaxUID that are present (see :func:`_file_meta_uids`).
+    """
+    return {keyword: value for keyword, value in zip(_META_KEYWORDS.values(), _file_meta_uids(data), strict=True)
+            if value is not None}
+
+
+def _file_meta_uids(data: bytes | bytearray | memoryview) -> tuple[str | None, str | None, str | None]:
+    """(MediaStorageSOPClassUID, MediaStorageSOPInstanceUID, TransferSyntaxUID), None where absent.
+
+    Parsing by hand costs a few microseconds; ``pydicom.dcmread`` of the whole header costs
+    ~0.5 ms per instance, which matters at 500 instances per request.  Only the group is
+    copied out of ``data`` (a view into a received chunk stays a view), and the walk stops
+    after TransferSyntaxUID: the elements after it are not needed and a group's elements
+    ascend by tag (PS3.5 7.1).
     """
     head = bytes(data[128:144])  # comparing bytes is much cheaper than comparing memoryview slices
     if len(data) < 132 or not head.startswith(b"DICM"):
@@ -213,7 +223,8 @@ def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
     else:
         end = min(len(data), 132 + 64 * 1024)
     meta = bytes(data[132:end])  # a few hundred bytes; unpacking from bytes beats a view
-    pos, out, n = 0, {}, len(meta)
+    values: list[str | None] = [None, None, None]
+    pos, n = 0, len(meta)
     while pos + 8 <= n:
         group, element, vr, length = _ELEMENT_HEAD.unpack_from(meta, pos)
         if group != 0x0002 or element > _LAST_META_ELEMENT:  # group 0002 ends the file meta
@@ -223,11 +234,12 @@ def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
             start = pos + 12
         else:
             start = pos + 8
-        keyword = _META_KEYWORDS.get(element)
-        if keyword and vr not in (b"OB", b"SQ", b"UN"):  # any text VR: some writers use UT here (NIST IDS-DEPT002-a)
-            out[keyword] = meta[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+        slot = _META_SLOTS.get(element)
+        # Any text VR: some writers use UT here (NIST IDS-DEPT002-a).
+        if slot is not None and vr not in (b"OB", b"SQ", b"UN"):
+            values[slot] = meta[start:start + length].rstrip(b"\x00 ").decode("ascii", "replace")
         pos = start + length
-    return out
+    return values[0], values[1], values[2]
 
 
 # --- fetchers ------------------------------------------------------------------------------

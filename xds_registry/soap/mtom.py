@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote
@@ -651,11 +652,17 @@ def _part_headers(part: OutgoingPart, seen: set[str], *, length: int | None = No
     if cid in seen:
         raise ValueError(f"duplicate Content-ID {cid!r}")
     seen.add(cid)
-    ctype = part.content_type or "application/octet-stream"
+    content_length = f"Content-Length: {length}\r\n" if length is not None else ""
+    return f"{_content_type_header(part.content_type)}Content-ID: <{cid}>\r\n{content_length}\r\n"
+
+
+@lru_cache(maxsize=64)
+def _content_type_header(content_type: str) -> str:
+    """Content-Type and Content-Transfer-Encoding of a binary part (a message has few distinct types)."""
+    ctype = content_type or "application/octet-stream"
     if "\r" in ctype or "\n" in ctype:
         raise ValueError(f"unusable content type {ctype!r}")
-    content_length = f"Content-Length: {length}\r\n" if length is not None else ""
-    return f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n{content_length}\r\n"
+    return f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: binary\r\n"
 
 
 def write_message(
@@ -727,16 +734,20 @@ def write_message_root_last(
         # producer is still at work), later ones grow to write_size (few, large writes).
         threshold = min(write_size, FIRST_WRITE_SIZE)
         for part in parts:
-            # A part's Content-Length (as a DICOMweb PACS sends it) lets a reader take the
-            # content without scanning it for the next delimiter; a declared iterator size
-            # is checked by OutgoingPart.chunks().
-            size = None if isinstance(part.source, Path) else part.known_size()
+            source = part.source
+            pieces: Iterable[bytes | memoryview]
+            if isinstance(source, (bytes, memoryview)):  # the common case (a view into a PACS's answer)
+                size: int | None = len(source)
+                pieces = (source,)
+            else:
+                # A part's Content-Length (as a DICOMweb PACS sends it) lets a reader take the
+                # content without scanning it for the next delimiter; a declared iterator size
+                # is checked by OutgoingPart.chunks().
+                size = None if isinstance(source, Path) else part.known_size()
+                pieces = part.chunks()
             head = f"{delimiter}{_part_headers(part, seen, length=size)}".encode()
             pending.append(head)
             held += len(head)
-            source = part.source
-            pieces: Iterable[bytes | memoryview] = (
-                (source,) if isinstance(source, (bytes, memoryview)) else part.chunks())
             for piece in pieces:
                 pending.append(piece)
                 held += len(piece)
