@@ -716,8 +716,8 @@ def write_message_root_last(
     body part" applies only when ``start`` is absent), and XOP 1.0 5.1 identifies the root
     part by ``start``; :func:`read_message` finds it by ``start`` too.
 
-    The body comes out as :data:`Gathered` groups of about :data:`FIRST_WRITE_SIZE` bytes
-    first, then growing fourfold up to ``write_size``: MIME heads and part content side by
+    The body comes out as :data:`Gathered` groups: an empty one at once, then one of about
+    :data:`FIRST_WRITE_SIZE` bytes, then growing fourfold up to ``write_size``: MIME heads and part content side by
     side, a ``bytes`` or ``memoryview`` source (a view into a received chunk) never copied -
     one ``sendmsg`` per group puts it on the wire (see :mod:`xds_registry.direct_write`), or
     :func:`joined` makes it one bytes object.  Length unknown: returns ``(Content-Type
@@ -726,6 +726,10 @@ def write_message_root_last(
     boundary, root_cid, content_type = _package_header(action)
 
     def body() -> Iterator[Gathered]:
+        # An empty first group: a streaming server sends its response headers on the first
+        # piece of the body, so the consumer reads them while the producer still waits for its
+        # source (a PACS's first byte), not after the first part.
+        yield []
         delimiter = f"--{boundary}\r\n"
         seen: set[str] = set()
         pending: Gathered = []
