@@ -36,6 +36,7 @@ from typing import Any
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import (
+    AHEAD_UIDS,
     FetchedInstance,
     FetchError,
     FetchResult,
@@ -201,7 +202,7 @@ class _Retrieval:
         if ahead is None and self.known_ts and request.studies and request.studies[0].series:
             study, first = request.studies[0], request.studies[0].series[0]
             ahead = send_first_series_ahead(config, study.study_instance_uid, first.series_instance_uid,
-                                            [d.document_unique_id for d in first.documents])
+                                            [d.document_unique_id for d in first.documents[:AHEAD_UIDS]])
 
         ours = config.repository_unique_id
         for index, (study_uid, series_uid, doc) in enumerate(documents):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from lxml import etree
 
+from imaging_source.dicom.fetch import AHEAD_UIDS
 from imaging_source.retrieve_imaging_document_set import (
     ImagingSourceConfig,
     StreamingRetrieve,
@@ -39,7 +40,7 @@ def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapRespons
     config = ImagingSourceConfig.from_settings(settings)
     # The PACS starts on the first series before the request is parsed and checked (500
     # DocumentRequests: ~1-2 ms that would otherwise come before the PACS's own ~20 ms).
-    first = first_series_request(request.body)
+    first = first_series_request(request.body, max_documents=AHEAD_UIDS)
     ahead = send_first_series_ahead(config, *first) if first is not None else None
     try:
         parsed = parse_retrieve_imaging_document_set_request(request.body, tolerant=True)

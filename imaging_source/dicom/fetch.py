@@ -59,6 +59,9 @@ DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 #: A series request with at most this many instances is fetched instance by instance by WADO-RS
 #: (cheaper than pulling a possibly large series to keep a few instances).
 WADO_PER_INSTANCE_MAX = 4
+#: How many of a series' SOP Instance UIDs decide its first WADO-RS request (:func:`send_ahead`):
+#: beyond WADO_PER_INSTANCE_MAX the request is the whole series, whatever the rest are.
+AHEAD_UIDS = WADO_PER_INSTANCE_MAX + 1
 #: A requestor may propose at most 128 presentation contexts (PS3.8 9.3.2.2 / pynetdicom).
 MAX_CONTEXTS = 128
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -400,7 +403,8 @@ def send_ahead(config: DicomConfig, item: SeriesFetch) -> RequestAhead | None:
     (a RAD-69 request's per-document checks, the answer's setup and headers): sent ahead,
     the request has the PACS working in the meantime.  WADO-RS only (a DIMSE retrieve needs
     its association served while it runs): None otherwise, or when the request cannot be
-    sent now - the fetch then sends it again and reports any failure.  A request the fetch
+    sent now - the fetch then sends it again and reports any failure.  ``item`` needs only
+    its first :data:`AHEAD_UIDS` SOP Instance UIDs.  A request the fetch
     does not use (its first series turned out different) is cancelled by the fetch;
     :meth:`RequestAhead.cancel` drops one that never reaches a fetch.
     """

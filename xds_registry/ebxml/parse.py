@@ -30,6 +30,7 @@ Error codes (ITI TF-3 Table 4.2.4.1-2, digest §7):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 
 from lxml import etree
@@ -628,21 +629,23 @@ def parse_retrieve_document_set_request(el: etree._Element) -> list[DocumentRequ
     return requests
 
 
-_FIRST_SERIES_UIDS = etree.XPath("b:DocumentRequest/b:DocumentUniqueId/text()", namespaces={"b": ns.XDSB})
-
-
-def first_series_request(el: etree._Element) -> tuple[str, str, list[str]] | None:
+def first_series_request(el: etree._Element, *, max_documents: int | None = None
+                         ) -> tuple[str, str, list[str]] | None:
     """``(studyInstanceUID, seriesInstanceUID, DocumentUniqueIds)`` of a RAD-69 request's first
-    SeriesRequest, read without parsing (or checking) the rest - for a responder that wants to
-    start fetching while it parses; None when there is none.  Not a validation: use
-    :func:`parse_retrieve_imaging_document_set_request` for what the request really asks.
+    SeriesRequest (at most ``max_documents`` of its DocumentUniqueIds), read without parsing (or
+    checking) the rest - for a responder that wants to start fetching while it parses; None when
+    there is none.  Not a validation: use :func:`parse_retrieve_imaging_document_set_request`
+    for what the request really asks.
     """
     study = el.find(I_STUDY_REQUEST)
     series = study.find(I_SERIES_REQUEST) if study is not None else None
     if series is None:
         return None
-    return ((study.get("studyInstanceUID") or "").strip(), (series.get("seriesInstanceUID") or "").strip(),
-            [str(uid).strip() for uid in _FIRST_SERIES_UIDS(series)])
+    uids = []
+    for document in itertools.islice(series.iterchildren(B_DOCUMENT_REQUEST), max_documents):
+        uid = document.find(B_DOCUMENT_UNIQUE_ID)
+        uids.append(_text(uid) if uid is not None else "")
+    return (study.get("studyInstanceUID") or "").strip(), (series.get("seriesInstanceUID") or "").strip(), uids
 
 
 def parse_retrieve_imaging_document_set_request(el: etree._Element, *,

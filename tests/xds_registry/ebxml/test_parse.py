@@ -498,6 +498,7 @@ def test_first_series_of_a_rad69_request_is_read_without_the_full_parse() -> Non
     first = request.studies[0].series[0]
     assert (study, series) == (request.studies[0].study_instance_uid, first.series_instance_uid)
     assert uids == [d.document_unique_id for d in first.documents]
+    assert first_series_request(element, max_documents=2) == (study, series, uids[:2])
     assert first_series_request(xml(f'<i:RetrieveImagingDocumentSetRequest xmlns:i="{ns.XDSI}">'
                                     '<i:StudyRequest studyInstanceUID="1.3"/></i:RetrieveImagingDocumentSetRequest>'
                                     )) is None
