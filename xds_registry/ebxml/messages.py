@@ -98,7 +98,7 @@ class AdhocQueryResult:
     object_refs: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class RetrievedDocument:
     """One ``xdsb:DocumentResponse`` of an ITI-43 / RAD-69 response (consumer side).
 
