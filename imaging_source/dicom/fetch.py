@@ -204,8 +204,15 @@ def read_file_meta(data: bytes | bytearray | memoryview) -> dict[str, str]:
     Returns the text values of MediaStorageSOPClassUID, MediaStorageSOPInstanceUID and
     TransferSyntaxUID that are present (see :func:`_file_meta_uids`).
     """
-    return {keyword: value for keyword, value in zip(_META_KEYWORDS.values(), _file_meta_uids(data), strict=True)
-            if value is not None}
+    sop_class, sop_instance, transfer_syntax = _file_meta_uids(data)
+    out = {}
+    if sop_class is not None:
+        out["MediaStorageSOPClassUID"] = sop_class
+    if sop_instance is not None:
+        out["MediaStorageSOPInstanceUID"] = sop_instance
+    if transfer_syntax is not None:
+        out["TransferSyntaxUID"] = transfer_syntax
+    return out
 
 
 def _file_meta_uids(data: bytes | bytearray | memoryview) -> tuple[str | None, str | None, str | None]:
@@ -227,7 +234,11 @@ def _file_meta_uids(data: bytes | bytearray | memoryview) -> tuple[str | None, s
         end = min(len(data), 132 + 64 * 1024)
     meta = bytes(data[132:end])  # a few hundred bytes; unpacking from bytes beats a view
     values: list[str | None] = [None, None, None]
-    pos, n = 0, len(meta)
+    # Nearly every writer starts with (0002,0000) UL and (0002,0001) OB of 2 bytes (PS3.10 7.1):
+    # neither holds a UID, so the walk starts after them.
+    standard = meta.startswith(b"\x02\x00\x00\x00UL\x04\x00") and \
+        meta.startswith(b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00", 12)
+    pos, n = (26 if standard else 0), len(meta)
     while pos + 8 <= n:
         group, element, vr, length = _ELEMENT_HEAD.unpack_from(meta, pos)
         if group != 0x0002 or element > _LAST_META_ELEMENT:  # group 0002 ends the file meta
