@@ -142,7 +142,7 @@ class StreamingRetrieve:
         try:
             for item, instance in self._retrieval.instances():
                 if previous is not None:
-                    previous.discard()  # its part has been written out
+                    self._retrieval.release(previous)  # its part has been written out
                     previous = None
                 part = self._retrieval.deliver(item, instance)
                 if part is not None:
@@ -150,7 +150,7 @@ class StreamingRetrieve:
                     yield part
         finally:
             if previous is not None:
-                previous.discard()
+                self._retrieval.release(previous)
             self._retrieval.close()
         self._outcome = self._retrieval.finish()
 
@@ -251,6 +251,13 @@ class _Retrieval:
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
+
+    def release(self, instance: FetchedInstance) -> None:
+        """An instance whose part has been sent: its memory is free for the ones still to come."""
+        if self.stream is not None:
+            self.stream.release(instance)
+        else:
+            instance.discard()
 
     def instances(self) -> Iterator[tuple[_Wanted, FetchedInstance]]:
         """Fetched instances with the request item they answer, in arrival order."""

@@ -81,6 +81,8 @@ class FetchedInstance:
     #: bytes, or a view into the chunk the PACS's answer arrived in (WADO-RS; never copied).
     data: bytes | memoryview | None = None
     path: Path | None = None
+    #: Bytes of ``data`` counted against the fetch's memory limit until :meth:`FetchStream.release`.
+    counted: int = 0
 
     @property
     def size(self) -> int:
@@ -142,6 +144,13 @@ class _Collector:
         self.order: list[tuple[str, str]] = []  # keys in delivery order
         self._yielded = 0
 
+    def release(self, instance: FetchedInstance) -> None:
+        """``instance`` has been passed on: forget it, and its memory no longer counts against the limit."""
+        with self.lock:
+            self.in_memory -= instance.counted
+            instance.counted = 0
+        instance.discard()
+
     def take_new(self) -> list[tuple[tuple[str, str], FetchedInstance]]:
         """Instances delivered since the last call (for streaming consumers)."""
         with self.lock:
@@ -175,6 +184,7 @@ class _Collector:
             instance = FetchedInstance(sop_uid, sop_class or "", ts_uid)
             if self.in_memory + len(data) <= self.memory_limit or self.spool_dir is None:
                 instance.data = data
+                instance.counted = len(data)
                 self.in_memory += len(data)
             else:
                 self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -277,8 +287,8 @@ class FetchStream:
 
     WADO-RS yields each instance as soon as its part is complete; C-GET / C-MOVE yield a
     series' instances when its retrieve ends.  ``result`` (all instances + series failures)
-    is complete once the iterator is exhausted; a consumer that streams the content on can
-    ``discard()`` each instance once sent.
+    is complete once the iterator is exhausted; a consumer that streams the content on
+    hands each instance back to :meth:`release` once sent.
     """
 
     def __init__(self, config: DicomConfig, series: Sequence[SeriesFetch], *,
@@ -299,6 +309,12 @@ class FetchStream:
     @property
     def result(self) -> FetchResult:
         return self.collector.result
+
+    def release(self, instance: FetchedInstance) -> None:
+        """Forget an instance the consumer has passed on (streaming): the memory it held no longer
+        counts against ``memory_limit``, so a study larger than the limit streams through memory
+        instead of spilling everything past the limit to files."""
+        self.collector.release(instance)
 
     def close(self) -> None:
         """Drop a request sent ahead and never read (its connection goes)."""

@@ -85,6 +85,20 @@ def test_instances_spill_to_files_past_the_memory_limit(pacs, spool_dir) -> None
     assert not any(i.path.exists() for i in on_disk)
 
 
+def test_a_streamed_fetch_keeps_released_instances_off_the_memory_limit(pacs, spool_dir) -> None:
+    # 36 instances of ~40-500 kB with room for ~one at a time: released as consumed, none spills.
+    series, _ = _nist_request(pacs)
+    stream = FetchStream(pacs.config(FetchMethod.WADO_RS, spool_dir=spool_dir), series, memory_limit=600_000)
+    delivered = 0
+    for _key, instance in stream:
+        assert instance.path is None and instance.data is not None
+        delivered += 1
+        stream.release(instance)
+        assert instance.data is None
+    assert delivered == 36 and stream.collector.in_memory == 0
+    assert not list(spool_dir.rglob("*.dcm"))  # nothing spilled to files
+
+
 @pytest.mark.parametrize("with_length", [False, True])
 def test_multipart_parser_handles_parts_split_across_chunks(with_length) -> None:
     parts = [b"A" * 1000, b"\r\n--not-the-boundary\r\n" + b"B" * 10, b"", b"\r\n--XY" * 300]
