@@ -15,14 +15,15 @@ a gathered group (:data:`xds_registry.soap.mtom.Gathered`) is then written direc
 an empty ``bytes`` goes back to the WSGI server instead, which writes nothing for it.
 Everything stays in order because it is one thread writing one socket synchronously.
 
-The contract with gunicorn (pinned in requirements.txt; checked end to end against a
-real gunicorn in ``tests/xds_registry/test_direct_write.py``) is the attributes its own
-``Response.write`` uses: ``sock``, ``chunked``, ``response_length``, ``sent`` and
-``send_headers()``.  The framing is the one gunicorn applies itself (chunked transfer
+The contract with gunicorn (pinned in requirements.txt; checked against a real gunicorn
+``Response`` in ``tests/xds_registry/test_direct_write.py`` and end to end in
+``tests/imaging_source/test_rad69_over_http.py``) is the attributes its own
+``Response.write`` uses: ``sock``, ``chunked``, ``response_length``, ``sent``, ``headers``
+and ``send_headers()``.  The framing is the one gunicorn applies itself (chunked transfer
 coding, RFC 9112 7.1: hex size CRLF data CRLF); gunicorn still writes the last chunk
 when the response closes.  A response with a Content-Length (gunicorn counts and caps
-what it sends), a TLS socket (no ``sendmsg``) or any other WSGI server gets no writer,
-and the groups are joined as before.
+what it sends) or a Content-Encoding (a middleware re-encodes the body), a TLS socket (no
+``sendmsg``) or any other WSGI server gets the groups joined, as before.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class DirectWriter:
         response = self._response
         if response.response_length is not None:
             return False  # gunicorn caps a Content-Length answer at its length: let it count
+        if any(name.lower() == "content-encoding" for name, _value in response.headers):
+            return False  # a middleware (GZip) re-encodes the body: it must see every byte
         size = sum(len(piece) for piece in pieces)
         response.send_headers()  # the status line and headers first (idempotent)
         if not size:

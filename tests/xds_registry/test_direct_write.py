@@ -74,10 +74,12 @@ def test_send_all_on_a_real_socket_delivers_every_byte_in_order() -> None:
 class _FakeResponse:
     """The attributes of gunicorn's Response that DirectWriter relies on."""
 
-    def __init__(self, sock: object, *, chunked: bool, response_length: int | None = None) -> None:
+    def __init__(self, sock: object, *, chunked: bool, response_length: int | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         self.sock = sock
         self.chunked = chunked
         self.response_length = response_length
+        self.headers = headers or [("Content-Type", "multipart/related")]
         self.sent = 0
         self.headers_sent = False
 
@@ -107,6 +109,13 @@ def test_direct_writer_writes_a_close_delimited_body_unframed() -> None:
 def test_direct_writer_leaves_a_content_length_answer_to_the_server() -> None:
     sock = _TrickleSocket(limit=10**9)
     assert not DirectWriter(_FakeResponse(sock, chunked=False, response_length=10)).write([b"abc"])
+    assert sock.data == b""
+
+
+def test_direct_writer_leaves_a_re_encoded_answer_to_the_middleware() -> None:
+    sock = _TrickleSocket(limit=10**9)
+    response = _FakeResponse(sock, chunked=True, headers=[("Content-Encoding", "gzip")])
+    assert not DirectWriter(response).write([b"abc"])
     assert sock.data == b""
 
 
