@@ -36,7 +36,6 @@ from typing import Any
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import (
-    AHEAD_UIDS,
     FetchedInstance,
     FetchError,
     FetchResult,
@@ -193,16 +192,12 @@ class _Retrieval:
         self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
         self.pass_through = frozenset(self.known_ts)  # delivered as stored, no transcoder consulted
 
-        # The PACS starts on the first series before the checks of every document below
-        # (hundreds of them) and the answer's setup; the fetch uses this request if the checks
-        # leave its first series as asked, and cancels it otherwise.
+        # ``ahead``: the PACS was asked for the first series before this request was parsed
+        # (send_first_series_ahead); the fetch uses that request if the checks below leave its
+        # first series as asked, and cancels it otherwise.
         if not self.known_ts and ahead is not None:
-            ahead.cancel()
+            ahead.cancel()  # nothing will be fetched
             ahead = None
-        if ahead is None and self.known_ts and request.studies and request.studies[0].series:
-            study, first = request.studies[0], request.studies[0].series[0]
-            ahead = send_first_series_ahead(config, study.study_instance_uid, first.series_instance_uid,
-                                            [d.document_unique_id for d in first.documents[:AHEAD_UIDS]])
 
         ours = config.repository_unique_id
         for index, (study_uid, series_uid, doc) in enumerate(documents):

@@ -368,7 +368,7 @@ def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _
     The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
     (:func:`xds_registry.soap.multipart.iter_parts`): each instance is a view into the
     chunk it arrived in, passed on as is when no transcoding is needed.  ``ahead``: the
-    request for the first target, already sent (:meth:`FetchStream.start`).
+    request for the first target, already sent (:func:`send_ahead`).
     """
     base = urlsplit(config.dicomweb_url.rstrip("/"))
     first = _wado_targets(base, series[0])[0] if series else None
