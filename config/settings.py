@@ -163,7 +163,7 @@ XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "`make run` starts the DICOM 
 
 # --- Conformance runner (manage.py xds_conformance) ---------------------------------------
 XDS_CONFORMANCE_MANIFEST = env.string(
-    "XDS_CONFORMANCE_MANIFEST", str(BASE_DIR.parent / "shared" / "conformance" / "manifest.yaml"),
+    "XDS_CONFORMANCE_MANIFEST", str(BASE_DIR / "conformance" / "corpus" / "manifest.yaml"),
     "Default replay manifest of `manage.py xds_conformance` (--manifest overrides).")
 XDS_CONFORMANCE_CODES = env.string(
     "XDS_CONFORMANCE_CODES", "", "codes.xml the conformance corpus' codes are rewritten for (--codes overrides; "

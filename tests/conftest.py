@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-SHARED_DIR = BASE_DIR.parent / "shared"
+# The public conformance corpus kept inside the project (origins in its NOTICE).
+CORPUS_DIR = BASE_DIR / "conformance" / "corpus"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The read-only shared material (conformance corpus, schemas) beside the checkout."""
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"{SHARED_DIR} is missing: the conformance corpus must be beside the checkout")
-    return SHARED_DIR
+def corpus_dir() -> Path:
+    """The conformance corpus (NIST testkit cases, manifest, codes.xml, the NIST imaging study)."""
+    if not (CORPUS_DIR / "manifest.yaml").is_file():
+        pytest.fail(f"{CORPUS_DIR} is incomplete: the conformance corpus is part of the project")
+    return CORPUS_DIR
 
 
 @pytest.fixture(autouse=True)

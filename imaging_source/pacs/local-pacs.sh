@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # local-pacs.sh - the project's real local PACS for development, tests and CI:
 # Debian's Orthanc with the DICOMweb plugin, on loopback, run as a plain
-# background process (no systemd needed).  Derived from ../shared/scripts/local-pacs.sh
-# (same commands and environment variables; see ../shared/docs/env-notes.md section 7),
-# plus demo/NIST loading and run-time modality registration.
+# background process (no systemd needed), plus demo/NIST loading and run-time modality
+# registration.  Debian's orthanc + orthanc-dicomweb packages; Orthanc's configuration keys
+# are documented in the Orthanc Book ("Configuration of Orthanc").
 #
 #   local-pacs.sh start    install Orthanc if missing, start it, wait until it answers
 #   local-pacs.sh stop     stop the Orthanc started by this script (by its PID file)
@@ -41,7 +41,7 @@ LOCAL_PACS_DIR="$(realpath -m "${LOCAL_PACS_DIR:-${TMPDIR:-/tmp}/xdsi-local-pacs
 LOCAL_PACS_TIMEOUT="${LOCAL_PACS_TIMEOUT:-30}"
 PYTHON="${PYTHON:-python3}"
 # The NIST XDS-I test study used by the conformance IMG cases (36 MR instances, 2 series).
-NIST_IMAGES="${NIST_IMAGES:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/conformance/nist/_imagecache/std/IDS-DEPT002-a/images}"
+NIST_IMAGES="${NIST_IMAGES:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/conformance/corpus/nist/_imagecache/std/IDS-DEPT002-a/images}"
 
 ORTHANC_BIN=/usr/sbin/Orthanc
 DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so

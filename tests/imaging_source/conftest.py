@@ -11,7 +11,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -21,6 +20,7 @@ from imaging_source.patient_mapping import RewriteRule
 from imaging_source.publish import PublishConfig
 from imaging_source.study import StudyRef
 from kos.builder import RetrieveLocation
+from tests.conftest import CORPUS_DIR
 from xds_registry.ebxml.messages import ProvideAndRegisterRequest
 from xds_registry.ebxml.parse import parse_provide_and_register_request
 from xds_registry.ebxml.responses import registry_response
@@ -30,7 +30,7 @@ from xds_registry.metadata.values import Code
 from xds_registry.soap.envelope import SoapRequest, SoapResponse, parse_envelope
 from xds_registry.soap.mtom import read_message
 
-IDS_DIR = (Path(__file__).resolve().parents[3] / "shared" / "conformance" / "nist" / "_imagecache" / "std"
+IDS_DIR = (CORPUS_DIR / "nist" / "_imagecache" / "std"
            / "IDS-DEPT002-a")
 NIST_LOCATION_UID = "1.3.6.1.4.1.21367.13.80.110"
 AFFINITY_OID = "1.3.6.1.4.1.21367.2005.13.20.1000"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -19,6 +18,7 @@ from imaging_source.metadata import (
 )
 from imaging_source.patient_mapping import source_patient_id
 from imaging_source.study import SeriesRef, StudyRef
+from tests.conftest import CORPUS_DIR
 from xds_registry.affinity_domain import load_affinity_domain
 from xds_registry.ebxml.parse import parse_provide_and_register_request
 from xds_registry.ebxml.schema import validate as schema_validate
@@ -30,7 +30,7 @@ from xds_registry.validation.submission import validate_submission
 
 from .conftest import AFFINITY_PATIENT, metadata_config
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "nist" / "ids_4802" / \
+REFERENCE = CORPUS_DIR / "nist" / "ids_4802" / \
     "ValidateMetadata" / "metadata.xml"
 KOS_UID = "2.25.52342449726056264552113473327672641971"
 
@@ -86,7 +86,7 @@ def test_settings_defaults_carry_the_reference_affinity_codes(reference_entry) -
     assert _code(config.facility_type_code) == (hcft.code, hcft.scheme.strip())
 
 
-CODES_XML = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "affinity-domain" / "codes.xml"
+CODES_XML = CORPUS_DIR / "affinity-domain" / "codes.xml"
 
 
 def _as_repository_forwards_it(built) -> None:

@@ -218,18 +218,18 @@ def test_an_instance_that_cannot_be_produced_in_the_requested_syntax(source, nis
     assert {e.error_code for e in answer.errors} == {WadoErrorCode.CannotProvideInTransferSyntax}
 
 
-def test_nist_ids_4811_request_returns_the_reference_images(source, shared_dir) -> None:
+def test_nist_ids_4811_request_returns_the_reference_images(source, corpus_dir) -> None:
     """Conformance IMG-04 (nist/ids_4811): the toolkit's own RAD-69 request, tags equal to the gold images."""
     from xds_registry.soap.safe_xml import parse_xml
 
-    case = shared_dir / "conformance" / "nist" / "ids_4811"
+    case = corpus_dir / "nist" / "ids_4811"
     body = parse_xml((case / "Rad69RetrieveRequest" / "RAD-69Request.xml").read_bytes())
     result = SoapClient("local:imaging-source").call(Action.RetrieveImagingDocumentSet.value, body)
     status, errors, documents = parse_retrieve_document_set_response(result.body)
     assert status == ResponseStatus.SUCCESS.value, errors
     assert len(documents) == 36
     gold = {}
-    images = shared_dir / "conformance" / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
+    images = corpus_dir / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
     for path in images.glob("*.dcm"):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         gold[ds.SOPInstanceUID] = ds

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pydicom
 import pytest
 
 from imaging_source.study import StudyRef
+from tests.conftest import CORPUS_DIR
 
-IDS_DIR = (Path(__file__).resolve().parents[3] / "shared" / "conformance" / "nist" / "_imagecache" / "std"
+IDS_DIR = (CORPUS_DIR / "nist" / "_imagecache" / "std"
            / "IDS-DEPT002-a")
 NIST_LOCATION_UID = "1.3.6.1.4.1.21367.13.80.110"
 

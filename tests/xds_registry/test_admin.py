@@ -69,10 +69,10 @@ def test_patient_add_goes_through_feed_validation(admin_client_logged: Client):
     assert not m.Patient.objects.filter(patient_id="nonsense").exists()
 
 
-def test_affinity_domain_page(admin_client_logged: Client, shared_dir: Path):
+def test_affinity_domain_page(admin_client_logged: Client, corpus_dir: Path):
     assert "No affinity domain configured" in admin_client_logged.get(
         "/admin/xds_registry/patient/affinity-domain/").content.decode()
-    codes = shared_dir / "conformance" / "affinity-domain" / "codes.xml"
+    codes = corpus_dir / "affinity-domain" / "codes.xml"
     with override_settings(XDS_AFFINITY_DOMAIN_CODES=str(codes)):
         page = admin_client_logged.get("/admin/xds_registry/patient/affinity-domain/").content.decode()
     assert "1.3.6.1.4.1.21367.2005.13.20.1000" in page and "classCode" in page and "REPORTS" in page

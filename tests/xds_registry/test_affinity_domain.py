@@ -26,8 +26,8 @@ SMALL = b"""<?xml version="1.0"?>
 
 
 @pytest.fixture(scope="module")
-def connectathon(shared_dir: Path):
-    return load_affinity_domain(shared_dir / "conformance" / "affinity-domain" / "codes.xml")
+def connectathon(corpus_dir: Path):
+    return load_affinity_domain(corpus_dir / "affinity-domain" / "codes.xml")
 
 
 def test_not_configured_means_none():

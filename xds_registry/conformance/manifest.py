@@ -1,4 +1,4 @@
-"""Loading the replay manifest (``../shared/conformance/manifest.yaml``, format in its README §7).
+"""Loading the replay manifest (``conformance/corpus/manifest.yaml``, format in its README §7).
 
 The manifest is data written by someone else: everything is checked on load and
 a malformed manifest raises :class:`ManifestError` with every problem found,

@@ -3,7 +3,7 @@
 Issue 5 benchmark (``make bench-imaging``):
 
 1. generate a CT study of N instances (default 500) from pydicom's ``CT_small.dcm`` with new
-   Study/Series/SOP UIDs (as ../shared/docs/env-checks/gen_bulk.py does) and load it into the
+   Study/Series/SOP UIDs and load it into the
    PACS by STOW-RS (one request);
 2. in the same run, in pairs of alternating order: RAD-69 of all N instances in ONE request
    through the running server (``--url``, real HTTP), and the same N instances fetched

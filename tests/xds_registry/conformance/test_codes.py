@@ -170,13 +170,13 @@ def test_bad_codes_files_are_refused(tmp_path: Path) -> None:
 # --- the real corpus and the real NIST codes.xml --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def manifest(shared_dir: Path):
-    return load_manifest(shared_dir / "conformance" / "manifest.yaml")
+def manifest(corpus_dir: Path):
+    return load_manifest(corpus_dir / "manifest.yaml")
 
 
 @pytest.fixture(scope="module")
-def codes_xml(shared_dir: Path) -> Path:
-    return shared_dir / "conformance" / "affinity-domain" / "codes.xml"
+def codes_xml(corpus_dir: Path) -> Path:
+    return corpus_dir / "affinity-domain" / "codes.xml"
 
 
 def _build(runner: Runner, step_id: str) -> etree._Element:

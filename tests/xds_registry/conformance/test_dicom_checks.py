@@ -16,13 +16,13 @@ TAGS = ["SOPClassUID", "SOPInstanceUID", "PatientID", "PatientBirthDate", "Patie
 
 
 @pytest.fixture(scope="module")
-def images(shared_dir: Path) -> Path:
-    return shared_dir / "conformance" / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
+def images(corpus_dir: Path) -> Path:
+    return corpus_dir / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
 
 
 @pytest.fixture(scope="module")
-def reference_kos(shared_dir: Path) -> Path:
-    return shared_dir / "conformance" / "nist" / "ids_4802" / "ValidateKOS" / "kos.dcm"
+def reference_kos(corpus_dir: Path) -> Path:
+    return corpus_dir / "nist" / "ids_4802" / "ValidateKOS" / "kos.dcm"
 
 
 def _bytes(ds: pydicom.Dataset) -> bytes:

@@ -10,8 +10,8 @@ from xds_registry.conformance.manifest import TRANSACTION_ENDPOINTS, ManifestErr
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_dir: Path):
-    return load_manifest(shared_dir / "conformance" / "manifest.yaml")
+def manifest(corpus_dir: Path):
+    return load_manifest(corpus_dir / "manifest.yaml")
 
 
 def test_real_manifest_loads_with_every_file_present(manifest) -> None:

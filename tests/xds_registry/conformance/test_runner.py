@@ -21,8 +21,8 @@ LINE = re.compile(r"^(PASS|FAIL|SKIP) (\S+) (.+)$")
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_dir: Path):
-    return load_manifest(shared_dir / "conformance" / "manifest.yaml")
+def manifest(corpus_dir: Path):
+    return load_manifest(corpus_dir / "manifest.yaml")
 
 
 def _run(manifest, endpoints: dict[str, str], patterns: list[str], feed=None):
@@ -115,10 +115,10 @@ def test_command_against_a_closed_port_fails_every_case(tmp_path: Path) -> None:
     assert (tmp_path / "j.xml").is_file()
 
 
-def test_rad69_images_are_checked_against_the_reference_study(manifest, shared_dir: Path) -> None:
+def test_rad69_images_are_checked_against_the_reference_study(manifest, corpus_dir: Path) -> None:
     from tests.xds_registry.conformance import servers
 
-    folder = shared_dir / "conformance" / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
+    folder = corpus_dir / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
     servers.IMAGES.clear()
     for path in sorted(folder.glob("*.dcm")):
         servers.IMAGES[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path.read_bytes()

@@ -154,13 +154,13 @@ def test_unknown_root_is_refused() -> None:
         transforms.to_rim30(parse(b"<html><body/></html>"))
 
 
-def _submission_steps(shared_dir: Path):
-    manifest = load_manifest(shared_dir / "conformance" / "manifest.yaml")
+def _submission_steps(corpus_dir: Path):
+    manifest = load_manifest(corpus_dir / "manifest.yaml")
     return manifest, [s for s in manifest.steps.values() if s.transaction in ("ITI-42", "ITI-41", "RAD-68")]
 
 
-def test_every_corpus_submission_converts_to_a_schema_valid_request(shared_dir: Path) -> None:
-    manifest, steps = _submission_steps(shared_dir)
+def test_every_corpus_submission_converts_to_a_schema_valid_request(corpus_dir: Path) -> None:
+    manifest, steps = _submission_steps(corpus_dir)
     assert len(steps) > 90
     counter = itertools.count(1)
     for step in steps:

@@ -1,7 +1,7 @@
-"""Every ebRIM 3.0 message of the shared conformance corpus parses (and submissions round-trip).
+"""Every ebRIM 3.0 message of the conformance corpus parses (and submissions round-trip).
 
 The fixtures under tests/fixtures/ebxml cover the same shapes offline; this sweeps the whole
-corpus (../shared/conformance) so a new sample shape is noticed.
+corpus (conformance/corpus) so a new sample shape is noticed.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from xds_registry.soap.safe_xml import parse_xml, to_bytes
 KNOWN_QUIRK = "rim:Association without the required id attribute"
 
 
-def rim30_files(shared_dir: Path) -> list[Path]:
-    root = shared_dir / "conformance"
+def rim30_files(corpus_dir: Path) -> list[Path]:
+    root = corpus_dir
     files = sorted((root / "nist").rglob("*.xml")) + sorted((root / "openxds").glob("*.xml"))
     return [f for f in files if b"xsd:rim:3.0" in f.read_bytes()]
 
 
-def test_every_corpus_query_request_parses_to_its_slots(shared_dir: Path) -> None:
+def test_every_corpus_query_request_parses_to_its_slots(corpus_dir: Path) -> None:
     seen = 0
-    for path in rim30_files(shared_dir):
+    for path in rim30_files(corpus_dir):
         root = parse_xml(path.read_bytes())
         if root.tag != ns.q(ns.QUERY, "AdhocQueryRequest"):
             continue
@@ -52,9 +52,9 @@ def test_every_corpus_query_request_parses_to_its_slots(shared_dir: Path) -> Non
     assert seen > 150
 
 
-def test_every_corpus_submission_parses_and_round_trips(shared_dir: Path) -> None:
+def test_every_corpus_submission_parses_and_round_trips(corpus_dir: Path) -> None:
     seen = quirks = 0
-    for path in rim30_files(shared_dir):
+    for path in rim30_files(corpus_dir):
         root = parse_xml(path.read_bytes())
         if root.tag == ns.q(ns.XDSB, "ProvideAndRegisterDocumentSetRequest"):
             parse = parse_provide_and_register_request
@@ -79,8 +79,8 @@ def test_every_corpus_submission_parses_and_round_trips(shared_dir: Path) -> Non
 
 
 @pytest.mark.parametrize("relative", ["nist/_imagecache/std/IDS-DEPT002-a/kos/metadata.xml"])
-def test_corpus_xdsi_sample_has_the_non_standard_root(shared_dir: Path, relative: str) -> None:
-    root = parse_xml((shared_dir / "conformance" / relative).read_bytes())
+def test_corpus_xdsi_sample_has_the_non_standard_root(corpus_dir: Path, relative: str) -> None:
+    root = parse_xml((corpus_dir / relative).read_bytes())
     assert etree.QName(root).namespace == "urn:oasis:names:tc:ebxml-regrep:registry:xsd:3.0"
     with pytest.raises(XdsError):
         parse_submit_objects_request(root)

@@ -213,7 +213,7 @@ def test_non_standard_root_is_refused_naming_it() -> None:
 
 def test_objects_inside_a_non_standard_wrapper_parse_once_associations_have_ids() -> None:
     # NIST's IDS sample wraps rim 3.0 objects in LeafRegistryObjectList and leaves Association ids
-    # out; the conformance runner adds them (shared/conformance/README.md §2 step 9), as done here.
+    # out; the conformance runner adds them (conformance/corpus/README.md §2 step 9), as done here.
     root = load("nist_ids4802_selftest_pnr_metadata.xml")
     wrapper = root.find(ns.q(RIM, "LeafRegistryObjectList"))
     with pytest.raises(XdsError) as exc:

@@ -312,11 +312,11 @@ def _lxml_text(obj) -> str:
     return to_bytes(registry_object(obj), xml_declaration=False).decode("utf-8")
 
 
-def test_fragment_text_equals_lxml_serialization_for_every_fixture_and_corpus_object(shared_dir) -> None:
+def test_fragment_text_equals_lxml_serialization_for_every_fixture_and_corpus_object(corpus_dir) -> None:
     from tests.xds_registry.ebxml.test_corpus import rim30_files
 
     roots = [load(name) for name in SUBMISSION_FIXTURES]
-    roots += [parse_xml(path.read_bytes()) for path in rim30_files(shared_dir)]
+    roots += [parse_xml(path.read_bytes()) for path in rim30_files(corpus_dir)]
     compared = 0
     for root in roots:
         request = root.find(ns.q(ns.LCM, "SubmitObjectsRequest")) if root.tag == ns.q(

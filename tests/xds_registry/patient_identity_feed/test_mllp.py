@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def feed(shared_dir: Path):
-    domain = load_affinity_domain(shared_dir / "conformance" / "affinity-domain" / "codes.xml")
+def feed(corpus_dir: Path):
+    domain = load_affinity_domain(corpus_dir / "affinity-domain" / "codes.xml")
     server, thread = serve_in_thread("127.0.0.1", 0, domain)
     host, port = server.server_address[:2]
     yield lambda text: parse_message(send(host, port, text))
@@ -135,7 +135,7 @@ def test_a40_without_mrg_is_an_error(feed):
     assert ack.field("MSA", 1) == "AE"
 
 
-def test_several_messages_on_one_connection(shared_dir: Path):
+def test_several_messages_on_one_connection(corpus_dir: Path):
     import socket
 
     from xds_registry.patient_identity_feed.mllp import END, START

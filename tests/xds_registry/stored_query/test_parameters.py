@@ -251,8 +251,8 @@ def test_every_stored_query_has_a_specification() -> None:
 
 # --- the real requests of the NIST testkit ------------------------------------------------------
 
-def _adhoc_queries(shared_dir: Path) -> list[Path]:
-    files = sorted((shared_dir / "conformance" / "nist").glob("**/*.xml"))
+def _adhoc_queries(corpus_dir: Path) -> list[Path]:
+    files = sorted((corpus_dir / "nist").glob("**/*.xml"))
     out = []
     for path in files:
         data = path.read_bytes()
@@ -279,8 +279,8 @@ def _slots(path: Path) -> tuple[str, list[tuple[str, list[str]]]]:
 _EXPECTED_PARAMETER_FAILURES = {"classcode_scheme_mismatch", "old_scheme", "nothing"}
 
 
-def test_every_nist_stored_query_request_parses(shared_dir: Path) -> None:
-    paths = _adhoc_queries(shared_dir)
+def test_every_nist_stored_query_request_parses(corpus_dir: Path) -> None:
+    paths = _adhoc_queries(corpus_dir)
     assert len(paths) > 100
     parsed = failed = 0
     for path in paths:
