@@ -182,7 +182,9 @@ INSTALLED_APPS = [
     "xds_registry",
     "xds_repository",
     "imaging_source",
-    # kos is a plain library (pydicom only), not a Django app.
+    # The conformance harness (manage.py xds_conformance); it imports no actor.
+    "conformance",
+    # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.
 ]
 
 MIDDLEWARE = [

@@ -5,14 +5,14 @@ from typing import Any
 
 from django.core.wsgi import get_wsgi_application
 
-from xds_registry import direct_write
+from xds_core.http import direct_write
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 _django = get_wsgi_application()
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """Django, with vectored writes offered to streamed answers under gunicorn (:mod:`xds_registry.direct_write`)."""
+    """Django, with vectored writes offered to streamed answers under gunicorn (:mod:`xds_core.http.direct_write`)."""
     direct_write.install(environ, start_response)
     return _django(environ, start_response)
 

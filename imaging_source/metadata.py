@@ -29,8 +29,18 @@ from zoneinfo import ZoneInfo
 from pydicom.uid import generate_uid
 
 from imaging_source.study import StudyRef
-from xds_registry.affinity_domain import AffinityDomain, load_affinity_domain
-from xds_registry.ebxml.vocabulary import (
+from xds_core.affinity_domain import AffinityDomain, load_affinity_domain
+from xds_core.metadata.objects import (
+    Association,
+    Classification,
+    DocumentEntry,
+    InternationalString,
+    Slot,
+    Submission,
+    SubmissionSet,
+)
+from xds_core.metadata.values import Code
+from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     DICOM_UID_REGISTRY,
     KOS_FORMAT_CODE,
@@ -42,16 +52,6 @@ from xds_registry.ebxml.vocabulary import (
     ReferenceIdType,
     SubmissionSetStatus,
 )
-from xds_registry.metadata.objects import (
-    Association,
-    Classification,
-    DocumentEntry,
-    InternationalString,
-    Slot,
-    Submission,
-    SubmissionSet,
-)
-from xds_registry.metadata.values import Code
 
 #: DCMR CID 29 "Acquisition Modality" code meanings (scheme DCM).
 MODALITY_MEANINGS: dict[str, str] = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from xds_registry.metadata.values import CX
+from xds_core.metadata.values import CX
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 

@@ -44,7 +44,7 @@ from imaging_source.study import InstanceRef, SeriesRef, StudyRef
 from kos.builder import ManifestError, ManifestOptions, RetrieveLocation, build_manifest, to_part10
 from kos.validate import errors as kos_errors
 from kos.validate import validate_manifest
-from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
+from xds_core.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
 
 logger = logging.getLogger("imaging_source.publish")
 
@@ -205,10 +205,10 @@ def study_from_json(data: dict[str, Any]) -> StudyRef:
 def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, list[dict[str, str]]]:
     """Send RAD-68; return (response status URI, recorded errors). Never raises for remote problems."""
     # Imported here: the SOAP client is library code of xds_registry, loaded only when sending.
-    from xds_registry.ebxml.responses import parse_registry_response
-    from xds_registry.ebxml.serialize import provide_and_register_request
-    from xds_registry.soap.client import SoapClient, TransportError
-    from xds_registry.soap.mtom import OutgoingPart
+    from xds_core.ebxml.responses import parse_registry_response
+    from xds_core.ebxml.serialize import provide_and_register_request
+    from xds_core.soap.client import SoapClient, TransportError
+    from xds_core.soap.mtom import OutgoingPart
 
     content_id = f"{uuid.uuid4().hex}@imaging-source"
     body = provide_and_register_request(built.submission, [(built.entry_uuid, content_id)])

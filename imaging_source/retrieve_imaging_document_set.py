@@ -51,11 +51,11 @@ from imaging_source.dicom.transcode import (
     known_transfer_syntax,
     transcode,
 )
-from xds_registry.ebxml.messages import RetrieveImagingDocumentSetRequest
-from xds_registry.ebxml.responses import DocumentResponse, document_response_xml
-from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE
-from xds_registry.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
-from xds_registry.soap.mtom import OutgoingPart
+from xds_core.ebxml.messages import RetrieveImagingDocumentSetRequest
+from xds_core.ebxml.responses import DocumentResponse, document_response_xml
+from xds_core.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.vocabulary import DICOM_MIME_TYPE
 
 logger = logging.getLogger("imaging_source.rad69")
 

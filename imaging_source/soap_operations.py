@@ -1,6 +1,6 @@
-"""SOAP operations of the Imaging Document Source, dispatched by :class:`xds_registry.endpoint.XdsEndpoint`.
+"""SOAP operations of the Imaging Document Source, dispatched by :class:`xds_core.http.endpoint.XdsEndpoint`.
 
-``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_registry.endpoint.Operation`
+``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_core.http.endpoint.Operation`
 (RAD-69).  An action missing here is answered with an honest
 ``wsa:ActionNotSupported`` SOAP fault, never a fake success.
 """
@@ -21,15 +21,16 @@ from imaging_source.retrieve_imaging_document_set import (
     send_first_series_ahead,
     stream_imaging_document_set,
 )
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.ns import q
-from xds_registry.ebxml.parse import first_series_request, parse_retrieve_imaging_document_set_request
-from xds_registry.ebxml.responses import retrieve_document_set_response, retrieve_document_set_response_xml
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.endpoint import Operation
-from xds_registry.soap.envelope import SoapRequest, SoapResponse, build_envelope
-from xds_registry.soap.mtom import BodyChunk, Gathered, write_message_root_last
-from xds_registry.soap.safe_xml import to_bytes
+from xds_core import ns
+from xds_core.ebxml.parse import first_series_request, parse_retrieve_imaging_document_set_request
+from xds_core.ebxml.responses import retrieve_document_set_response, retrieve_document_set_response_xml
+from xds_core.errors import ErrorCode
+from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
+from xds_core.ns import q
+from xds_core.safe_xml import to_bytes
+from xds_core.soap.envelope import SoapRequest, SoapResponse, build_envelope
+from xds_core.soap.mtom import BodyChunk, Gathered, write_message_root_last
+from xds_core.vocabulary import Action
 
 
 def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapResponse:
@@ -162,3 +163,9 @@ OPERATIONS: dict[str, Operation] = {
         transaction="RAD-69", handler=retrieve_imaging_document_set_operation,
         response_action=Action.RetrieveImagingDocumentSetResponse.value, error_body="RetrieveDocumentSetResponse"),
 }
+
+#: The actor's endpoint: mounted by ``imaging_source/urls.py``, reachable in process as ``local:imaging-source``
+#: (registered by ``imaging_source/apps.py``).
+ENDPOINT = XdsEndpoint(EndpointSpec(
+    name="imaging-source", title="XDS-I.b Imaging Document Source", wsdl="XDS-I.b_ImagingDocumentSource.wsdl",
+    operations=OPERATIONS, internal_error=ErrorCode.XDSRepositoryError))

@@ -5,11 +5,11 @@
 
 from django.urls import path
 
+from imaging_source.soap_operations import ENDPOINT
 from imaging_source.views import wado
-from xds_registry.endpoint import XdsEndpoint
 
 urlpatterns = [
-    path("", XdsEndpoint("imaging-source"), name="xds-imaging-source"),
+    path("", ENDPOINT, name="xds-imaging-source"),
 ]
 
 wado_urlpatterns = [

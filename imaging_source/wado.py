@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import FetchError, FetchStream, SeriesFetch
 from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
-from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE
+from xds_core.vocabulary import DICOM_MIME_TYPE
 
 logger = logging.getLogger("imaging_source.rad55")
 

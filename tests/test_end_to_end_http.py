@@ -16,15 +16,15 @@ import requests
 from lxml import etree
 
 from tests.gunicorn_server import Server, run_gunicorn
-from tests.xds_registry.soap.hostile_corpus import HostileCase, cases, hundred_megabytes, watched_port
+from tests.xds_core.soap.hostile_corpus import HostileCase, cases, hundred_megabytes, watched_port
+from xds_core import ns
+from xds_core.ns import q
+from xds_core.safe_xml import parse_xml
+from xds_core.soap.client import SoapClient, TransportError
+from xds_core.soap.faults import parse_fault
+from xds_core.soap.mtom import OutgoingPart, cid_href
+from xds_core.vocabulary import Action
 from xds_registry import soap_operations as registry_operations
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.ns import q
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.soap.client import SoapClient, TransportError
-from xds_registry.soap.faults import parse_fault
-from xds_registry.soap.mtom import OutgoingPart, cid_href
-from xds_registry.soap.safe_xml import parse_xml
 
 MAX_REQUEST = 16 * 1024 * 1024
 UNKNOWN_ACTION = "urn:example:NotAnIheAction"

@@ -21,8 +21,8 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
+from xds_core.affinity_domain import AffinityDomainConfigError, load_affinity_domain
 from xds_registry import models as m
-from xds_registry.affinity_domain import AffinityDomainConfigError, load_affinity_domain
 from xds_registry.patient_identity_feed.patients import Demographics, PatientFeedError, add_or_update_patient
 
 

@@ -21,7 +21,7 @@ Value encodings (the stored-query code relies on these)
 ``version_name``
     ``rim:VersionInfo/@versionName``; the registry assigns ``"1"``.
 ``status``
-    Full availabilityStatus URI (:class:`~xds_registry.ebxml.vocabulary.AvailabilityStatus` value,
+    Full availabilityStatus URI (:class:`~xds_core.vocabulary.AvailabilityStatus` value,
     e.g. ``urn:oasis:names:tc:ebxml-regrep:StatusType:Approved``) -- compare with the enum values.
 ``patient_id``
     The CX string exactly as submitted, ``id^^^&OID&ISO`` (it is also :attr:`Patient.patient_id`).
@@ -34,7 +34,7 @@ Value encodings (the stored-query code relies on these)
 Times (``creation_time``, ``service_start_time``, ``service_stop_time``, ``submission_time``,
 ``last_update_time``)
     DTM padded to exactly 14 digits ``YYYYMMDDhhmmss`` with the earliest instant
-    (``2004`` -> ``20040101000000``, :meth:`xds_registry.metadata.values.DTM.lower_bound`), so that
+    (``2004`` -> ``20040101000000``, :meth:`xds_core.metadata.values.DTM.lower_bound`), so that
     string comparison is chronological on every database.  ``NULL`` when the slot is absent.  The
     original precision survives in the stored XML.
 Single-valued codes (``class_code``, ``type_code``, ``format_code``, ``practice_setting_code``,
@@ -44,9 +44,9 @@ Single-valued codes (``class_code``, ``type_code``, ``format_code``, ``practice_
 ``hash``
     SHA-1, lowercase hex.  ``size``: bytes (bigint).
 ``document_availability``
-    Full URI (:class:`~xds_registry.ebxml.vocabulary.DocumentAvailability`), default Online.
+    Full URI (:class:`~xds_core.vocabulary.DocumentAvailability`), default Online.
 ``object_type``
-    Stable / On-Demand DocumentEntry objectType UUID (:class:`~xds_registry.ebxml.vocabulary.ObjectType`).
+    Stable / On-Demand DocumentEntry objectType UUID (:class:`~xds_core.vocabulary.ObjectType`).
 
 Multi-valued attributes: :class:`RegistryCode`
     One row per value: ``(object_kind, object_id, attribute, value)`` where ``object_kind`` is a
@@ -68,7 +68,7 @@ Multi-valued attributes: :class:`RegistryCode`
     classCode is duplicated here so that "classCode IN (...)" can use either path.
 
 Stored XML (``xml`` column)
-    The object serialized by :func:`xds_registry.ebxml.serialize.registry_object` at registration
+    The object serialized by :func:`xds_core.ebxml.serialize.registry_object` at registration
     time (UTF-8 text, standalone element with its own namespace declarations), after the
     registry assigned ids, ``lid``, ``status=Approved``, ``VersionInfo`` and (Folder)
     ``lastUpdateTime``.  Registry-owned values are KEPT CURRENT in the fragment: when the registry
@@ -101,7 +101,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from xds_registry.ebxml.vocabulary import AvailabilityStatus, DocumentAvailability
+from xds_core.vocabulary import AvailabilityStatus, DocumentAvailability
 
 
 class ObjectKind(models.TextChoices):

@@ -1,7 +1,7 @@
 """ITI-42 Register Document Set-b: validate a submission and register it wholly or not at all.
 
 Flow (DEVELOPERS.md rule 2): the endpoint parses the SubmitObjectsRequest into a
-:class:`~xds_registry.metadata.objects.Submission`; :func:`register_document_set` then
+:class:`~xds_core.metadata.objects.Submission`; :func:`register_document_set` then
 
 1. attaches top-level Classifications/ExternalIdentifiers to their objects and runs the
    message-level validation (:mod:`xds_registry.validation.submission`) -- all findings;
@@ -16,7 +16,7 @@ Flow (DEVELOPERS.md rule 2): the endpoint parses the SubmitObjectsRequest into a
    deprecates replaced entries and their APND/XFRM descendants, propagates folder membership to
    replacements, updates folder lastUpdateTime and inserts the new rows with bulk statements.
 
-Any Error finding raises :class:`~xds_registry.errors.XdsError` before anything is written, or
+Any Error finding raises :class:`~xds_core.errors.XdsError` before anything is written, or
 rolls the whole transaction back.  Configuration (affinity domain) is an argument: this module
 never reads settings.
 """
@@ -36,10 +36,18 @@ from django.db.models import F, Value
 from django.db.models.functions import Replace
 from django.utils import timezone
 
-from xds_registry import models as m
-from xds_registry.affinity_domain import AffinityDomain
-from xds_registry.ebxml.serialize import registry_object_xml
-from xds_registry.ebxml.vocabulary import (
+from xds_core.affinity_domain import AffinityDomain
+from xds_core.ebxml.serialize import registry_object_xml
+from xds_core.errors import ErrorCode, RegistryError, XdsError
+from xds_core.metadata.objects import (
+    Association,
+    DocumentEntry,
+    RegistryObject,
+    Submission,
+    new_id,
+)
+from xds_core.metadata.values import DTM
+from xds_core.vocabulary import (
     REFERENCE_ID_LIST_SLOT,
     RELATIONSHIP_TYPES,
     REPLACING_TYPES,
@@ -50,15 +58,7 @@ from xds_registry.ebxml.vocabulary import (
     ObjectType,
     SubmissionSetStatus,
 )
-from xds_registry.errors import ErrorCode, RegistryError, XdsError
-from xds_registry.metadata.objects import (
-    Association,
-    DocumentEntry,
-    RegistryObject,
-    Submission,
-    new_id,
-)
-from xds_registry.metadata.values import DTM
+from xds_registry import models as m
 from xds_registry.validation.submission import attach_top_level_parts, validate_submission
 
 META = ErrorCode.XDSRegistryMetadataError

@@ -1,6 +1,6 @@
-"""SOAP operations of the Document Registry, dispatched by :class:`xds_registry.endpoint.XdsEndpoint`.
+"""SOAP operations of the Document Registry, dispatched by :class:`xds_core.http.endpoint.XdsEndpoint`.
 
-``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_registry.endpoint.Operation`
+``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_core.http.endpoint.Operation`
 (ITI-42, ITI-18, ITI-51, ITI-57, ITI-62, ITI-92, ITI-44).  An action missing here is answered with an honest
 ``wsa:ActionNotSupported`` SOAP fault, never a fake success.
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from xds_registry.affinity_domain import load_affinity_domain
-from xds_registry.ebxml.parse import parse_submit_objects_request
-from xds_registry.ebxml.responses import registry_response
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.endpoint import Operation
+from xds_core.affinity_domain import load_affinity_domain
+from xds_core.ebxml.parse import parse_submit_objects_request
+from xds_core.ebxml.responses import registry_response
+from xds_core.errors import ErrorCode
+from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
+from xds_core.soap.envelope import SoapRequest, SoapResponse
+from xds_core.vocabulary import Action
 from xds_registry.register_document_set import register_document_set
-from xds_registry.soap.envelope import SoapRequest, SoapResponse
 from xds_registry.stored_query.operations import (
     multi_patient_stored_query_operation,
     registry_stored_query_operation,
@@ -44,3 +45,9 @@ OPERATIONS: dict[str, Operation] = {
         transaction="ITI-51", handler=multi_patient_stored_query_operation,
         response_action=Action.MultiPatientStoredQueryResponse.value, error_body="AdhocQueryResponse"),
 }
+
+#: The actor's endpoint: mounted by ``xds_registry/urls.py``, reachable in process as ``local:registry``
+#: (registered by ``xds_registry/apps.py``).
+ENDPOINT = XdsEndpoint(EndpointSpec(
+    name="registry", title="XDS.b Document Registry", wsdl="XDS.b_DocumentRegistry.wsdl",
+    operations=OPERATIONS, internal_error=ErrorCode.XDSRegistryError))

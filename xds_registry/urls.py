@@ -2,8 +2,8 @@
 
 from django.urls import path
 
-from xds_registry.endpoint import XdsEndpoint
+from xds_registry.soap_operations import ENDPOINT
 
 urlpatterns = [
-    path("", XdsEndpoint("registry"), name="xds-registry"),
+    path("", ENDPOINT, name="xds-registry"),
 ]

@@ -20,13 +20,13 @@ import pydicom
 from django.core.files.storage import Storage
 from pydicom.errors import InvalidDicomError
 
-from xds_registry.ebxml.parse import parse_provide_and_register_request
-from xds_registry.ebxml.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, ObjectType, ResponseStatus
-from xds_registry.errors import ErrorCode, RegistryError, XdsError
-from xds_registry.metadata.objects import DocumentEntry
-from xds_registry.soap.envelope import SoapRequest
-from xds_registry.soap.faults import SoapFault
-from xds_registry.soap.mtom import Attachment
+from xds_core.ebxml.parse import parse_provide_and_register_request
+from xds_core.errors import ErrorCode, RegistryError, XdsError
+from xds_core.metadata.objects import DocumentEntry
+from xds_core.soap.envelope import SoapRequest
+from xds_core.soap.faults import SoapFault
+from xds_core.soap.mtom import Attachment
+from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, ObjectType, ResponseStatus
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.registry_client import RegistryClient, RegistryUnavailable

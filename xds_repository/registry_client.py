@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from lxml import etree
 
-from xds_registry.ebxml import parse as ebxml_parse
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.responses import parse_registry_response
-from xds_registry.ebxml.vocabulary import Action, ReturnType, StoredQuery
-from xds_registry.errors import RegistryError
-from xds_registry.metadata.objects import DocumentEntry, Submission
-from xds_registry.soap.client import SoapClient, TransportError
+from xds_core.ebxml import parse as ebxml_parse
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.responses import parse_registry_response
+from xds_core.errors import RegistryError
+from xds_core.metadata.objects import DocumentEntry, Submission
+from xds_core.soap.client import SoapClient, TransportError
+from xds_core.vocabulary import Action, ReturnType, StoredQuery
 
 #: The in-process address of this server's Document Registry endpoint.
 LOCAL_REGISTRY = "local:registry"

@@ -25,12 +25,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from xds_registry.ebxml.parse import parse_retrieve_document_set_request
-from xds_registry.ebxml.responses import DocumentResponse, retrieve_document_set_response
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.errors import ErrorCode, RegistryError
-from xds_registry.soap.envelope import SoapRequest, SoapResponse
-from xds_registry.soap.mtom import OutgoingPart
+from xds_core.ebxml.parse import parse_retrieve_document_set_request
+from xds_core.ebxml.responses import DocumentResponse, retrieve_document_set_response
+from xds_core.errors import ErrorCode, RegistryError
+from xds_core.soap.envelope import SoapRequest, SoapResponse
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.vocabulary import Action
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.models import StoredDocument

@@ -1,6 +1,6 @@
-"""SOAP operations of the Document Repository, dispatched by :class:`xds_registry.endpoint.XdsEndpoint`.
+"""SOAP operations of the Document Repository, dispatched by :class:`xds_core.http.endpoint.XdsEndpoint`.
 
-``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_registry.endpoint.Operation`
+``OPERATIONS`` maps a request ``wsa:Action`` to an :class:`~xds_core.http.endpoint.Operation`
 (ITI-41 / RAD-68, ITI-43).  An action missing here is answered with an honest
 ``wsa:ActionNotSupported`` SOAP fault, never a fake success.
 
@@ -10,10 +10,11 @@ and passes them to the domain functions, which never read settings themselves.
 
 from __future__ import annotations
 
-from xds_registry.ebxml.responses import registry_response
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.endpoint import Operation
-from xds_registry.soap.envelope import SoapRequest, SoapResponse
+from xds_core.ebxml.responses import registry_response
+from xds_core.errors import ErrorCode
+from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
+from xds_core.soap.envelope import SoapRequest, SoapResponse
+from xds_core.vocabulary import Action
 from xds_repository.conf import repository_config
 from xds_repository.provide_and_register import provide_and_register
 from xds_repository.retrieve_document_set import retrieve_document_set
@@ -35,3 +36,9 @@ OPERATIONS: dict[str, Operation] = {
     Action.RetrieveDocumentSet: Operation(
         "ITI-43", _retrieve_document_set, Action.RetrieveDocumentSetResponse, "RetrieveDocumentSetResponse"),
 }
+
+#: The actor's endpoint: mounted by ``xds_repository/urls.py``, reachable in process as ``local:repository``
+#: (registered by ``xds_repository/apps.py``).
+ENDPOINT = XdsEndpoint(EndpointSpec(
+    name="repository", title="XDS.b Document Repository", wsdl="XDS.b_DocumentRepository.wsdl",
+    operations=OPERATIONS, internal_error=ErrorCode.XDSRepositoryError))

@@ -2,8 +2,8 @@
 
 from django.urls import path
 
-from xds_registry.endpoint import XdsEndpoint
+from xds_repository.soap_operations import ENDPOINT
 
 urlpatterns = [
-    path("", XdsEndpoint("repository"), name="xds-repository"),
+    path("", ENDPOINT, name="xds-repository"),
 ]

@@ -46,7 +46,7 @@ from pynetdicom.sop_class import (
 
 from imaging_source.dicom.ae import associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig, FetchMethod
-from xds_registry.soap.multipart import MultipartError, boundary_of, iter_parts, read_chunks
+from xds_core.multipart import MultipartError, boundary_of, iter_parts, read_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +366,7 @@ def _fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: _
     """Generator: each kept instance with its key as soon as its part is in, while the PACS sends the rest.
 
     The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
-    (:func:`xds_registry.soap.multipart.iter_parts`): each instance is a view into the
+    (:func:`xds_core.multipart.iter_parts`): each instance is a view into the
     chunk it arrived in, passed on as is when no transcoding is needed.  ``ahead``: the
     request for the first target, already sent (:func:`send_ahead`).
     """
@@ -519,7 +519,7 @@ def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[memor
 def iter_multipart_parts(content_type: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:
     """Yield ``(raw header block, body)`` of each part of a ``multipart/related`` stream.
 
-    A thin wrapper of the one splitter, :func:`xds_registry.soap.multipart.iter_parts`:
+    A thin wrapper of the one splitter, :func:`xds_core.multipart.iter_parts`:
     each body is a view into the chunk it arrived in (no copy of 20 MB of pixels for a
     caller that only looks at them), valid as long as the caller keeps it; ``bytes(body)``
     for a copy.  Errors become :class:`FetchError`.

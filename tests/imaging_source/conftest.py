@@ -21,14 +21,14 @@ from imaging_source.publish import PublishConfig
 from imaging_source.study import StudyRef
 from kos.builder import RetrieveLocation
 from tests.conftest import CORPUS_DIR
-from xds_registry.ebxml.messages import ProvideAndRegisterRequest
-from xds_registry.ebxml.parse import parse_provide_and_register_request
-from xds_registry.ebxml.responses import registry_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.errors import RegistryError
-from xds_registry.metadata.values import Code
-from xds_registry.soap.envelope import SoapRequest, SoapResponse, parse_envelope
-from xds_registry.soap.mtom import read_message
+from xds_core.ebxml.messages import ProvideAndRegisterRequest
+from xds_core.ebxml.parse import parse_provide_and_register_request
+from xds_core.ebxml.responses import registry_response
+from xds_core.errors import RegistryError
+from xds_core.metadata.values import Code
+from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope
+from xds_core.soap.mtom import read_message
+from xds_core.vocabulary import Action, ResponseStatus
 
 IDS_DIR = (CORPUS_DIR / "nist" / "_imagecache" / "std"
            / "IDS-DEPT002-a")

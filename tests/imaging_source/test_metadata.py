@@ -19,13 +19,13 @@ from imaging_source.metadata import (
 from imaging_source.patient_mapping import source_patient_id
 from imaging_source.study import SeriesRef, StudyRef
 from tests.conftest import CORPUS_DIR
-from xds_registry.affinity_domain import load_affinity_domain
-from xds_registry.ebxml.parse import parse_provide_and_register_request
-from xds_registry.ebxml.schema import validate as schema_validate
-from xds_registry.ebxml.serialize import submit_objects_request
-from xds_registry.ebxml.vocabulary import AssociationType, ClassificationNode, ClassificationScheme
-from xds_registry.metadata.objects import DocumentEntry
-from xds_registry.soap.safe_xml import parse_xml
+from xds_core.affinity_domain import load_affinity_domain
+from xds_core.ebxml.parse import parse_provide_and_register_request
+from xds_core.ebxml.schema import validate as schema_validate
+from xds_core.ebxml.serialize import submit_objects_request
+from xds_core.metadata.objects import DocumentEntry
+from xds_core.safe_xml import parse_xml
+from xds_core.vocabulary import AssociationType, ClassificationNode, ClassificationScheme
 from xds_registry.validation.submission import validate_submission
 
 from .conftest import AFFINITY_PATIENT, metadata_config

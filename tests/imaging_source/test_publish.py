@@ -14,7 +14,8 @@ from imaging_source.patient_mapping import set_mapping
 from imaging_source.publish import Outcome, publish, study_from_json, study_to_json
 from imaging_source.study import InstanceRef, SeriesRef, StudyRef
 from kos.validate import validate_manifest
-from xds_registry.ebxml.vocabulary import (
+from xds_core.errors import ErrorCode, RegistryError, Severity
+from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     KOS_FORMAT_CODE,
     REFERENCE_ID_LIST_SLOT,
@@ -22,7 +23,6 @@ from xds_registry.ebxml.vocabulary import (
     ClassificationScheme,
     ResponseStatus,
 )
-from xds_registry.errors import ErrorCode, RegistryError, Severity
 
 from .conftest import AFFINITY_PATIENT, NIST_LOCATION_UID, publish_config
 
@@ -204,10 +204,10 @@ def local_affinity_domain(settings, tmp_path):
 
 
 def _query_entry(entry_uuid: str):
-    from xds_registry.ebxml.parse import parse_adhoc_query_response
-    from xds_registry.ebxml.serialize import adhoc_query_request
-    from xds_registry.ebxml.vocabulary import Action, StoredQuery
-    from xds_registry.soap.client import SoapClient
+    from xds_core.ebxml.parse import parse_adhoc_query_response
+    from xds_core.ebxml.serialize import adhoc_query_request
+    from xds_core.soap.client import SoapClient
+    from xds_core.vocabulary import Action, StoredQuery
 
     body = adhoc_query_request(StoredQuery.GetDocuments, [("$XDSDocumentEntryEntryUUID", [f"('{entry_uuid}')"])])
     result = SoapClient("local:registry").call(Action.RegistryStoredQuery, body)
@@ -219,11 +219,11 @@ def _query_entry(entry_uuid: str):
 
 
 def _retrieve(repository_unique_id: str, document_unique_id: str) -> bytes:
-    from xds_registry.ebxml.messages import DocumentRequest
-    from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-    from xds_registry.ebxml.serialize import retrieve_document_set_request
-    from xds_registry.ebxml.vocabulary import Action
-    from xds_registry.soap.client import SoapClient
+    from xds_core.ebxml.messages import DocumentRequest
+    from xds_core.ebxml.parse import parse_retrieve_document_set_response
+    from xds_core.ebxml.serialize import retrieve_document_set_request
+    from xds_core.soap.client import SoapClient
+    from xds_core.vocabulary import Action
 
     body = retrieve_document_set_request([DocumentRequest(repository_unique_id, document_unique_id)])
     result = SoapClient("local:repository").call(Action.RetrieveDocumentSet, body)
@@ -245,7 +245,7 @@ def test_publish_end_to_end_through_the_local_repository_and_registry(ids_study,
     retrieved = _retrieve(stored.repository_unique_id, stored.unique_id)
     assert retrieved == bytes(first.publication.kos)
     # IMG-03's sameKOSDcm check, as the conformance runner applies it to what it retrieves.
-    from xds_registry.conformance.dicom_checks import check_same_kos
+    from conformance.dicom_checks import check_same_kos
 
     from .conftest import IDS_DIR
     assert check_same_kos(retrieved, IDS_DIR / "kos" / "kos.dcm") == []

@@ -1,7 +1,7 @@
 """RAD-69 over real HTTP: gunicorn serving the Imaging Document Source in front of the real Orthanc.
 
 The streamed answer (instances first, the SOAP root last) leaves the worker through vectored
-writes straight to the client's socket (xds_registry.direct_write): framed as HTTP/1.1 chunks
+writes straight to the client's socket (xds_core.http.direct_write): framed as HTTP/1.1 chunks
 for an HTTP/1.1 client, unframed (the connection's end ends the body) for an HTTP/1.0 one.
 Either way every instance must arrive byte for byte as the PACS holds it.
 """
@@ -20,14 +20,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 from imaging_source.dicom.find import find_study
 from imaging_source.study import StudyRef
 from tests.gunicorn_server import Server, run_gunicorn
-from xds_registry.ebxml.messages import DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest
-from xds_registry.ebxml.ns import WSA_ANONYMOUS, XDSB
-from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.soap.envelope import build_envelope
-from xds_registry.soap.mtom import normalize_cid, read_message, write_message
-from xds_registry.soap.safe_xml import parse_xml, to_bytes
+from xds_core.ebxml.messages import DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest
+from xds_core.ebxml.parse import parse_retrieve_document_set_response
+from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
+from xds_core.ns import WSA_ANONYMOUS, XDSB
+from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.soap.envelope import build_envelope
+from xds_core.soap.mtom import normalize_cid, read_message, write_message
+from xds_core.vocabulary import Action, ResponseStatus
 
 from .pacs_fixtures import NIST_STUDY_UID
 

@@ -25,22 +25,21 @@ from imaging_source.dicom.config import FetchMethod
 from imaging_source.dicom.fetch import read_file_meta
 from imaging_source.dicom.find import find_studies, find_study
 from imaging_source.dicom.scp import DicomListener
-from xds_registry.ebxml.messages import (
+from xds_core.ebxml.messages import (
     DocumentRequest,
     RetrieveImagingDocumentSetRequest,
     SeriesRequest,
     StudyRequest,
 )
-from xds_registry.ebxml.ns import XDSB, XDSI, XOP
-from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.endpoint import dispatch_local
-from xds_registry.errors import ErrorCode, RegistryError, WadoErrorCode
-from xds_registry.soap.client import SoapClient
-from xds_registry.soap.envelope import build_envelope
-from xds_registry.soap.mtom import normalize_cid, read_message, write_message
-from xds_registry.soap.safe_xml import parse_xml, to_bytes
+from xds_core.ebxml.parse import parse_retrieve_document_set_response
+from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
+from xds_core.errors import ErrorCode, RegistryError, WadoErrorCode
+from xds_core.ns import XDSB, XDSI, XOP
+from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.soap.client import SoapClient, dispatch_local
+from xds_core.soap.envelope import build_envelope
+from xds_core.soap.mtom import normalize_cid, read_message, write_message
+from xds_core.vocabulary import Action, ResponseStatus
 
 from .http_proxies import HoldingProxy
 from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID
@@ -220,7 +219,7 @@ def test_an_instance_that_cannot_be_produced_in_the_requested_syntax(source, nis
 
 def test_nist_ids_4811_request_returns_the_reference_images(source, corpus_dir) -> None:
     """Conformance IMG-04 (nist/ids_4811): the toolkit's own RAD-69 request, tags equal to the gold images."""
-    from xds_registry.soap.safe_xml import parse_xml
+    from xds_core.safe_xml import parse_xml
 
     case = corpus_dir / "nist" / "ids_4811"
     body = parse_xml((case / "Rad69RetrieveRequest" / "RAD-69Request.xml").read_bytes())

@@ -21,16 +21,16 @@ from imaging_source.dicom.scp import DicomListener
 from imaging_source.models import Publication
 from imaging_source.patient_mapping import set_mapping
 from imaging_source.stable import StableStudyWatcher, pacs_poller, publish_study
-from xds_registry.ebxml.messages import (
+from xds_core.ebxml.messages import (
     DocumentRequest,
     RetrieveImagingDocumentSetRequest,
     SeriesRequest,
     StudyRequest,
 )
-from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-from xds_registry.ebxml.serialize import retrieve_document_set_request, retrieve_imaging_document_set_request
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.soap.client import SoapClient
+from xds_core.ebxml.parse import parse_retrieve_document_set_response
+from xds_core.ebxml.serialize import retrieve_document_set_request, retrieve_imaging_document_set_request
+from xds_core.soap.client import SoapClient
+from xds_core.vocabulary import Action, ResponseStatus
 
 from .conftest import AFFINITY_PATIENT, NIST_LOCATION_UID, publish_config
 from .pacs_fixtures import NIST_STUDY_UID

@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.parse import parse_submit_objects_request
-from xds_registry.ebxml.vocabulary import IdentificationScheme
-from xds_registry.metadata.objects import Submission
+from xds_core import ns
+from xds_core.ebxml.parse import parse_submit_objects_request
+from xds_core.metadata.objects import Submission
+from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.vocabulary import IdentificationScheme
 from xds_registry.patient_identity_feed.patients import add_or_update_patient
-from xds_registry.soap.safe_xml import parse_xml, to_bytes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "registry"
 AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"

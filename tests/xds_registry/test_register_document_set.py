@@ -8,15 +8,15 @@ import pytest
 from django.db.models import Count
 
 from tests.xds_registry.registry_helpers import fed_patient, load_submission, new_oid, new_patient_id
-from xds_registry import models as m
-from xds_registry.ebxml.vocabulary import (
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.metadata.objects import Association, DocumentEntry, Slot, Submission, new_id
+from xds_core.vocabulary import (
     AssociationType,
     AvailabilityStatus,
     IdentificationScheme,
     SubmissionSetStatus,
 )
-from xds_registry.errors import ErrorCode, XdsError
-from xds_registry.metadata.objects import Association, DocumentEntry, Slot, Submission, new_id
+from xds_registry import models as m
 from xds_registry.patient_identity_feed.patients import merge_patients
 from xds_registry.register_document_set import COPY_THRESHOLD, register_document_set, register_document_sets
 

@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 
 from tests.xds_registry.registry_helpers import fed_patient, load_submission, new_oid
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.metadata.objects import Submission
 from xds_registry import models as m
-from xds_registry.errors import ErrorCode, XdsError
-from xds_registry.metadata.objects import Submission
 from xds_registry.register_document_set import register_document_set
 
 pytestmark = [

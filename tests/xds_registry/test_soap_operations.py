@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.xds_registry.registry_helpers import fed_patient, new_patient_id, submission_bytes
+from xds_core.ebxml.responses import parse_registry_response
+from xds_core.errors import ErrorCode
+from xds_core.safe_xml import parse_xml
+from xds_core.soap.client import SoapClient
+from xds_core.vocabulary import Action, ResponseStatus
 from xds_registry import models as m
-from xds_registry.ebxml.responses import parse_registry_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.errors import ErrorCode
-from xds_registry.soap.client import SoapClient
-from xds_registry.soap.safe_xml import parse_xml
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

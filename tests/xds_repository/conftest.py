@@ -23,23 +23,23 @@ from lxml import etree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from xds_registry.ebxml import ns
-from xds_registry.ebxml import parse as ebxml_parse
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.responses import adhoc_query_response, parse_registry_response, registry_response
-from xds_registry.ebxml.vocabulary import (
+from xds_core import ns
+from xds_core.ebxml import parse as ebxml_parse
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.responses import adhoc_query_response, parse_registry_response, registry_response
+from xds_core.errors import ErrorCode, RegistryError
+from xds_core.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
+from xds_core.metadata.values import Code
+from xds_core.soap.client import SoapClient
+from xds_core.soap.envelope import SoapResponse, parse_envelope
+from xds_core.soap.mtom import OutgoingPart, read_message
+from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     DICOM_UID_REGISTRY,
     KOS_FORMAT_CODE,
     Action,
     ResponseStatus,
 )
-from xds_registry.errors import ErrorCode, RegistryError
-from xds_registry.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
-from xds_registry.metadata.values import Code
-from xds_registry.soap.client import SoapClient
-from xds_registry.soap.envelope import SoapResponse, parse_envelope
-from xds_registry.soap.mtom import OutgoingPart, read_message
 from xds_repository.models import StoredDocument
 
 PATIENT_ID = "REPO-1^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"

@@ -22,14 +22,14 @@ import pytest
 
 from tests.xds_repository.conftest import Doc, StandInRegistry, new_oid, provide_and_register_parts
 from tests.xds_repository.servers import Server, manage, start_server
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.messages import DocumentRequest
-from xds_registry.ebxml.parse import parse_adhoc_query_response, parse_retrieve_document_set_response
-from xds_registry.ebxml.responses import parse_registry_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus, ReturnType, StoredQuery
-from xds_registry.errors import ErrorCode
-from xds_registry.soap.client import SoapClient, TransportError
-from xds_registry.soap.mtom import OutgoingPart
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.messages import DocumentRequest
+from xds_core.ebxml.parse import parse_adhoc_query_response, parse_retrieve_document_set_response
+from xds_core.ebxml.responses import parse_registry_response
+from xds_core.errors import ErrorCode
+from xds_core.soap.client import SoapClient, TransportError
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.vocabulary import Action, ResponseStatus, ReturnType, StoredQuery
 
 REPOSITORY_ID = "1.3.6.1.4.1.21367.13.70.201"
 

@@ -27,9 +27,9 @@ from tests.xds_repository.conftest import (
     send,
     stored_files,
 )
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.vocabulary import ObjectType, ResponseStatus
-from xds_registry.errors import ErrorCode
+from xds_core import ns
+from xds_core.errors import ErrorCode
+from xds_core.vocabulary import ObjectType, ResponseStatus
 from xds_repository.models import StoredDocument
 
 pytestmark = pytest.mark.django_db

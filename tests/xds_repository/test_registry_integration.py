@@ -20,15 +20,15 @@ from tests.xds_repository.conftest import (
     send,
     submission_for,
 )
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.parse import parse_adhoc_query_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus, ReturnType, StoredQuery
-from xds_registry.errors import ErrorCode
-from xds_registry.metadata.objects import Association, Folder, Submission
-from xds_registry.metadata.values import Code
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.parse import parse_adhoc_query_response
+from xds_core.errors import ErrorCode
+from xds_core.metadata.objects import Association, Folder, Submission
+from xds_core.metadata.values import Code
+from xds_core.soap.client import SoapClient
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.vocabulary import Action, ResponseStatus, ReturnType, StoredQuery
 from xds_registry.patient_identity_feed.patients import add_or_update_patient
-from xds_registry.soap.client import SoapClient
-from xds_registry.soap.mtom import OutgoingPart
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.conf import repository_config

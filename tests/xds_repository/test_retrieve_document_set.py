@@ -15,12 +15,12 @@ from tests.xds_repository.conftest import (
     provide_and_register_parts,
     send,
 )
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.messages import DocumentRequest
-from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.errors import ErrorCode
-from xds_registry.soap.client import SoapClient
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.messages import DocumentRequest
+from xds_core.ebxml.parse import parse_retrieve_document_set_response
+from xds_core.errors import ErrorCode
+from xds_core.soap.client import SoapClient
+from xds_core.vocabulary import Action, ResponseStatus
 from xds_repository.models import StoredDocument
 
 pytestmark = pytest.mark.django_db

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from django.db import DatabaseError
 
-from xds_registry.affinity_domain import AffinityDomain
+from xds_core.affinity_domain import AffinityDomain
 from xds_registry.patient_identity_feed.patients import (
     Demographics,
     PatientFeedError,

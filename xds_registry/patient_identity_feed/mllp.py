@@ -16,7 +16,7 @@ import time
 
 from django.db import close_old_connections, connection
 
-from xds_registry.affinity_domain import AffinityDomain
+from xds_core.affinity_domain import AffinityDomain
 from xds_registry.patient_identity_feed.hl7v2 import handle
 
 logger = logging.getLogger("xds.transaction")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from xds_registry.affinity_domain import AffinityDomain
-from xds_registry.metadata.values import CX
+from xds_core.affinity_domain import AffinityDomain
+from xds_core.metadata.values import CX
 from xds_registry.models import Patient
 from xds_registry.register_document_set import repoint_patient
 

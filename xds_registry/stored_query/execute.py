@@ -14,10 +14,10 @@ from enum import StrEnum
 
 from lxml import etree
 
-from xds_registry.ebxml.messages import AdhocQueryRequest
-from xds_registry.ebxml.vocabulary import MULTI_PATIENT_QUERIES, ReturnType, StoredQuery
-from xds_registry.errors import ErrorCode, XdsError
-from xds_registry.soap.safe_xml import parse_xml
+from xds_core.ebxml.messages import AdhocQueryRequest
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.safe_xml import parse_xml
+from xds_core.vocabulary import MULTI_PATIENT_QUERIES, ReturnType, StoredQuery
 from xds_registry.stored_query.parameters import parse_parameters, spec_for
 from xds_registry.stored_query.queries import QUERIES, Fetch, QueryResult, Row
 
@@ -116,6 +116,6 @@ def leaf_class_elements(rows: list[Row], home: str | None) -> list[etree._Elemen
 
 
 def object_ref_elements(rows: list[Row], home: str | None) -> list[etree._Element]:
-    from xds_registry.ebxml.serialize import object_ref
+    from xds_core.ebxml.serialize import object_ref
 
     return [object_ref(r.entry_uuid, home) for r in rows]

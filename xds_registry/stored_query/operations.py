@@ -10,12 +10,12 @@ from __future__ import annotations
 from django.conf import settings
 from lxml import etree
 
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.parse import parse_adhoc_query_request
-from xds_registry.ebxml.responses import adhoc_query_response
-from xds_registry.ebxml.vocabulary import Action
-from xds_registry.soap.envelope import SoapRequest, SoapResponse
-from xds_registry.soap.faults import SoapFault
+from xds_core import ns
+from xds_core.ebxml.parse import parse_adhoc_query_request
+from xds_core.ebxml.responses import adhoc_query_response
+from xds_core.soap.envelope import SoapRequest, SoapResponse
+from xds_core.soap.faults import SoapFault
+from xds_core.vocabulary import Action
 from xds_registry.stored_query.execute import QueryConfig, Transaction, run_stored_query
 
 

@@ -1,7 +1,7 @@
 """Stored-query parameters: the ``$XDS...`` slot grammar and each query's parameter table.
 
 Pure code (no Django, no lxml).  Input is what
-:func:`xds_registry.ebxml.parse.parse_adhoc_query_request` yields: one
+:func:`xds_core.ebxml.parse.parse_adhoc_query_request` yields: one
 ``(slot name, raw rim:Value texts)`` tuple per ``rim:Slot`` in document order.
 
 Value grammar (ITI TF-2a 3.18.4.1.2.3.5 "Coding of Parameter Values"; digest §6.2):
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
-from xds_registry.ebxml.vocabulary import MULTI_PATIENT_QUERIES, StoredQuery
-from xds_registry.errors import ErrorCode, RegistryError, XdsError
-from xds_registry.metadata.values import Code
+from xds_core.errors import ErrorCode, RegistryError, XdsError
+from xds_core.metadata.values import Code
+from xds_core.vocabulary import MULTI_PATIENT_QUERIES, StoredQuery
 
 
 class Kind(Enum):

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.vocabulary import AssociationType, AvailabilityStatus, ObjectType, StoredQuery
 from xds_registry import models
-from xds_registry.ebxml.vocabulary import AssociationType, AvailabilityStatus, ObjectType, StoredQuery
-from xds_registry.errors import ErrorCode, XdsError
 from xds_registry.stored_query import parameters as prm
 from xds_registry.stored_query.parameters import QueryParameters
 

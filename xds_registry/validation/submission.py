@@ -17,8 +17,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from xds_registry.affinity_domain import AffinityDomain
-from xds_registry.ebxml.vocabulary import (
+from xds_core.affinity_domain import AffinityDomain
+from xds_core.errors import ErrorCode, RegistryError
+from xds_core.metadata.objects import (
+    Association,
+    Classification,
+    DocumentEntry,
+    Folder,
+    RegistryObject,
+    Submission,
+    SubmissionSet,
+)
+from xds_core.metadata.values import CX, DTM, XCN, XON, XTN
+from xds_core.vocabulary import (
     REFERENCE_ID_LIST_SLOT,
     RELATIONSHIP_TYPES,
     AssociationType,
@@ -30,17 +41,6 @@ from xds_registry.ebxml.vocabulary import (
     ObjectType,
     SubmissionSetStatus,
 )
-from xds_registry.errors import ErrorCode, RegistryError
-from xds_registry.metadata.objects import (
-    Association,
-    Classification,
-    DocumentEntry,
-    Folder,
-    RegistryObject,
-    Submission,
-    SubmissionSet,
-)
-from xds_registry.metadata.values import CX, DTM, XCN, XON, XTN
 from xds_registry.validation import values as fmt
 
 META = ErrorCode.XDSRegistryMetadataError

@@ -1,4 +1,4 @@
-"""Format checks of XDS value types that :mod:`xds_registry.metadata.values` does not cover.
+"""Format checks of XDS value types that :mod:`xds_core.metadata.values` does not cover.
 
 Each function returns a list of human-readable problems ([] = valid); validators turn them
 into RegistryErrors with their location.

@@ -45,20 +45,20 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from imaging_source.dicom.fetch import iter_multipart, iter_multipart_parts, read_file_meta
-from xds_registry.ebxml.messages import (
+from xds_core.ebxml.messages import (
     DocumentRequest,
     RetrieveImagingDocumentSetRequest,
     SeriesRequest,
     StudyRequest,
 )
-from xds_registry.ebxml.ns import WSA_ANONYMOUS, XDSB
-from xds_registry.ebxml.parse import parse_retrieve_document_set_response
-from xds_registry.ebxml.serialize import retrieve_imaging_document_set_request
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.soap.client import SoapClient
-from xds_registry.soap.envelope import build_envelope
-from xds_registry.soap.mtom import write_message
-from xds_registry.soap.safe_xml import parse_xml, to_bytes
+from xds_core.ebxml.parse import parse_retrieve_document_set_response
+from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
+from xds_core.ns import WSA_ANONYMOUS, XDSB
+from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.soap.client import SoapClient
+from xds_core.soap.envelope import build_envelope
+from xds_core.soap.mtom import write_message
+from xds_core.vocabulary import Action, ResponseStatus
 
 TARGET_RATIO = 0.8
 _CID_RE = re.compile(rb"(?im)^content-id:[ \t]*<([^>\r\n]+)>")

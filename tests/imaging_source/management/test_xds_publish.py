@@ -57,7 +57,7 @@ def test_unmapped_patient_is_queued_not_sent(configured) -> None:
 
 
 def test_repository_failure_makes_the_command_fail(configured) -> None:
-    from xds_registry.errors import ErrorCode, RegistryError, Severity
+    from xds_core.errors import ErrorCode, RegistryError, Severity
 
     call_command("xds_patient_map", "set", "IDS-DEPT002-a", AFFINITY_PATIENT, stdout=StringIO())
     configured.answer_errors = [RegistryError(ErrorCode.XDSRepositoryError, "disk full", Severity.ERROR, "")]

@@ -1,4 +1,4 @@
-"""The conformance runner's ITI-8 client (xds_registry.conformance.patients.Hl7Feed) against our MLLP server."""
+"""The conformance runner's ITI-8 client (conformance.patients.Hl7Feed) against our MLLP server."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from conformance.patients import Hl7Feed
 from tests.xds_registry.registry_helpers import AUTHORITY
 from xds_registry import models as m
-from xds_registry.conformance.patients import Hl7Feed
 from xds_registry.patient_identity_feed.mllp import serve_in_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.xds_registry.registry_helpers import AUTHORITY, load_submission
+from xds_core.affinity_domain import load_affinity_domain
+from xds_core.errors import ErrorCode, XdsError
 from xds_registry import models as m
-from xds_registry.affinity_domain import load_affinity_domain
-from xds_registry.errors import ErrorCode, XdsError
 from xds_registry.patient_identity_feed.hl7v2 import parse_message
 from xds_registry.patient_identity_feed.mllp import send, serve_in_thread
 from xds_registry.register_document_set import register_document_set

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from xds_core.ebxml.messages import AdhocQueryRequest
+from xds_core.metadata.objects import Association, DocumentEntry, Folder, Submission, SubmissionSet
+from xds_core.metadata.values import Author, Code
+from xds_core.vocabulary import AssociationType, ObjectType, StoredQuery
 from xds_registry import models
-from xds_registry.ebxml.messages import AdhocQueryRequest
-from xds_registry.ebxml.vocabulary import AssociationType, ObjectType, StoredQuery
-from xds_registry.metadata.objects import Association, DocumentEntry, Folder, Submission, SubmissionSet
-from xds_registry.metadata.values import Author, Code
 from xds_registry.register_document_set import register_document_set
 from xds_registry.stored_query.execute import QueryConfig, StoredQueryOutcome, Transaction, run_stored_query
 

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from xds_registry.bench import server_pids
+from xds_core.bench import server_pids
 from xds_registry.management.commands.xds_bench_registry import peak_rss, percentile
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.responses import parse_registry_errors
-from xds_registry.ebxml.serialize import adhoc_query_request
-from xds_registry.ebxml.vocabulary import Action, AvailabilityStatus, ResponseStatus, StoredQuery
-from xds_registry.soap.client import SoapClient, SoapResult
+from xds_core import ns
+from xds_core.ebxml.responses import parse_registry_errors
+from xds_core.ebxml.serialize import adhoc_query_request
+from xds_core.soap.client import SoapClient, SoapResult
+from xds_core.vocabulary import Action, AvailabilityStatus, ResponseStatus, StoredQuery
 from xds_registry.stored_query import parameters as prm
 
 from .conftest import HOME, P1, Registry, q, ql

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from xds_registry.ebxml.vocabulary import StoredQuery
-from xds_registry.errors import ErrorCode, XdsError
-from xds_registry.metadata.values import Code
-from xds_registry.soap.safe_xml import parse_xml
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.metadata.values import Code
+from xds_core.safe_xml import parse_xml
+from xds_core.vocabulary import StoredQuery
 from xds_registry.stored_query import parameters as prm
 from xds_registry.stored_query.parameters import (
     Kind,

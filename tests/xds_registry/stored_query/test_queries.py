@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 
 from tests.xds_registry.registry_helpers import fed_patient, load_submission
-from xds_registry.ebxml import ns
-from xds_registry.ebxml.vocabulary import AssociationType, AvailabilityStatus, ObjectType, StoredQuery
-from xds_registry.errors import ErrorCode, XdsError
+from xds_core import ns
+from xds_core.errors import ErrorCode, XdsError
+from xds_core.vocabulary import AssociationType, AvailabilityStatus, ObjectType, StoredQuery
 from xds_registry.register_document_set import register_document_set
 from xds_registry.stored_query import parameters as prm
 from xds_registry.stored_query.execute import QueryConfig, StoredQueryOutcome, Transaction

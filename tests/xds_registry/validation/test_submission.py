@@ -7,14 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from tests.xds_registry.registry_helpers import load_submission, new_patient_id
-from xds_registry.ebxml.vocabulary import (
+from xds_core.errors import ErrorCode
+from xds_core.metadata.objects import Association, Classification, InternationalString, Slot, Submission
+from xds_core.vocabulary import (
     AssociationType,
     ClassificationNode,
     ClassificationScheme,
     IdentificationScheme,
 )
-from xds_registry.errors import ErrorCode
-from xds_registry.metadata.objects import Association, Classification, InternationalString, Slot, Submission
 from xds_registry.validation.submission import attach_top_level_parts, validate_submission
 
 DE = ClassificationScheme

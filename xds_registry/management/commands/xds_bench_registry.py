@@ -40,13 +40,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from xds_core.affinity_domain import load_affinity_domain
+from xds_core.bench import server_pids
+from xds_core.ebxml.serialize import adhoc_query_request, submit_objects_request
+from xds_core.soap.envelope import build_envelope, render_message
+from xds_core.vocabulary import Action, AvailabilityStatus, StoredQuery
 from xds_registry import models
-from xds_registry.affinity_domain import load_affinity_domain
-from xds_registry.bench import server_pids
-from xds_registry.ebxml.serialize import adhoc_query_request, submit_objects_request
-from xds_registry.ebxml.vocabulary import Action, AvailabilityStatus, StoredQuery
 from xds_registry.management.commands.xds_bench_registry_load import LoadPlan, codes_for, make_submission
-from xds_registry.soap.envelope import build_envelope, render_message
 from xds_registry.stored_query import parameters as prm
 
 SUCCESS = b"urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"

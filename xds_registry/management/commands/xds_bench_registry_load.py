@@ -28,17 +28,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from xds_registry.affinity_domain import AffinityDomain, load_affinity_domain
-from xds_registry.ebxml.vocabulary import (
-    IDENTIFICATION_SCHEME_NAMES,
-    AssociationType,
-    ClassificationNode,
-    ClassificationScheme,
-    IdentificationScheme,
-    ObjectType,
-    SubmissionSetStatus,
-)
-from xds_registry.metadata.objects import (
+from xds_core.affinity_domain import AffinityDomain, load_affinity_domain
+from xds_core.metadata.objects import (
     Association,
     Classification,
     DocumentEntry,
@@ -49,7 +40,16 @@ from xds_registry.metadata.objects import (
     Submission,
     SubmissionSet,
 )
-from xds_registry.metadata.values import Author, Code
+from xds_core.metadata.values import Author, Code
+from xds_core.vocabulary import (
+    IDENTIFICATION_SCHEME_NAMES,
+    AssociationType,
+    ClassificationNode,
+    ClassificationScheme,
+    IdentificationScheme,
+    ObjectType,
+    SubmissionSetStatus,
+)
 from xds_registry.models import Patient
 from xds_registry.register_document_set import MAX_BATCH_UNIQUE_IDS, register_document_sets
 

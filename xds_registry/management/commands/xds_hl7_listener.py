@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from xds_registry.affinity_domain import load_affinity_domain
+from xds_core.affinity_domain import load_affinity_domain
 from xds_registry.patient_identity_feed.mllp import MllpServer
 
 

@@ -38,16 +38,16 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from xds_registry.bench import server_pids
-from xds_registry.ebxml import serialize as ebxml_serialize
-from xds_registry.ebxml.messages import DocumentRequest
-from xds_registry.ebxml.responses import parse_registry_response
-from xds_registry.ebxml.vocabulary import Action, ResponseStatus
-from xds_registry.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
-from xds_registry.metadata.values import Code
-from xds_registry.soap.envelope import build_envelope, parse_envelope
-from xds_registry.soap.mtom import OutgoingPart, read_message, write_message
-from xds_registry.soap.safe_xml import to_bytes
+from xds_core.bench import server_pids
+from xds_core.ebxml import serialize as ebxml_serialize
+from xds_core.ebxml.messages import DocumentRequest
+from xds_core.ebxml.responses import parse_registry_response
+from xds_core.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
+from xds_core.metadata.values import Code
+from xds_core.safe_xml import to_bytes
+from xds_core.soap.envelope import build_envelope, parse_envelope
+from xds_core.soap.mtom import OutgoingPart, read_message, write_message
+from xds_core.vocabulary import Action, ResponseStatus
 
 MB = 1_000_000
 TARGETS = {"small_per_second": 150.0, "large_mb_per_second": 150.0, "rss_growth_mb": 100.0}

@@ -1,0 +1,60 @@
+"""XDS-I DICOM comparisons on the corpus's real images and KOS."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from conformance import dicom_checks
+
+TAGS = ["SOPClassUID", "SOPInstanceUID", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+        "SeriesInstanceUID"]
+
+
+@pytest.fixture(scope="module")
+def images(corpus_dir: Path) -> Path:
+    return corpus_dir / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "images"
+
+
+@pytest.fixture(scope="module")
+def reference_kos(corpus_dir: Path) -> Path:
+    return corpus_dir / "nist" / "ids_4802" / "ValidateKOS" / "kos.dcm"
+
+
+def _bytes(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_same_images_pass_for_the_reference_and_fail_on_a_changed_tag(images: Path) -> None:
+    references = dicom_checks.reference_images(images)
+    assert len(references) == 36
+    first = sorted(images.glob("*.dcm"))[0]
+    assert dicom_checks.check_same_images([("uid", first.read_bytes())], references, TAGS) == []
+    ds = pydicom.dcmread(first)
+    ds.PatientID = "SOMEONE-ELSE"
+    problems = dicom_checks.check_same_images([("uid", _bytes(ds))], references, TAGS)
+    assert len(problems) == 1 and "PatientID" in problems[0]
+    assert dicom_checks.check_same_images([("x", b"garbage")], references, TAGS) != []
+    assert dicom_checks.check_same_images([], references, TAGS) == ["no image returned"]
+
+
+def test_kos_from_an_ids_must_match_the_reference_but_be_a_new_instance(reference_kos: Path) -> None:
+    same = dicom_checks.check_same_kos(reference_kos.read_bytes(), reference_kos)
+    assert any("SOPInstanceUID" in p for p in same)  # a copy of the reference is not the IDS's own KOS
+    ds = pydicom.dcmread(reference_kos)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    assert dicom_checks.check_same_kos(_bytes(ds), reference_kos) == []
+    ds.AccessionNumber = "OTHER"
+    ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].RetrieveLocationUID = "1.2.3"
+    problems = dicom_checks.check_same_kos(_bytes(ds), reference_kos)
+    assert any("AccessionNumber" in p for p in problems)
+    assert any("RetrieveLocationUID" in p for p in problems)
+    assert dicom_checks.check_same_kos(b"not dicom at all", reference_kos) != []

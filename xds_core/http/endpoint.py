@@ -1,0 +1,479 @@
+"""The single HTTP <-> SOAP boundary of every actor.
+
+One :class:`XdsEndpoint` per actor (``registry``, ``repository``,
+``imaging-source``) is mounted by the app's ``urls.py``.  A POST is read as a
+stream straight from ``wsgi.input`` (MTOM parts spill to disk), checked as a
+SOAP 1.2 / WS-Addressing message and dispatched on ``wsa:Action`` to the
+actor's operations (the ``EndpointSpec`` each actor declares in its
+``soap_operations`` module).  This module is the ONE place that turns
+errors into answers:
+
+* envelope / transport problems -> SOAP 1.2 Fault (:mod:`xds_core.soap.faults`);
+* :class:`~xds_core.errors.XdsError` from a handler -> a Failure response of
+  the operation's body kind with a RegistryErrorList (never a fault, digest §10);
+* any other exception -> logged with its traceback and answered with the
+  actor's internal error code (XDSRegistryError / XDSRepositoryError).
+
+Request-size policy: a body larger than ``XDS_MAX_REQUEST_SIZE`` (or a SOAP
+part larger than ``XDS_MAX_XML_SIZE``) is refused with HTTP **413** carrying a
+SOAP Sender fault.  Reading stops at the limit; up to :data:`DRAIN_LIMIT`
+further bytes are then read and discarded so that the client, still sending,
+gets to read the answer instead of a connection reset.
+
+Every transaction logs exactly one line on the ``xds.transaction`` logger.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO, Literal
+from urllib.parse import quote, urlsplit
+
+from django.conf import settings
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotAllowed,
+    HttpResponseNotFound,
+    StreamingHttpResponse,
+)
+from lxml import etree
+
+from xds_core import ns
+from xds_core.ebxml.responses import adhoc_query_response, registry_response, retrieve_document_set_response
+from xds_core.errors import ErrorCode, RegistryError, XdsError
+from xds_core.http.direct_write import ENVIRON_KEY as DIRECT_WRITER_KEY
+from xds_core.http.direct_write import DirectWriter
+from xds_core.ns import q
+from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope, render_fault
+from xds_core.soap.faults import SoapFault
+from xds_core.soap.mtom import BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined, read_message
+
+transaction_log = logging.getLogger("xds.transaction")
+logger = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "ebxml" / "schemas"
+WSDL_DIR = SCHEMA_DIR / "wsdl"
+
+#: After refusing an oversized body, read and discard at most this much more.
+DRAIN_LIMIT = 256 * 1024 * 1024
+_DRAIN_CHUNK = 1024 * 1024
+
+FAULT_CONTENT_TYPE = f'application/soap+xml; charset=UTF-8; action="{ns.WSA_FAULT_ACTION}"'
+
+ErrorBody = Literal["RegistryResponse", "AdhocQueryResponse", "RetrieveDocumentSetResponse"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One SOAP operation of an actor: what runs for a given request ``wsa:Action``."""
+
+    transaction: str  # "ITI-42"
+    handler: Callable[[SoapRequest], SoapResponse]
+    response_action: str
+    error_body: ErrorBody
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One actor's SOAP endpoint, declared by the actor (its ``soap_operations`` module).
+
+    ``operations`` maps a request ``wsa:Action`` to what runs; an action missing there is
+    answered with ``wsa:ActionNotSupported``.  ``internal_error`` is the IHE code of an
+    unexpected failure (XDSRegistryError / XDSRepositoryError, ITI TF-3 4.2.4.1).
+    """
+
+    name: str
+    title: str
+    wsdl: str
+    operations: Mapping[str, Operation]
+    internal_error: ErrorCode
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Transport limits, read from settings by the view layer and passed down."""
+
+    max_request_size: int
+    max_xml_size: int
+    spool_dir: str | None = None
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(settings.XDS_MAX_REQUEST_SIZE, settings.XDS_MAX_XML_SIZE,
+                   getattr(settings, "FILE_UPLOAD_TEMP_DIR", None) or None)
+
+
+def error_body(kind: ErrorBody, errors: list[RegistryError]) -> etree._Element:
+    """A Failure response body of ``kind`` carrying ``errors``."""
+    if kind == "RegistryResponse":
+        return registry_response(errors)
+    if kind == "AdhocQueryResponse":
+        return adhoc_query_response(errors, [])
+    if kind == "RetrieveDocumentSetResponse":
+        return retrieve_document_set_response(errors, [])[0]
+    raise ValueError(f"unknown error body kind {kind!r}")
+
+
+class _CountingStream:
+    """Counts the bytes read from the request stream (for the log and the drain)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+
+@dataclass
+class _Record:
+    """What the one log line of a transaction says."""
+
+    endpoint: str
+    started: float
+    transaction: str = "-"
+    action: str = "-"
+    message_id: str = "-"
+    status: str = "-"
+    errors: int = 0
+    warnings: int = 0
+    http_status: int = 200
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def emit(self) -> None:
+        duration_ms = (time.monotonic() - self.started) * 1000
+        transaction_log.info(
+            "xds transaction=%s endpoint=%s action=%s message_id=%s status=%s errors=%d warnings=%d http=%d "
+            "bytes_in=%d bytes_out=%d duration_ms=%.1f",
+            self.transaction, self.endpoint, self.action, self.message_id, self.status, self.errors,
+            self.warnings, self.http_status, self.bytes_in, self.bytes_out, duration_ms)
+
+
+def _summarize(body: etree._Element, record: _Record) -> None:
+    """Status and error counts of a response body, for the log line."""
+    if etree.QName(body).namespace == ns.HL7V3:  # ITI-44: the acknowledgement typeCode (AA/AE/AR)
+        ack = body.find(q(ns.HL7V3, "acknowledgement"))
+        record.status = ack.get("typeCode", "-") if ack is not None else "-"
+        return
+    status_holder = body if body.get("status") else body.find(q(ns.RS, "RegistryResponse"))
+    if status_holder is None:
+        record.status = "-"
+        return
+    record.status = (status_holder.get("status") or "-").rsplit(":", 1)[-1]
+    error_list = status_holder.find(q(ns.RS, "RegistryErrorList"))
+    if error_list is not None:
+        for item in error_list.iter(q(ns.RS, "RegistryError")):
+            if (item.get("severity") or "").endswith(":Warning"):
+                record.warnings += 1
+            else:
+                record.errors += 1
+
+
+class _ResponseBody:
+    """The response chunks; on close (or exhaustion) removes the request's
+    spill files and writes the transaction's log line, exactly once.
+
+    A class rather than a generator: Django closes a streaming response's
+    iterator even when it was never started, which would skip a generator's
+    ``finally``.
+    """
+
+    def __init__(self, chunks: Iterator[BodyChunk], record: _Record, counting: _CountingStream,
+                 message: IncomingMessage | None, direct: DirectWriter | None = None) -> None:
+        self._chunks = chunks
+        self._record = record
+        self._counting = counting
+        self._message = message
+        self._direct = direct
+        self._closed = False
+
+    def __iter__(self) -> _ResponseBody:
+        return self
+
+    def without_direct_writes(self) -> None:
+        """Hand every byte to the caller (for an answer that is collected, not streamed)."""
+        self._direct = None
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self._record.status += "(aborted)"
+            self.close()
+            raise
+        if isinstance(chunk, bytes):
+            self._record.bytes_out += len(chunk)
+            return chunk
+        # A gathered group: one vectored write to the client's socket where the server
+        # allows it (nothing left for the WSGI server to send), else joined once.
+        try:
+            if self._direct is not None and self._direct.write(chunk):
+                self._record.bytes_out += sum(len(piece) for piece in chunk)
+                return b""
+        except BaseException:
+            self._record.status += "(aborted)"
+            self.close()
+            raise
+        data = joined(chunk)
+        self._record.bytes_out += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._message is not None:
+                self._message.close()
+            self._record.bytes_in = self._counting.count
+            self._record.emit()
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    length: int | None
+    body: _ResponseBody
+
+
+class XdsEndpoint:
+    """The Django view of one actor's SOAP endpoint (``path("", XdsEndpoint(spec))`` in its ``urls.py``)."""
+
+    csrf_exempt = True  # SOAP clients carry no CSRF token (read by CsrfViewMiddleware)
+
+    def __init__(self, spec: EndpointSpec) -> None:
+        self.spec = spec
+
+    # ------------------------------------------------------------------ HTTP
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.method == "POST":
+            return self.post(request)
+        if request.method in ("GET", "HEAD"):
+            return self.get(request)
+        return HttpResponseNotAllowed(["GET", "HEAD", "POST"])
+
+    def post(self, request: HttpRequest) -> HttpResponseBase:
+        meta = request.META
+        content_type = meta.get("CONTENT_TYPE", "")
+        raw_length = (meta.get("CONTENT_LENGTH") or "").strip()
+        content_length: int | None
+        if raw_length:
+            try:
+                content_length = int(raw_length)
+                if content_length < 0:
+                    raise ValueError
+            except ValueError:
+                return self._fault_response(SoapFault("Sender", f"invalid Content-Length {raw_length!r}"))
+        elif "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # gunicorn de-chunks wsgi.input and ends it at the last chunk; Django's
+            # own request stream would look empty without a Content-Length.
+            content_length = None
+        else:
+            content_length = 0
+        return self._http_response(self.handle(content_type, meta["wsgi.input"], content_length,
+                                               Limits.from_settings(), direct=meta.get(DIRECT_WRITER_KEY)))
+
+    @staticmethod
+    def _http_response(answer: Answer) -> HttpResponseBase:
+        response: HttpResponseBase
+        if answer.content_type.startswith("multipart/"):
+            response = StreamingHttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+            if answer.length is not None:
+                response["Content-Length"] = str(answer.length)
+        else:
+            answer.body.without_direct_writes()  # the whole body goes into one HttpResponse
+            try:
+                content = b"".join(answer.body)
+            finally:
+                answer.body.close()
+            response = HttpResponse(content, status=answer.status, content_type=answer.content_type)
+        # Our one structured line per transaction is the log; keep django.request
+        # from adding "Bad Request"/"Internal Server Error" lines for SOAP faults.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
+
+    def get(self, request: HttpRequest) -> HttpResponseBase:
+        keys = {key.lower(): key for key in request.GET}
+        base_url = request.build_absolute_uri(request.path)
+        if "wsdl" in keys:
+            return HttpResponse(_rewritten_schema_file(f"wsdl/{self.spec.wsdl}", base_url),
+                                content_type="text/xml; charset=utf-8")
+        if "xsd" in keys:
+            relative = request.GET[keys["xsd"]]
+            if not _is_served_schema(relative):
+                return HttpResponseNotFound("no such schema\n", content_type="text/plain; charset=utf-8")
+            return HttpResponse(_rewritten_schema_file(relative, base_url), content_type="text/xml; charset=utf-8")
+        operations = self.operations()
+        lines = [
+            f"{self.spec.title} - IHE SOAP 1.2 endpoint ({self.spec.name}).",
+            "POST SOAP 1.2 messages (application/soap+xml, or MTOM multipart/related) to this URL.",
+            f"WSDL: {base_url}?wsdl",
+            "Supported actions:" if operations else "Supported actions: none yet.",
+        ]
+        lines += [f"  {action}  ({op.transaction})" for action, op in sorted(operations.items())]
+        return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; charset=utf-8")
+
+    # ------------------------------------------------------------------ SOAP
+
+    def operations(self) -> Mapping[str, Operation]:
+        return self.spec.operations
+
+    def handle(self, content_type: str, stream: BinaryIO, content_length: int | None, limits: Limits, *,
+               direct: DirectWriter | None = None) -> Answer:
+        """Process one request body; never raises (every problem becomes an answer).
+
+        ``direct``: the server's vectored writer for gathered answer groups, if it offers one.
+        """
+        record = _Record(self.spec.name, time.monotonic())
+        counting = _CountingStream(stream)
+        message: IncomingMessage | None = None
+        request: SoapRequest | None = None
+        try:
+            message = read_message(content_type, counting, content_length=content_length,
+                                   max_size=limits.max_request_size, max_xml_size=limits.max_xml_size,
+                                   spool_dir=limits.spool_dir)
+            request = parse_envelope(message)
+            record.action = request.action
+            record.message_id = request.message_id or "-"
+            operation = self.operations().get(request.action)
+            if operation is None:
+                raise _action_not_supported(request.action, self.spec)
+            record.transaction = operation.transaction
+            response = self._invoke(operation, request)
+            if response.relates_to is None:
+                response.relates_to = request.message_id
+            _summarize(response.body, record)
+            response_type, length, chunks = response.render()
+            return Answer(200, response_type, length, _ResponseBody(chunks, record, counting, message, direct))
+        except MtomError as exc:
+            if isinstance(exc, MessageTooLarge):
+                _drain(counting, content_length)
+            return self._fault_answer(SoapFault("Sender", str(exc), http_status=exc.http_status), record, counting,
+                                      message, request)
+        except SoapFault as fault:
+            return self._fault_answer(fault, record, counting, message, request)
+        except Exception:
+            logger.exception("unexpected error in the %s endpoint (action %s)", self.spec.name, record.action)
+            fault = SoapFault("Receiver", "internal error while processing the message; see the server log")
+            return self._fault_answer(fault, record, counting, message, request)
+
+    def _invoke(self, operation: Operation, request: SoapRequest) -> SoapResponse:
+        try:
+            return operation.handler(request)
+        except XdsError as exc:
+            return SoapResponse(operation.response_action, error_body(operation.error_body, exc.errors))
+        except SoapFault:
+            raise
+        except Exception:
+            logger.exception("%s failed (action %s, message %s)", operation.transaction, request.action,
+                             request.message_id)
+            error = RegistryError(self.spec.internal_error,
+                                  f"internal error while processing {operation.transaction}; see the server log")
+            return SoapResponse(operation.response_action, error_body(operation.error_body, [error]))
+
+    def _fault_answer(self, fault: SoapFault, record: _Record, counting: _CountingStream,
+                      message: IncomingMessage | None, request: SoapRequest | None) -> Answer:
+        record.status = f"Fault:{fault.code}" + (f"/{fault.subcode}" if fault.subcode else "")
+        record.http_status = fault.http_status
+        content = render_fault(fault, relates_to=request.message_id if request is not None else None)
+        return Answer(fault.http_status, FAULT_CONTENT_TYPE, len(content),
+                      _ResponseBody(iter((content,)), record, counting, message))
+
+    def _fault_response(self, fault: SoapFault) -> HttpResponseBase:
+        record = _Record(self.spec.name, time.monotonic())
+        return self._http_response(self._fault_answer(fault, record, _CountingStream(io.BytesIO()), None, None))
+
+    def dispatch_local(self, content_type: str, body: bytes) -> tuple[int, str, Iterator[bytes]]:
+        """Run one SOAP exchange with this endpoint, without HTTP.
+
+        Same bytes, same checks, same log line as over HTTP; registered by the actor's
+        AppConfig for :class:`~xds_core.soap.client.SoapClient`'s ``local:<name>`` URLs.
+        Returns ``(HTTP status, Content-Type, body chunks)``; exhaust or close the
+        chunks (they own the request's spill files).
+        """
+        answer = self.handle(content_type, io.BytesIO(body), len(body), Limits.from_settings())
+        return answer.status, answer.content_type, answer.body
+
+
+def _action_not_supported(action: str, spec: EndpointSpec) -> SoapFault:
+    # WS-Addressing 1.0 SOAP Binding §6.4.4: detail is wsa:ProblemAction/wsa:Action.
+    detail = etree.Element(q(ns.WSA, "ProblemAction"), nsmap={"wsa": ns.WSA})
+    etree.SubElement(detail, q(ns.WSA, "Action")).text = action
+    return SoapFault("Sender", f"the action {action!r} is not supported by the {spec.title} endpoint",
+                     subcode="wsa:ActionNotSupported", detail=detail)
+
+
+def _drain(counting: _CountingStream, content_length: int | None) -> None:
+    """Read (and discard) the rest of a refused body, up to :data:`DRAIN_LIMIT`."""
+    if content_length is not None:
+        remaining = content_length - counting.count
+        if remaining > DRAIN_LIMIT:
+            return  # not worth it: the client will see the connection close
+        while remaining > 0:
+            data = counting.read(min(_DRAIN_CHUNK, remaining))
+            if not data:
+                return
+            remaining -= len(data)
+        return
+    budget = DRAIN_LIMIT
+    while budget > 0 and (data := counting.read(min(_DRAIN_CHUNK, budget))):
+        budget -= len(data)
+
+
+# ---------------------------------------------------------------------- WSDL / XSD
+
+
+def _is_served_schema(relative: str) -> bool:
+    """True for an existing ``.xsd`` inside the schema folder (no path traversal)."""
+    if not relative or "\\" in relative or "\x00" in relative or relative.startswith("/"):
+        return False
+    root = SCHEMA_DIR.resolve()
+    target = (root / relative).resolve()
+    return target.is_relative_to(root) and target.suffix == ".xsd" and target.is_file()
+
+
+@lru_cache(maxsize=256)
+def _rewritten_schema_file(relative: str, base_url: str) -> bytes:
+    """A WSDL/XSD from the schema folder, with references pointing back at us.
+
+    ``soap12:address/@location`` becomes ``base_url``; every relative
+    ``schemaLocation`` / ``wsdl:import/@location`` becomes ``base_url?xsd=<path>``.
+    """
+    root = SCHEMA_DIR.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{relative!r} is outside the schema folder")
+    document = parse_xml(path.read_bytes())
+    for element in document.iter(q(ns.XSD, "include"), q(ns.XSD, "import"), q(ns.XSD, "redefine"),
+                                 q(ns.WSDL, "import")):
+        attribute = "location" if element.tag == q(ns.WSDL, "import") else "schemaLocation"
+        location = element.get(attribute)
+        if not location or urlsplit(location).scheme:
+            continue
+        target = (path.parent / location).resolve()
+        if target.is_relative_to(root):
+            element.set(attribute, f"{base_url}?xsd={quote(target.relative_to(root).as_posix(), safe='/')}")
+    for address in document.iter(q(ns.WSDL_SOAP12, "address")):
+        address.set("location", base_url)
+    return to_bytes(document)
