@@ -20,11 +20,8 @@ import pydicom
 from django.core.files.storage import Storage
 from pydicom.errors import InvalidDicomError
 
-from xds_core.ebxml.parse import parse_provide_and_register_request
 from xds_core.errors import ErrorCode, RegistryError, XdsError
-from xds_core.metadata.objects import DocumentEntry
-from xds_core.soap.envelope import SoapRequest
-from xds_core.soap.faults import SoapFault
+from xds_core.metadata.objects import DocumentEntry, Submission
 from xds_core.soap.mtom import Attachment
 from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, ObjectType, ResponseStatus
 from xds_repository import records
@@ -55,19 +52,47 @@ class RepositoryConfig:
     registry_timeout: float = 120.0
 
 
+@dataclass(frozen=True, slots=True)
+class SubmittedDocument:
+    """One ``xdsb:Document`` of the request as the edge read it (ITI TF-2b 3.41.4.1.2).
+
+    ``attachment`` is its content (from an MTOM part or inline base64), or None with
+    ``unreadable`` saying why (an ``xop:Include`` naming no part, bad base64) or ``errors``
+    already coded by the SOAP layer (e.g. a size limit).
+    """
+
+    id: str
+    attachment: Attachment | None
+    unreadable: str | None = None
+    errors: tuple[RegistryError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProvideAndRegisterDocumentSet:
+    """The typed ITI-41 / RAD-68 request: the submission's metadata and its documents."""
+
+    submission: Submission
+    documents: list[SubmittedDocument]
+
+
+@dataclass(frozen=True, slots=True)
+class ProvideAndRegisterResult:
+    """A Success: the registry's warnings (e.g. XDSExtraMetadataNotSaved) go back to the source."""
+
+    warnings: list[RegistryError]
+
+
 @dataclass
 class _Incoming:
     entry: DocumentEntry
     attachment: Attachment
 
 
-def provide_and_register(request: SoapRequest, config: RepositoryConfig) -> list[RegistryError]:
-    """Run one ITI-41 / RAD-68.  Returns the warnings for a Success response; raises XdsError."""
+def provide_and_register(request: ProvideAndRegisterDocumentSet, config: RepositoryConfig) -> ProvideAndRegisterResult:
+    """Run one ITI-41 / RAD-68.  Raises XdsError with every finding when the submission fails."""
     started = time.monotonic()
-    # Structural findings are the repository's own: XDSRepositoryMetadataError (digest §7).
-    parsed = parse_provide_and_register_request(request.body, error_code=ErrorCode.XDSRepositoryMetadataError)
-    submission = parsed.submission
-    incoming = _match_documents(request, parsed.documents, submission.document_entries, config)
+    submission = request.submission
+    incoming = _match_documents(request.documents, submission.document_entries, config)
     entries = [i.entry for i in incoming]
     rows = records.record_pending(
         [records.NewDocument(i.entry.unique_id or "", i.entry.mime_type, i.attachment.sha1, i.attachment.size)
@@ -100,7 +125,7 @@ def provide_and_register(request: SoapRequest, config: RepositoryConfig) -> list
                 ErrorCode.XDSRegistryError, f"the registry answered status {status or '(none)'} without an error")])
         records.mark_registered(rows)
         outcome = "success"
-        return errors  # warnings only, e.g. XDSExtraMetadataNotSaved
+        return ProvideAndRegisterResult(errors)  # warnings only, e.g. XDSExtraMetadataNotSaved
     finally:
         if outcome != "success":
             try:
@@ -114,16 +139,16 @@ def provide_and_register(request: SoapRequest, config: RepositoryConfig) -> list
                     (time.monotonic() - started) * 1000)
 
 
-def _match_documents(request: SoapRequest, documents: list, entries: list[DocumentEntry],
+def _match_documents(documents: list[SubmittedDocument], entries: list[DocumentEntry],
                      config: RepositoryConfig) -> list[_Incoming]:
     """Pair Documents with DocumentEntries and check each pair; collects ALL findings."""
     errors: list[RegistryError] = []
-    by_id: dict[str, object] = {}
-    for doc_id, element in documents:
-        if doc_id in by_id:
+    by_id: dict[str, SubmittedDocument] = {}
+    for document in documents:
+        if document.id in by_id:
             errors.append(_error(ErrorCode.XDSRepositoryMetadataError,
-                                        f"Document id {doc_id} appears more than once", doc_id))
-        by_id[doc_id] = element
+                                 f"Document id {document.id} appears more than once", document.id))
+        by_id[document.id] = document
     entry_ids = {e.id for e in entries}
     for doc_id in by_id:
         if doc_id not in entry_ids:
@@ -142,21 +167,18 @@ def _match_documents(request: SoapRequest, documents: list, entries: list[Docume
                                         f"ExtrinsicObject {entry.id}: On-Demand entries are not accepted by ITI-41",
                                         entry.id))
             continue
-        element = by_id.get(entry.id)
-        if element is None:
+        document = by_id.get(entry.id)
+        if document is None:
             # ITI TF-3 Table 4.2.4.1-2: a DocumentEntry without its document.
             errors.append(_error(ErrorCode.XDSMissingDocument,
-                                        f"DocumentEntry {entry.id} has no Document", entry.id))
+                                 f"DocumentEntry {entry.id} has no Document", entry.id))
             continue
-        try:
-            attachment = request.binary(element)
-        except XdsError as exc:
-            errors += exc.errors
-            continue
-        except (SoapFault, ValueError) as exc:  # xop:Include naming no MIME part, bad base64
-            reason = exc.reason if isinstance(exc, SoapFault) else str(exc)
-            errors.append(_error(ErrorCode.XDSMissingDocument,
-                                        f"Document {entry.id} content unreadable: {reason}", entry.id))
+        attachment = document.attachment
+        if attachment is None:
+            errors += document.errors
+            if document.unreadable is not None:  # xop:Include naming no MIME part, bad base64
+                errors.append(_error(ErrorCode.XDSMissingDocument,
+                                     f"Document {entry.id} content unreadable: {document.unreadable}", entry.id))
             continue
         errors += _check_entry(entry, attachment, config)
         incoming.append(_Incoming(entry, attachment))

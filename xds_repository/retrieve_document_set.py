@@ -25,12 +25,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from xds_core.ebxml.parse import parse_retrieve_document_set_request
-from xds_core.ebxml.responses import DocumentResponse, retrieve_document_set_response
+from xds_core.ebxml.messages import DocumentRequest
+from xds_core.ebxml.responses import DocumentResponse, RetrieveDocumentSetResult
 from xds_core.errors import ErrorCode, RegistryError
-from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.soap.mtom import OutgoingPart
-from xds_core.vocabulary import Action
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.models import StoredDocument
@@ -44,9 +42,9 @@ def _error(code: ErrorCode, context: str, location: str = "") -> RegistryError:
     return RegistryError(code, context, location=location)
 
 
-def retrieve_document_set(request: SoapRequest, config: RepositoryConfig) -> SoapResponse:
+def retrieve_document_set(requests: list[DocumentRequest], config: RepositoryConfig) -> RetrieveDocumentSetResult:
+    """Answer each DocumentRequest with a document streamed from storage, or with an error."""
     started = time.monotonic()
-    requests = parse_retrieve_document_set_request(request.body)
     errors: list[RegistryError] = []
     documents: list[DocumentResponse] = []
     ours = [r for r in requests if r.repository_unique_id == config.repository_unique_id]
@@ -89,11 +87,10 @@ def retrieve_document_set(request: SoapRequest, config: RepositoryConfig) -> Soa
         documents.append(DocumentResponse(repository_unique_id=config.repository_unique_id,
                                           document_unique_id=row.unique_id, mime_type=row.mime_type,
                                           part=part, home_community_id=wanted.home_community_id))
-    body, parts = retrieve_document_set_response(errors, documents)
     logger.debug("transaction=ITI-43 requested=%d returned=%d errors=%s bytes=%d ms=%d",
                 len(requests), len(documents), ",".join(e.error_code for e in errors) or "-",
                 sum(d.part.size or 0 for d in documents), (time.monotonic() - started) * 1000)
-    return SoapResponse(action=Action.RetrieveDocumentSetResponse, body=body, attachments=parts, mtom=True)
+    return RetrieveDocumentSetResult(errors, documents)
 
 
 def _checked_chunks(config: RepositoryConfig, row: StoredDocument) -> Callable[[], Iterator[bytes]]:

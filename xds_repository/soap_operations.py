@@ -10,24 +10,50 @@ and passes them to the domain functions, which never read settings themselves.
 
 from __future__ import annotations
 
-from xds_core.ebxml.responses import registry_response
-from xds_core.errors import ErrorCode
+from lxml import etree
+
+from xds_core.ebxml.parse import parse_provide_and_register_request, parse_retrieve_document_set_request
+from xds_core.ebxml.responses import registry_response, retrieve_document_set_response
+from xds_core.errors import ErrorCode, XdsError
 from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
 from xds_core.soap.envelope import SoapRequest, SoapResponse
+from xds_core.soap.faults import SoapFault
 from xds_core.vocabulary import Action
 from xds_repository.conf import repository_config
-from xds_repository.provide_and_register import provide_and_register
+from xds_repository.provide_and_register import (
+    ProvideAndRegisterDocumentSet,
+    SubmittedDocument,
+    provide_and_register,
+)
 from xds_repository.retrieve_document_set import retrieve_document_set
 
 
 def _provide_and_register(request: SoapRequest) -> SoapResponse:
-    """ITI-41 and RAD-68 share the action and the response (RAD TF-3 4.68.4.1.2; digest §2)."""
-    warnings = provide_and_register(request, repository_config())
-    return SoapResponse(Action.ProvideAndRegisterDocumentSetResponse, registry_response(warnings))
+    """ITI-41 and RAD-68 share the action and the response (RAD TF-3 4.68.4.1.2)."""
+    # Structural findings are the repository's own: XDSRepositoryMetadataError (ITI TF-3 Table 4.2.4.1-2).
+    parsed = parse_provide_and_register_request(request.body, error_code=ErrorCode.XDSRepositoryMetadataError)
+    documents = [_submitted_document(doc_id, element, request) for doc_id, element in parsed.documents]
+    result = provide_and_register(ProvideAndRegisterDocumentSet(parsed.submission, documents), repository_config())
+    return SoapResponse(Action.ProvideAndRegisterDocumentSetResponse, registry_response(result.warnings))
+
+
+def _submitted_document(doc_id: str, element: etree._Element, request: SoapRequest) -> SubmittedDocument:
+    """The content of one ``xdsb:Document`` (xop:Include or inline base64), or why it cannot be read."""
+    try:
+        return SubmittedDocument(doc_id, request.binary(element))
+    except XdsError as exc:
+        return SubmittedDocument(doc_id, None, errors=tuple(exc.errors))
+    except SoapFault as exc:  # xop:Include naming no MIME part
+        return SubmittedDocument(doc_id, None, unreadable=exc.reason)
+    except ValueError as exc:  # bad base64
+        return SubmittedDocument(doc_id, None, unreadable=str(exc))
 
 
 def _retrieve_document_set(request: SoapRequest) -> SoapResponse:
-    return retrieve_document_set(request, repository_config())
+    """ITI-43 (ITI TF-2b 3.43): the answer is MTOM even without documents (3.43.5.1)."""
+    result = retrieve_document_set(parse_retrieve_document_set_request(request.body), repository_config())
+    body, parts = retrieve_document_set_response(result.errors, result.documents)
+    return SoapResponse(Action.RetrieveDocumentSetResponse, body, attachments=parts, mtom=True)
 
 
 OPERATIONS: dict[str, Operation] = {

@@ -290,12 +290,12 @@ def _wado_root_last(settings, pacs, dicomweb_url: str) -> None:
 
 def test_root_last_answer_streams_instances_before_the_pacs_has_finished(pacs, settings, nist, monkeypatch) -> None:
     """The first instance reaches the consumer while the PACS's WADO-RS answer is still incomplete."""
-    import imaging_source.soap_operations as operations
+    import xds_core.soap.streaming as streaming
 
     proxy = HoldingProxy(pacs.http_port)
     try:
         _wado_root_last(settings, pacs, f"http://127.0.0.1:{proxy.port}/dicom-web")
-        monkeypatch.setattr(operations, "WRITE_SIZE", 1)  # write each part at once (normally ~1 MiB pieces)
+        monkeypatch.setattr(streaming, "WRITE_SIZE", 1)  # write each part at once (normally 512 KiB groups)
         series = max(nist.series, key=lambda s: len(s.instances))
         assert len(series.instances) > 4  # one WADO-RS series request (not instance by instance)
         body = retrieve_imaging_document_set_request(_request([StudyRequest(NIST_STUDY_UID, [SeriesRequest(

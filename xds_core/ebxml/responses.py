@@ -86,6 +86,15 @@ class DocumentResponse:
     home_community_id: str | None = None
 
 
+@dataclass(slots=True)
+class RetrieveDocumentSetResult:
+    """What a retrieve transaction (ITI-43, RAD-69) returns to its edge: per-document errors and
+    the DocumentResponses to send, serialized by :func:`retrieve_document_set_response`."""
+
+    errors: list[RegistryError]
+    documents: list[DocumentResponse]
+
+
 def retrieve_document_set_response(errors: list[RegistryError], documents: list[DocumentResponse]
                                    ) -> tuple[etree._Element, list[OutgoingPart]]:
     """``xdsb:RetrieveDocumentSetResponse`` and the MTOM parts it references.

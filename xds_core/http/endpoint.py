@@ -74,7 +74,15 @@ ErrorBody = Literal["RegistryResponse", "AdhocQueryResponse", "RetrieveDocumentS
 
 @dataclass(frozen=True)
 class Operation:
-    """One SOAP operation of an actor: what runs for a given request ``wsa:Action``."""
+    """One SOAP operation of an actor: what runs for a given request ``wsa:Action``.
+
+    ``handler`` is the actor's edge for one transaction, always the same three steps: parse the
+    SOAP body into the transaction's typed request (``xds_core.ebxml.parse``), call the domain
+    function with it and plain configuration (no SOAP, no settings inside the domain), and
+    serialize the domain's typed result into a :class:`SoapResponse` (or one of the streamed
+    kinds in :mod:`xds_core.soap.streaming`).  An :class:`XdsError` from any step becomes the
+    operation's ``error_body`` here.
+    """
 
     transaction: str  # "ITI-42"
     handler: Callable[[SoapRequest], SoapResponse]
