@@ -9,13 +9,14 @@ PORT ?= 8000
 PACS := imaging_source/pacs/local-pacs.sh
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help run test test-pg test-sqlite lint bench bench-registry bench-repository bench-imaging \
+.PHONY: help run test test-pg test-sqlite lint bench bench-ab bench-registry bench-repository bench-imaging \
         conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
 
 help:
 	@echo "make run     set everything up and start every actor on http://127.0.0.1:$(PORT)"
 	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
 	@echo "make bench   run all benchmarks against the server 'make run' starts"
+	@echo "make bench-ab BASE=rev  interleaved A/B benchmark of two commits"
 	@echo "make lint    ruff + import rules"
 	@echo "make conformance  replay the NIST conformance corpus against 'make run'"
 
@@ -73,6 +74,11 @@ bench-repository: $(STAMP)
 bench-imaging: $(STAMP)
 	$(PY) manage.py xds_bench_kos
 	$(PY) manage.py xds_bench_imaging --url $(BENCH_URL) $(BENCH_ARGS)
+
+# Interleaved A/B of two commits on this machine (hot-path changes): make bench-ab BASE=<rev> [HEAD=<rev>] [PAIRS=5]
+bench-ab: $(STAMP) system-deps
+	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<rev> [HEAD=<rev>] [PAIRS=5]"; exit 2; }
+	$(PY) scripts/bench_ab.py --base $(BASE) --head $${HEAD:-HEAD} --pairs $${PAIRS:-5} $(BENCH_ARGS)
 
 conformance: $(STAMP)
 	$(PY) manage.py xds_conformance --registry $(BENCH_URL)/xds/registry \
