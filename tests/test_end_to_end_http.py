@@ -24,7 +24,6 @@ from xds_core.soap.client import SoapClient, TransportError
 from xds_core.soap.faults import parse_fault
 from xds_core.soap.mtom import OutgoingPart, cid_href
 from xds_core.vocabulary import Action
-from xds_registry import soap_operations as registry_operations
 
 MAX_REQUEST = 16 * 1024 * 1024
 UNKNOWN_ACTION = "urn:example:NotAnIheAction"
@@ -63,12 +62,9 @@ def assert_valid_exchange(server: Server) -> None:
     result = SoapClient(server.endpoint("registry"), timeout=30).call(
         Action.RegistryStoredQuery, stored_query_body(), message_id="urn:uuid:e2e-valid-request")
     assert result.relates_to == "urn:uuid:e2e-valid-request"
-    if Action.RegistryStoredQuery.value in registry_operations.OPERATIONS:
-        assert result.fault is None, result.fault
-        assert result.body.tag == q(ns.QUERY, "AdhocQueryResponse")
-        assert result.action == Action.RegistryStoredQueryResponse
-    else:  # ITI-18 not built: the honest answer is a fault
-        assert result.fault is not None and result.fault.subcode == "wsa:ActionNotSupported"
+    assert result.fault is None, result.fault
+    assert result.body.tag == q(ns.QUERY, "AdhocQueryResponse")
+    assert result.action == Action.RegistryStoredQueryResponse
 
 
 def test_unknown_action_is_action_not_supported_over_http(server: Server) -> None:

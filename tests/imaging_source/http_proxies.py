@@ -79,6 +79,9 @@ class HoldingProxy(LoopbackProxy):
     def __init__(self, upstream_port: int) -> None:
         self.release = threading.Event()
         self.holding = threading.Event()  # set once the upstream answer is in, all but HOLD bytes sent
+        # Set once the held tail went out (after ``release``, or after 30 s without it): a consumer
+        # that got an instance before this is set got it while the PACS's answer was incomplete.
+        self.tail_sent = threading.Event()
         super().__init__(upstream_port)
 
     def relay(self, client: socket.socket) -> None:
@@ -93,6 +96,7 @@ class HoldingProxy(LoopbackProxy):
         self.holding.set()
         self.release.wait(30)
         client.sendall(held)
+        self.tail_sent.set()
         client.close()
         upstream.close()
 
