@@ -11,25 +11,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
-T = TypeVar("T")
+from xds_core.identifiers import is_iso_oid
 
-OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+T = TypeVar("T")
 
 #: Every setting the suite reads: name -> (default, description).  The README
 #: table is checked against this registry by a test, so it cannot drift.
 REGISTRY: dict[str, tuple[str, str]] = {}
-
-
-@dataclass(frozen=True)
-class EnvError:
-    name: str
-    value: str
-    problem: str
 
 
 def _raw(name: str, default: str, doc: str) -> str:
@@ -71,7 +63,7 @@ def integer(name: str, default: int, doc: str, *, minimum: int | None = None,
 def size(name: str, default: str, doc: str) -> int:
     """A byte size such as ``100MB``, ``2GiB`` or ``1048576``."""
     value = _raw(name, default, doc).strip()
-    match = re.fullmatch(r"(\d+)\s*([kKmMgGtT]?)(i?[bB])?", value)
+    match = re.fullmatch(r"([0-9]+)\s*([kKmMgGtT]?)(i?[bB])?", value)
     if not match:
         raise _fail(name, value, "expected a size such as 1048576, 100MB or 2GiB")
     factor = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[match.group(2).lower()]
@@ -82,7 +74,7 @@ def oid(name: str, default: str, doc: str, *, required: bool = True) -> str:
     value = _raw(name, default, doc).strip()
     if not value and not required:
         return ""
-    if not OID_RE.match(value) or len(value) > 64:
+    if not is_iso_oid(value):  # ISO OID (X.660): the affinity domain's ids are registered OIDs
         raise _fail(name, value, "expected an OID such as 1.3.6.1.4.1.21367.13.80.110 (max 64 chars)")
     return value
 
@@ -121,7 +113,7 @@ def dicom_peer(value: str) -> dict[str, Any] | None:
     value = value.strip()
     if not value:
         return None
-    match = re.fullmatch(r"([^@\s\\]{1,16})@([^:\s]+):(\d{1,5})", value)
+    match = re.fullmatch(r"([^@\s\\]{1,16})@([^:\s]+):([0-9]{1,5})", value)
     if not match:
         raise ValueError("expected AET@host:port, e.g. ORTHANC@127.0.0.1:4242")
     port = int(match.group(3))

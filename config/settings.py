@@ -150,8 +150,12 @@ DICOM_STABLE_DELAY = env.integer(
     "published (PACS without MPPS). 0 disables stable-study publication.", minimum=0)
 XDS_RAD69_ROOT_LAST = env.boolean(
     "XDS_RAD69_ROOT_LAST", True, "RAD-69: stream instances while the PACS sends them, SOAP root part last in "
-    "the MTOM package (RFC 2387 / XOP 1.0 4.1; lower latency and memory). Off: root part first, after the fetch "
-    "(for consumers that insist on the root first, e.g. MS-XOPP streaming mode).")
+    "the MTOM package, named by the multipart start parameter (lower latency and memory; what `make "
+    "bench-imaging` measures). Default on because the standards identify the root by start, not by position "
+    "(RFC 2387 3.2: the first part is the root only without start; XOP 1.0 4.1: part order is not significant). "
+    "Off: root part first, after the whole fetch, for consumers that take the first part as the root whatever "
+    "start says - zeep 4.3.3 does (tests/imaging_source/test_rad69_interop.py: zeep reads RAD-69 with this off, "
+    "not with it on) - or that need MS-XOPP streaming order.")
 DICOM_STABLE_POLL = env.integer(
     "DICOM_STABLE_POLL", 0, "Seconds between C-FIND/QIDO polls of the PACS for changed studies "
     "(0: rely on instances our C-STORE SCP receives).", minimum=0)
@@ -160,6 +164,24 @@ DICOM_STABLE_POLL = env.integer(
 XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "`make run` starts the local Orthanc PACS and loads demo studies.")
 XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "`make run` starts the ITI-8 MLLP listener.")
 XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "`make run` starts the DICOM listener (C-STORE + MPPS SCP).")
+XDS_RUN_JOBS = env.boolean(
+    "XDS_RUN_JOBS", True, "`make run` starts the job worker (manage.py xds_jobs_worker): MPPS and stable-study "
+    "publication, and every other queued task.")
+
+# --- Job queue (jobs/, manage.py xds_jobs_worker) ------------------------------------------
+XDS_JOBS_POLL_INTERVAL = env.integer(
+    "XDS_JOBS_POLL_INTERVAL", 2, "Seconds the job worker waits before looking again when no job is due.", minimum=1)
+XDS_JOBS_MAX_ATTEMPTS = env.integer(
+    "XDS_JOBS_MAX_ATTEMPTS", 8, "Attempts of a queued job (e.g. a study publication) before it is dead (admin: "
+    "retry now).", minimum=1)
+XDS_JOBS_LEASE = env.integer(
+    "XDS_JOBS_LEASE", 900, "Seconds a worker owns the job it runs; a job still running after that (its worker "
+    "died) is run again. Keep it longer than any job.", minimum=10)
+XDS_JOBS_BACKOFF_BASE = env.integer(
+    "XDS_JOBS_BACKOFF_BASE", 30, "Seconds before the first retry of a failed job; doubled per attempt, with "
+    "jitter, up to XDS_JOBS_BACKOFF_CAP.", minimum=1)
+XDS_JOBS_BACKOFF_CAP = env.integer(
+    "XDS_JOBS_BACKOFF_CAP", 3600, "Longest wait (seconds) before a retry of a failed job.", minimum=1)
 
 # --- Conformance runner (manage.py xds_conformance) ---------------------------------------
 XDS_CONFORMANCE_MANIFEST = env.string(
@@ -182,6 +204,8 @@ INSTALLED_APPS = [
     "xds_registry",
     "xds_repository",
     "imaging_source",
+    # The job queue (jobs/): the actors enqueue, `manage.py xds_jobs_worker` runs.
+    "jobs",
     # The conformance harness (manage.py xds_conformance); it imports no actor.
     "conformance",
     # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.

@@ -2,11 +2,13 @@
 
 Starts every service of the suite, prefixes their output with the service
 name, and stops them all on Ctrl-C / SIGTERM (or when one of them dies).
-Services (design-notes "One command, several processes"):
+Services:
 
 - ``web``    gunicorn serving the three SOAP endpoints and admin (sync workers = cores);
 - ``hl7``    the ITI-8 patient identity feed (MLLP);
 - ``dicom``  the Imaging Document Source's DICOM listener (C-STORE + MPPS SCP, stable-study watcher);
+- ``jobs``   the job worker (``manage.py xds_jobs_worker``): runs the queued jobs, e.g. the publications
+  MPPS COMPLETED and stable studies queue;
 - the local Orthanc PACS is started first (and demo studies loaded) unless ``XDS_RUN_PACS=false``.
 """
 
@@ -72,6 +74,8 @@ def services() -> list[Service]:
         out.append(Service("hl7", manage + ["xds_hl7_listener"]))
     if settings.XDS_RUN_DICOM:
         out.append(Service("dicom", manage + ["xds_dicom_listener"]))
+    if settings.XDS_RUN_JOBS:
+        out.append(Service("jobs", manage + ["xds_jobs_worker"]))
     return out
 
 

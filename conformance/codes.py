@@ -38,8 +38,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from conformance.xmlutil import XmlError, children, descendants, parse, text_of
-from xds_core.affinity_domain import AffinityDomainConfigError, CodeEntry, parse_affinity_domain
+from conformance.xmlutil import XmlError, children, descendants, local, parse, text_of
 from xds_core.vocabulary import ClassificationScheme
 
 #: Coded stored-query parameters -> the classification scheme of their attribute (ITI TF-2a 3.18.4.1.2.3.7).
@@ -69,8 +68,17 @@ class CodesFileError(ValueError):
     """The ``--codes`` file is missing or is not a codes.xml."""
 
 
-#: One code of a value set (codes.xml is read by :mod:`xds_core.affinity_domain`, its one reader).
-ValueSetCode = CodeEntry
+@dataclass(frozen=True)
+class ValueSetCode:
+    """One ``Code`` of a codes.xml ``CodeType``; ``deprecated="yes"`` is the toolkit's annotation."""
+
+    code: str
+    scheme: str
+    display: str = ""
+    deprecated: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}^^{self.scheme}"
 
 
 @dataclass(frozen=True)
@@ -101,20 +109,34 @@ class AffinityCodes:
 def parse_codes(data: bytes, source: str = "<bytes>") -> AffinityCodes:
     """A codes.xml (format: conformance/affinity-domain/README.md) as value sets by classification scheme.
 
-    Read by :func:`xds_core.affinity_domain.parse_affinity_domain` (the registry's reader);
-    CodeTypes without a ``classScheme`` (mimeType) are not classifications and never rewritten,
-    and a code listed twice counts once (its first listing).
+    The runner's own reader (the registry has its own: the harness shares no code with what it
+    judges).  CodeTypes without a ``classScheme`` (mimeType) are not classifications and never
+    rewritten; a code listed twice counts once (its first listing).
     """
     try:
-        domain = parse_affinity_domain(data, source)
-    except AffinityDomainConfigError as exc:
-        raise CodesFileError(str(exc)) from exc
+        root = parse(data)
+    except XmlError as exc:
+        raise CodesFileError(f"{source}: not well-formed XML: {exc}") from exc
+    if local(root) != "Codes":
+        raise CodesFileError(f"{source}: root element must be <Codes>, found <{local(root)}>")
     by_scheme: dict[str, CodeType] = {}
-    for name, class_scheme in domain.class_schemes.items():
+    for code_type in children(root, "CodeType"):
+        name = code_type.get("name", "")
+        if not name:
+            raise CodesFileError(f"{source}: CodeType without a name (line {code_type.sourceline})")
+        class_scheme = code_type.get("classScheme", "")
+        if not class_scheme:
+            continue
         entries: dict[tuple[str, str], ValueSetCode] = {}
-        for code in domain.value_sets.get(name, ()):
-            entries.setdefault((code.code, code.scheme), code)  # first listing wins
-        by_scheme[class_scheme] = CodeType(name, class_scheme, tuple(entries.values()))
+        for code in children(code_type, "Code"):
+            if code.get("code"):
+                entry = ValueSetCode(code.get("code", ""), code.get("codingScheme", ""), code.get("display", ""),
+                                     code.get("deprecated", "").lower() == "yes")
+                entries.setdefault((entry.code, entry.scheme), entry)  # first listing wins
+        previous = by_scheme.get(class_scheme)
+        codes = (previous.codes if previous else ()) + tuple(e for e in entries.values()
+                                                              if not previous or e not in previous.codes)
+        by_scheme[class_scheme] = CodeType(name, class_scheme, codes)
     return AffinityCodes(source=source, by_scheme=by_scheme)
 
 

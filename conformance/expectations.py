@@ -8,7 +8,7 @@ vendor's prefixes and namespace declarations are its own business.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +16,12 @@ from typing import Any
 
 from lxml import etree
 
+from conformance.testplan import (
+    DOCUMENT_ENTRIES,
+    DocumentEntriesSpec,
+    UnsupportedError,
+    parse_document_entries,
+)
 from conformance.transforms import substitute_string
 from conformance.xmlutil import children, descendants, first, local, text_of
 from xds_core.vocabulary import (
@@ -167,24 +173,28 @@ def _shape(c: QueryContents, *, docs: int, folders: int) -> list[str]:
     return problems
 
 
+#: Resolves a ``DocumentEntry/UseId`` of the manifest to the entryUUID it names; raises ValueError.
+UseIdResolver = Callable[[str | Mapping[str, Any]], str]
+
+
 def check_contents(items: Iterable[Any], body: etree._Element | None, *,
-                   symbols: dict[str, str] | None = None) -> list[str]:
-    """``expect.contents`` per the CASES.md legend."""
+                   symbols: dict[str, str] | None = None, resolve: UseIdResolver | None = None) -> list[str]:
+    """``expect.contents`` per the CASES.md legend and the toolkit's ``Validator``.
+
+    ``DocumentEntries`` UseIds given as symbols are looked up in ``symbols``; references to other
+    steps (``{from, key}`` or testkit-shaped) need ``resolve`` (the runner's binding resolver).
+    """
     c = QueryContents.of(body)
     problems: list[str] = []
     for item in items:
         if isinstance(item, dict):
             for key, value in item.items():
-                if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+                if key == DOCUMENT_ENTRIES:
+                    problems += _document_entries(c, value, symbols or {}, resolve)
+                elif isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
                     problems += _contents_count(c, str(key), int(value))
                 else:
-                    # DocumentEntries/MustOnlyInclude/DocumentEntry/UseId (README §5, 12000.1a):
-                    # exactly the bound DocumentEntry, with the given objectType.
-                    strings = [substitute_string(v, symbols or {}) for v in _strings(value)]
-                    types = {t.value for t in ObjectType}
-                    entry = next((v for v in strings if v.startswith("urn:uuid:") and v not in types), None)
-                    kind = next((v for v in strings if v in types), None)
-                    problems += _bound_document(c, entry, kind)
+                    problems.append(f"unknown contents expectation {key!r}")
             continue
         name = str(item)
         if name == "None":
@@ -194,6 +204,20 @@ def check_contents(items: Iterable[Any], body: etree._Element | None, *,
                                 f"{len(c.associations)} Associations")
         elif name == "SSwithOneDoc":
             problems += _shape(c, docs=1, folders=0) + _count("Associations", c.associations, 1)
+        elif name == "SSwithOneDocOnly":  # SSwithOneDoc without the SubmissionSet status check
+            found = _count("SubmissionSets", c.submission_sets, 1) + _count("Documents", c.documents, 1)
+            found += _count("Associations", c.associations, 1)
+            if not found and not c.has_member(c.submission_sets[0], c.documents[0]):
+                found.append(f"no SubmissionSet HasMember association to {c.documents[0].get('id')}")
+            problems += found
+        elif name == "NoSubmissionSet":
+            problems += _count("SubmissionSets", c.submission_sets, 0)
+        elif name == "NoDocument":
+            problems += _count("Documents", c.documents, 0)
+        elif name == "DocRplcDoc":
+            problems += _doc_rplc_doc(c)
+        elif name == "HasSnapshotPattern":
+            problems += _snapshot_pattern(c)
         elif name == "SSwithTwoDoc":
             problems += _shape(c, docs=2, folders=0) + _count("Associations", c.associations, 2)
         elif name == "SSwithOneFol":
@@ -242,12 +266,41 @@ def check_contents(items: Iterable[Any], body: etree._Element | None, *,
     return problems
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in [str(k), *_strings(v)]]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return [str(value)]
+def _doc_rplc_doc(c: QueryContents) -> list[str]:
+    """Toolkit ``docRplcDoc``: two DocumentEntries, one RPLC association from the Approved one to the
+    Deprecated one."""
+    problems = _count("Documents", c.documents, 2) + _count("Associations", c.associations, 1)
+    if problems:
+        return problems
+    approved = [d for d in c.documents if _status_is(d, "Approved")]
+    if len(approved) != 1:
+        return [f"{len(approved)} Approved DocumentEntries, expected 1 (the replacement)"]
+    new = approved[0]
+    old = next(d for d in c.documents if d is not new)
+    if not _status_is(old, "Deprecated"):
+        problems.append(f"replaced DocumentEntry {old.get('id')} is {old.get('status')}, expected Deprecated")
+    if not any(a.get("sourceObject") == new.get("id") and a.get("targetObject") == old.get("id")
+               and (a.get("associationType") or "").rsplit(":", 1)[-1] == "RPLC" for a in c.associations):
+        problems.append(f"no RPLC association {new.get('id')} -> {old.get('id')}")
+    return problems
+
+
+def _snapshot_pattern(c: QueryContents) -> list[str]:
+    """Toolkit ``hasSnapshotPattern``: one IsSnapshotOf from an Approved stable entry to an Approved On-Demand one."""
+    snapshots = [a for a in c.associations if (a.get("associationType") or "").endswith(":IsSnapshotOf")]
+    if len(snapshots) != 1:
+        return [f"{len(snapshots)} IsSnapshotOf associations, expected 1"]
+    by_id = {d.get("id"): d for d in c.documents}
+    source, target = by_id.get(snapshots[0].get("sourceObject")), by_id.get(snapshots[0].get("targetObject"))
+    if source is None or target is None:
+        return ["the IsSnapshotOf source or target DocumentEntry is not in the result"]
+    problems = [f"DocumentEntry {d.get('id')} is {d.get('status')}, expected Approved"
+                for d in (source, target) if not _status_is(d, "Approved")]
+    if source.get("objectType") != ObjectType.STABLE_DOCUMENT_ENTRY.value:
+        problems.append(f"snapshot objectType {source.get('objectType')}, expected the stable DocumentEntry type")
+    if target.get("objectType") != ObjectType.ON_DEMAND_DOCUMENT_ENTRY.value:
+        problems.append(f"target objectType {target.get('objectType')}, expected the On-Demand DocumentEntry type")
+    return problems
 
 
 def _contents_count(c: QueryContents, key: str, n: int) -> list[str]:
@@ -268,13 +321,68 @@ def _contents_count(c: QueryContents, key: str, n: int) -> list[str]:
     return [f"unknown contents count {key!r}"]
 
 
-def _bound_document(c: QueryContents, entry_uuid: str | None, object_type: str | None) -> list[str]:
-    ids = [d.get("id") for d in c.documents]
-    if ids != [entry_uuid]:
-        return [f"expected exactly DocumentEntry {entry_uuid}, got {ids}"]
-    wanted = object_type or ObjectType.STABLE_DOCUMENT_ENTRY.value
-    got = c.documents[0].get("objectType")
-    return [] if got == wanted else [f"objectType {got}, expected {wanted}"]
+def _document_entries(c: QueryContents, value: Any, symbols: dict[str, str],
+                      resolve: UseIdResolver | None) -> list[str]:
+    """``ExpectedContents/DocumentEntries`` as the toolkit's ``Validator.verifyDocumentEntries`` judges it:
+
+    * ``MustOnlyInclude``: every listed entry is in the result and the result holds no other DocumentEntry;
+    * ``Include``: every listed entry is in the result; ``Exclude``: none of them is;
+    * ``DocumentEntry/DocumentEntryType``: the matched entry has that objectType;
+      ``DocumentEntries/DocumentEntryType``: every DocumentEntry of the result has it.
+    """
+    try:
+        spec: DocumentEntriesSpec = parse_document_entries(value)
+    except UnsupportedError as exc:
+        return [f"unsupported: {exc}"]
+    by_id = {d.get("id"): d for d in c.documents}
+    problems: list[str] = []
+    for kind, entries in spec.selections:
+        wanted: list[str] = []
+        for entry in entries:
+            try:
+                entry_uuid = _resolve_use_id(entry.use_id, symbols, resolve)
+            except ValueError as exc:
+                problems.append(f"{kind}: UseId {_label(entry.use_id)} unresolved: {exc}")
+                continue
+            wanted.append(entry_uuid)
+            found = by_id.get(entry_uuid)
+            if kind == "Exclude":
+                if found is not None:
+                    problems.append(f"Exclude: DocumentEntry {entry_uuid} ({_label(entry.use_id)}) is in the result")
+            elif found is None:
+                problems.append(f"{kind}: DocumentEntry {entry_uuid} ({_label(entry.use_id)}) not in the result "
+                                f"(got {sorted(str(i) for i in by_id)})")
+            elif entry.document_entry_type and found.get("objectType") != entry.document_entry_type:
+                problems.append(f"DocumentEntry {entry_uuid}: objectType {found.get('objectType')}, "
+                                f"expected {entry.document_entry_type}")
+        if kind == "MustOnlyInclude":
+            extra = [str(i) for i in by_id if i not in wanted]
+            if extra:
+                problems.append(f"MustOnlyInclude: {len(extra)} DocumentEntries besides the listed ones "
+                                f"(e.g. {extra[0]})")
+    if spec.document_entry_type:
+        problems += [f"DocumentEntry {d.get('id')}: objectType {d.get('objectType')}, expected "
+                     f"{spec.document_entry_type}" for d in c.documents
+                     if d.get("objectType") != spec.document_entry_type]
+    return problems
+
+
+def _label(use_id: str | Mapping[str, Any]) -> str:
+    if isinstance(use_id, str):
+        return use_id
+    return str(use_id.get("symbol") or use_id.get("key") or use_id.get("id") or dict(use_id))
+
+
+def _resolve_use_id(use_id: str | Mapping[str, Any], symbols: dict[str, str],
+                    resolve: UseIdResolver | None) -> str:
+    if isinstance(use_id, str):
+        value = substitute_string(use_id, symbols).strip()
+        if value == use_id.strip() and not value.startswith("urn:uuid:"):
+            raise ValueError(f"{use_id} is not bound by the step")
+        return value
+    if resolve is None:
+        raise ValueError("a reference to another step needs the runner")
+    return resolve(use_id)
 
 
 # --- assertions over the synthetic log (README §5) ---------------------------------------

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import secrets
 import shlex
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-# MLLP framing (HL7 v2 Implementation Guide, Appendix C): <VT> message <FS><CR>.
-MLLP_START = b"\x0b"
-MLLP_END = b"\x1c\x0d"
+from xds_core import mllp
+
 DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"
 
 
@@ -56,30 +54,11 @@ class Hl7Feed:
 
     def feed(self, patient_id: str) -> None:
         control_id = f"XC{secrets.token_hex(8)}"
-        payload = MLLP_START + self.message(patient_id, control_id) + MLLP_END
-        try:
-            with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
-                sock.sendall(payload)
-                answer = _read_mllp(sock)
-        except OSError as exc:
+        try:  # MLLP framing, size limit and timeout: xds_core.mllp
+            answer = mllp.exchange(self.host, self.port, self.message(patient_id, control_id), timeout=self.timeout)
+        except (OSError, mllp.MllpError) as exc:
             raise FeedError(f"HL7 feed {self.host}:{self.port}: {exc}") from exc
         check_ack(answer, control_id)
-
-
-def _read_mllp(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    data = b""
-    while MLLP_END not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > limit:
-            raise FeedError("HL7 acknowledgement larger than 1 MiB")
-    start = data.find(MLLP_START)
-    end = data.find(MLLP_END)
-    if start < 0 or end < 0:
-        raise FeedError(f"answer is not an MLLP frame: {data[:80]!r}")
-    return data[start + 1:end]
 
 
 def check_ack(message: bytes, control_id: str | None = None) -> None:

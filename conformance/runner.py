@@ -4,6 +4,11 @@ Loop (conformance README §7): feed patients -> for every step of the selected
 cases, in manifest order: resolve bindings, build the request, send it, judge
 the answer, record exports and the request/response for later ``from:``
 lookups and section-log assertions.
+
+Why one module of ~750 lines: :class:`Runner` holds the run's state (patients, the id maps each
+step allocates, the recorded exchanges that later steps bind to) and every step reads and writes
+it; the pieces that need no run state already live apart (manifest, transforms, expectations,
+codes, transport, testplan).  Splitting the class would pass that state around, not simplify it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from typing import Any, TextIO
 
 from lxml import etree
 
-from conformance import dicom_checks, expectations, transforms
+from conformance import dicom_checks, expectations, schema, transforms
 from conformance.codes import AffinityCodes, CodeRewriter, is_skipped_query
-from conformance.manifest import TRANSACTION_ENDPOINTS, Case, Manifest, Step
+from conformance.manifest import REPOSITORY_UNIQUE_ID_KEY, TRANSACTION_ENDPOINTS, Case, Manifest, Step
 from conformance.patients import PatientPool
+from conformance.testplan import UnsupportedError, testkit_binding
 from conformance.transport import (
     Attachment,
     Exchange,
@@ -37,6 +43,9 @@ from xds_core.vocabulary import ClassificationScheme, IdentificationScheme, Stor
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 DEFAULT_SOURCE_ID = "1.3.6.1.4.1.21367.13.80.999"
 DEFAULT_HOME_COMMUNITY_ID = "urn:oid:1.3.6.1.4.1.21367.13.70.200"
+#: The Imaging Document Source repositoryUniqueId the corpus' RAD-69 requests and reference KOS
+#: (RetrieveLocationUID) assume (corpus README §6); ``--imaging-source-unique-id`` replaces it.
+NIST_IMAGING_SOURCE_UNIQUE_ID = "1.3.6.1.4.1.21367.13.80.110"
 SUBMISSIONS = ("ITI-42", "ITI-41", "RAD-68")
 QUERIES = ("ITI-18", "ITI-51")
 
@@ -54,6 +63,12 @@ class Config:
     timeout: float = 120.0
     validate_schema: bool = True
     codes: AffinityCodes | None = None   # --codes: rewrite the corpus' codes for this affinity domain
+    #: --repository-unique-id: the Document Repository's repositoryUniqueId ('' = discover it from the
+    #: registry's metadata of a document this run provided to that repository).
+    repository_unique_id: str = ""
+    #: --imaging-source-unique-id: the Imaging Document Source's repositoryUniqueId (RAD-69 routing,
+    #: the KOS RetrieveLocationUID).
+    imaging_source_unique_id: str = NIST_IMAGING_SOURCE_UNIQUE_ID
 
 
 @dataclass
@@ -104,7 +119,9 @@ class Runner:
         self.records: dict[str, StepRecord] = {}
         self.new_oid: Callable[[], str] = _Oids()
         self.submitted_unique_ids: set[str] = set()
-        self._schema_validate = _schema_validator() if config.validate_schema else None
+        self.provided_unique_ids: set[str] = set()   # DocumentEntry uniqueIds sent to the repository (ITI-41/RAD-68)
+        self.discovered_repository_unique_id: str = ""
+        self._schema_validate = schema.validate if config.validate_schema else None
         self.codes: CodeRewriter | None = None
         if config.codes is not None:
             self.codes = CodeRewriter(config.codes)
@@ -136,6 +153,9 @@ class Runner:
         if case.blocked or all(self.manifest.scenario_of[s].blocked for s in case.step_ids):
             titles = dict.fromkeys(self.manifest.scenario_of[s].title for s in case.step_ids)
             return f"blocked in the manifest ({case.transaction}): {'; '.join(titles)}"
+        unsupported = [f"{s}: {', '.join(found)}" for s in case.step_ids if (found := self.manifest.unsupported(s))]
+        if unsupported:
+            return "unsupported by this runner: " + "; ".join(unsupported)
         needed: list[str] = []
         for step_id in case.step_ids:
             step = self.manifest.steps[step_id]
@@ -169,6 +189,7 @@ class Runner:
                 continue
             dependents[case.id] = [s.id for s in selected if case in self.manifest.with_dependencies([s])]
         skipped = {c.id: reason for c in cases if (reason := self.skip_reason(c))}
+        self._skip_dependents(cases, skipped)
         to_run = {s for c in cases if c.id not in skipped for s in c.step_ids}
         order = [s.id for sc in self.manifest.scenarios for s in sc.steps if s.id in to_run]
         started = time.monotonic()
@@ -190,6 +211,22 @@ class Runner:
                     f"(run as a dependency of {', '.join(result.dependency_of)})"
             results.append(result)
         return results
+
+    def _skip_dependents(self, cases: list[Case], skipped: dict[str, str]) -> None:
+        """A case reading from a skipped case's step is skipped too, naming it (transitively)."""
+        changed = True
+        while changed:
+            changed = False
+            for case in cases:
+                if case.id in skipped:
+                    continue
+                for step_id in case.step_ids:
+                    owners = [o for dep in self.manifest.steps[step_id].dependencies()
+                              if (o := self.manifest.case_of_step(dep)) is not None and o.id in skipped]
+                    if owners:
+                        skipped[case.id] = f"depends on {owners[0].id}, skipped ({skipped[owners[0].id]})"
+                        changed = True
+                        break
 
     def verdict(self, case: Case) -> CaseResult:
         records = [self.records[s] for s in case.step_ids if s in self.records]
@@ -294,15 +331,15 @@ class Runner:
             record.exports[f"generated.{symbol}"] = value
             return value
         if "config" in binding:
-            key = str(binding["config"])
-            config_values = {"homeCommunityId": self.config.home_community_id, "sourceId": self.config.source_id}
-            if key not in config_values:
-                raise StepError(f"binding {symbol}: unknown config value {key!r}")
-            return config_values[key]
+            return self._config_value(symbol, str(binding["config"]))
         source_id, key = str(binding["from"]), str(binding.get("key", ""))
         source = self.records.get(source_id)
         if source is None:
             raise StepError(f"binding {symbol}: step {source_id} was not run")
+        if "xpath" in binding:
+            return self._use_xpath(symbol, source, str(binding["xpath"]))
+        if key == REPOSITORY_UNIQUE_ID_KEY:
+            return self._use_repository_unique_id(symbol, source)
         if key.startswith("patient."):
             if source.patient:
                 return source.patient
@@ -311,6 +348,62 @@ class Runner:
             state = "failed" if source.verdict == FAIL else "passed"
             raise StepError(f"binding {symbol}: step {source_id} ({state}) did not produce {key}")
         return source.exports[key]
+
+    def _config_value(self, symbol: str, key: str) -> str:
+        """``{config: X}``: a run parameter or the systems under test's own configuration."""
+        if key == "homeCommunityId":
+            return self.config.home_community_id
+        if key == "sourceId":
+            return self.config.source_id
+        if key == "imagingSourceUniqueId":
+            return self.config.imaging_source_unique_id
+        if key == "repositoryUniqueId":
+            value = self.config.repository_unique_id or self.discovered_repository_unique_id
+            if not value:
+                raise StepError(f"binding {symbol}: the repository's repositoryUniqueId is unknown: give "
+                                "--repository-unique-id (none discovered yet from a document this run provided)")
+            return value
+        raise StepError(f"binding {symbol}: unknown config value {key!r}")
+
+    @staticmethod
+    def _use_repository_unique_id(symbol: str, source: StepRecord) -> str:
+        """The toolkit's ``UseRepositoryUniqueId``: the one repositoryUniqueId of that step's query result."""
+        found = {expectations.slot_values(eo).get("repositoryUniqueId", [""])[0].strip()
+                 for eo in (descendants(source.response, "ExtrinsicObject") if source.response is not None else [])}
+        if "" in found or len(found) != 1:
+            raise StepError(f"binding {symbol}: the result of {source.step.id} holds "
+                            + ("no DocumentEntry" if not found else "a DocumentEntry without repositoryUniqueId"
+                               if "" in found else f"several repositoryUniqueIds {sorted(found)}"))
+        return found.pop()
+
+    def _use_xpath(self, symbol: str, source: StepRecord, xpath: str) -> str:
+        """The toolkit's ``UseXPath`` (testdir form): string value of the XPath over that step's log entry."""
+        log = expectations.log_document([(source.step.local_id, source.step.transaction, source.request,
+                                          source.response)])
+        value = expectations.xpath_string(log[0], xpath)
+        if value is None:
+            raise StepError(f"binding {symbol}: XPath matches nothing in the log of {source.step.id}")
+        return value
+
+    def _resolve_reference(self, step: Step, record: StepRecord, reference: Any) -> str:
+        """A ``DocumentEntries`` UseId given as a reference (``{from, key}`` or testkit-shaped)."""
+        try:
+            binding = testkit_binding(reference, step.section)
+            return self._resolve(step, record, str(reference.get("symbol") or "UseId"), binding)
+        except (StepError, UnsupportedError) as exc:
+            raise ValueError(str(exc)) from exc
+
+    def _discover_repository_unique_id(self, body: etree._Element | None) -> None:
+        """Remember the repositoryUniqueId the registry reports for a document this run provided to the
+        repository under test: that is the repository's own id (used when --repository-unique-id is absent)."""
+        if body is None or self.discovered_repository_unique_id or not self.provided_unique_ids:
+            return
+        for eo in descendants(body, "ExtrinsicObject"):
+            if _unique_id(eo) in self.provided_unique_ids:
+                value = expectations.slot_values(eo).get("repositoryUniqueId", [""])[0].strip()
+                if value:
+                    self.discovered_repository_unique_id = value
+                    return
 
     # --- requests ------------------------------------------------------------------------
 
@@ -326,6 +419,10 @@ class Runner:
         request_spec = step.request
         root = self._load(str(request_spec["body"]))
         transforms.substitute_tree(root, values)
+        if step.transaction == "RAD-69" and self.config.imaging_source_unique_id != NIST_IMAGING_SOURCE_UNIQUE_ID:
+            for element in descendants(root, "RepositoryUniqueId"):
+                if (element.text or "").strip() == NIST_IMAGING_SOURCE_UNIQUE_ID:
+                    element.text = self.config.imaging_source_unique_id
         if step.transaction not in SUBMISSIONS:
             if self.codes is not None and step.transaction in QUERIES and not is_skipped_query(
                     self.manifest.file(str(request_spec["body"]))):
@@ -377,6 +474,9 @@ class Runner:
             record.exports[f"uuid.{obj}"] = new
             record.exports[f"report.{obj}_uuid"] = new
         self.submitted_unique_ids.update(uids.values())
+        if step.transaction in ("ITI-41", "RAD-68"):
+            self.provided_unique_ids.update(_identifier(eo, IdentificationScheme.DocumentEntry_uniqueId.value)
+                                            for eo in descendants(submission, "ExtrinsicObject"))
         if step.transaction == "ITI-42":
             if documents:
                 raise StepError("ITI-42 step with documents")
@@ -413,6 +513,8 @@ class Runner:
         self._reports(step, record, "InputMetadata")  # published even if the exchange fails
         exchange = self.transport.send(step.transaction, request, attachments)
         record.exchange = exchange
+        if step.transaction in QUERIES:
+            self._discover_repository_unique_id(exchange.body)
         self._reports(step, record, "Result")
         for problem in self.judge(step, record, values):
             record.fail(problem)
@@ -448,7 +550,9 @@ class Runner:
         if expect.get("errorCode"):
             problems += expectations.check_error_code(str(expect["errorCode"]), errors)
         if expect.get("contents"):
-            problems += expectations.check_contents(expect["contents"], body, symbols=values)
+            problems += expectations.check_contents(
+                expect["contents"], body, symbols=values,
+                resolve=lambda reference: self._resolve_reference(step, record, reference))
         if expect.get("retrievedDocumentsEqual"):
             wanted = [(transforms.substitute_string(str(i["uid"]), values), self.manifest.file(str(i["file"])))
                       for i in expect["retrievedDocumentsEqual"]]
@@ -591,7 +695,8 @@ class Runner:
                 problems = [f"retrieve of KOS {_unique_id(eo)} from {repository}: "
                             f"{exchange.fault or expectations.response_status(exchange.body)}"]
             else:
-                problems = dicom_checks.check_same_kos(docs[0].content or b"", reference)
+                problems = dicom_checks.check_same_kos(docs[0].content or b"", reference,
+                                                       expected_location_uid=self.config.imaging_source_unique_id)
             if not problems:
                 record.exports["report.SOPInstanceUID"] = _unique_id(eo)
                 record.exports["report.entryUUID"] = eo.get("id", "")
@@ -658,14 +763,6 @@ def _inline_binaries(body: etree._Element) -> etree._Element:
             parent.remove(include)
             parent.text = ""
     return copy
-
-
-def _schema_validator() -> Callable[[etree._Element], list[str]] | None:
-    try:
-        from xds_core.ebxml.schema import validate
-    except ImportError:
-        return None
-    return validate
 
 
 __all__ = ["Config", "Runner", "CaseResult", "StepRecord", "PASS", "FAIL", "SKIP"]

@@ -22,6 +22,7 @@ from imaging_source.patient_mapping import check_affinity_patient_id, set_mappin
 from imaging_source.publish import Outcome, PublishConfig, PublishResult, publish, study_from_json
 from imaging_source.study import StudyRef
 from kos.builder import ManifestError
+from xds_core.identifiers import is_dicom_uid
 
 
 class PatientMappingForm(forms.ModelForm):
@@ -70,7 +71,7 @@ class PublishStudyForm(forms.Form):
 
     def clean_study_uids(self) -> list[str]:
         uids = [line.strip() for line in self.cleaned_data["study_uids"].splitlines() if line.strip()]
-        bad = [u for u in uids if not all(part.isdigit() for part in u.split(".")) or len(u) > 64]
+        bad = [u for u in uids if not is_dicom_uid(u)]  # PS3.5 §9.1
         if bad:
             raise forms.ValidationError(f"not a UID: {', '.join(bad)}")
         return list(dict.fromkeys(uids))

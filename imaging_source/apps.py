@@ -12,3 +12,9 @@ class ImagingSourceConfig(AppConfig):
         from xds_core.soap.client import register_local_endpoint
 
         register_local_endpoint(ENDPOINT.spec.name, ENDPOINT.dispatch_local)
+
+        # The job kinds this actor owns: every process (the job worker included) knows their handlers.
+        from imaging_source.publication_jobs import PUBLISH_STUDY, run_publish_study
+        from jobs.registry import register
+
+        register(PUBLISH_STUDY, run_publish_study)

@@ -1,6 +1,6 @@
 """RAD-68 metadata: the DocumentEntry + SubmissionSet describing a KOS manifest of a study.
 
-Rules (IHE RAD TF-3 4.68.4.1.2.3, xds-digest §9.1, ITI TF-3 4.2.3):
+Rules (IHE RAD TF-3 4.68.4.1.2.3, ITI TF-3 4.2.3):
 
 * mimeType ``application/dicom``; formatCode = the KOS SOP Class UID 1.2.840.10008.5.1.4.1.1.88.59
   in coding scheme 1.2.840.10008.2.6.1 (DICOM UID registry) (RAD68-022);
@@ -30,6 +30,7 @@ from pydicom.uid import generate_uid
 
 from imaging_source.study import StudyRef
 from xds_core.affinity_domain import AffinityDomain, load_affinity_domain
+from xds_core.identifiers import is_iso_oid
 from xds_core.metadata.objects import (
     Association,
     Classification,
@@ -214,7 +215,8 @@ def reference_ids(study: StudyRef) -> list[str]:
     out: list[str] = []
     if study.accession_number:
         issuer = study.issuer_of_accession_number or ""
-        authority = f"&{issuer}&ISO" if issuer and _is_oid(issuer) else issuer
+        # &OID&ISO only for an ISO OID (the old isdigit() check took '1.02' and Unicode digits).
+        authority = f"&{issuer}&ISO" if issuer and is_iso_oid(issuer) else issuer
         out.append(f"{study.accession_number}^^^{authority}^{ReferenceIdType.ACCESSION}")
     out.append(f"{study.study_instance_uid}^^^^{ReferenceIdType.STUDY_INSTANCE_UID}")
     return out
@@ -370,9 +372,3 @@ def _zone(name: str) -> tzinfo:
         return ZoneInfo(name)
     except Exception:  # unknown zone name: DICOM times are then taken as UTC
         return UTC
-
-
-def _is_oid(value: str) -> bool:
-    parts = value.split(".")
-    return len(parts) > 1 and all(p.isdigit() for p in parts)
-

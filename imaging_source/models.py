@@ -126,4 +126,29 @@ class ReconciliationItem(models.Model):
         return f"{self.study_instance_uid} ({self.local_patient_id}) [{self.status}]"
 
 
+class PerformedProcedureStep(models.Model):
+    """A Modality Performed Procedure Step our MPPS SCP received (DICOM PS3.4 Annex F.7).
+
+    Kept in the database (not in the listener's memory) so an N-SET after a listener restart, or sent to
+    another listener process, finds its N-CREATE; the row lock serialises N-SETs of one step, and an N-SET
+    to COMPLETED commits together with the publication jobs it queues.  The rules (status transitions,
+    DIMSE statuses) are the SCP's, in :mod:`imaging_source.dicom.scp`; :mod:`imaging_source.mpps` stores.
+    """
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True,
+                                        help_text="Affected SOP Instance UID of the N-CREATE (PS3.5 9.1)")
+    status = models.CharField(max_length=16, db_index=True,
+                              help_text="Performed Procedure Step Status (0040,0252): IN PROGRESS, COMPLETED "
+                                        "or DISCONTINUED")
+    attributes = models.JSONField(help_text="the step's attributes as the DICOM JSON model (PS3.18 Annex F)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"MPPS {self.sop_instance_uid} [{self.status}]"
+
+
 # --- Requests from the DICOM engineer (imaging_source/dicom/): add a comment below -------------

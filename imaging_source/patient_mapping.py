@@ -1,4 +1,4 @@
-"""Local DICOM Patient ID -> affinity-domain patientId (XDS-I.b: SEQ ids_2018-4801a).
+"""Local DICOM Patient ID -> affinity-domain patientId (XDS-I.b: Sequoia/RSNA test ids_2018-4801a).
 
 A department's DICOM Patient ID (0010,0020) is not the id of the XDS affinity domain. Two ways to
 map it, tried in this order:
@@ -15,12 +15,10 @@ never sends it to the repository.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from xds_core.identifiers import is_iso_oid
 from xds_core.metadata.values import CX
-
-_OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
 
 class UnmappedPatient(LookupError):
@@ -53,7 +51,7 @@ def parse_rewrite_rules(text: str) -> list[RewriteRule]:
             continue
         issuer, sep, oid = raw.partition("=>")
         issuer, oid = issuer.strip(), oid.strip()
-        if not sep or not _OID_RE.match(oid) or len(oid) > 64:
+        if not sep or not is_iso_oid(oid):
             raise ValueError(f"bad patient rewrite rule {raw!r}: expected issuer=>OID (issuer may be *)")
         rules.append(RewriteRule(issuer, oid))
     return rules
@@ -89,7 +87,7 @@ def source_patient_id(patient_id: str, issuer: str | None, default_authority: st
     OID (``XDS_IMAGING_SOURCE_PATIENT_AUTHORITY``); a non-OID issuer without that setting becomes
     the CX.4 namespace id.
     """
-    if issuer and _OID_RE.match(issuer):
+    if issuer and is_iso_oid(issuer):  # CX.4 &OID&ISO needs an ISO OID (ITI TF-3 4.2.3.2.23)
         return f"{patient_id}^^^&{issuer}&ISO"
     if default_authority:
         return f"{patient_id}^^^&{default_authority}&ISO"

@@ -44,6 +44,7 @@ from imaging_source.study import InstanceRef, SeriesRef, StudyRef
 from kos.builder import ManifestError, ManifestOptions, RetrieveLocation, build_manifest, to_part10
 from kos.validate import errors as kos_errors
 from kos.validate import validate_manifest
+from xds_core import audit
 from xds_core.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
 
 logger = logging.getLogger("imaging_source.publish")
@@ -165,6 +166,9 @@ def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> Pub
                              message="another publication of this study is being sent")
 
     status, errors = _send(config, built, kos_bytes)
+    # RAD TF-3 4.68 audit, as ITI TF-2b 3.41.5.1.1: the source's Export of the submission (patient, SubmissionSet).
+    audit.record_sent(audit.Transaction.RAD_68, config.repository_url, _sent_outcome(status),
+                      audit.submission_objects, built.submission)
     publication.response_status = status
     publication.errors = errors
     publication.sent_at = timezone.now()
@@ -201,6 +205,13 @@ def study_from_json(data: dict[str, Any]) -> StudyRef:
 
 
 # --- sending ---------------------------------------------------------------------------------
+
+def _sent_outcome(status: str) -> audit.EventOutcome:
+    """The audit outcome of what :func:`_send` returned: the repository's status, or why there was none."""
+    if status == "transport-error":  # the repository could not be reached at all
+        return audit.EventOutcome.MAJOR_FAILURE
+    return audit.outcome_of_status(status, audit.EventOutcome.SERIOUS_FAILURE)
+
 
 def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, list[dict[str, str]]]:
     """Send RAD-68; return (response status URI, recorded errors). Never raises for remote problems."""
@@ -279,6 +290,7 @@ def _abandon_stale_pending(study_instance_uid: str, pending_timeout: timedelta) 
 
 def _log(study: StudyRef, outcome: Outcome, started: float, **extra: Any) -> None:
     fields = " ".join(f"{k}={v}" for k, v in extra.items())
-    logger.info("transaction=RAD-68 study=%s patient=%s instances=%d outcome=%s ms=%d %s",
-                study.study_instance_uid, study.patient_id, study.instance_count, outcome,
+    # No patient here: the operational log carries none (the audit record of RAD-68 does).
+    logger.info("transaction=RAD-68 study=%s instances=%d outcome=%s ms=%d %s",
+                study.study_instance_uid, study.instance_count, outcome,
                 int((time.monotonic() - started) * 1000), fields)

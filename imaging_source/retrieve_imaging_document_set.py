@@ -1,20 +1,20 @@
 """RAD-69 Retrieve Imaging Document Set: the Imaging Document Source side (RAD TF-3 4.69).
 
-For each requested instance (DocumentUniqueId = SOP Instance UID, digest §9.3) the PACS is
+For each requested instance (DocumentUniqueId = SOP Instance UID, RAD TF-3 4.69) the PACS is
 asked - one C-GET / C-MOVE / WADO-RS request per series, never per instance - and the
 instance is delivered in one of the requested transfer syntaxes: as stored when that is one
 of them, transcoded otherwise (:mod:`imaging_source.dicom.transcode`).
 
-Per-document errors (RAD TF-3 4.69.4.2.3 via GZ-RAD69 RAD69-016/019: severity Error,
+Per-document errors (RAD TF-3 4.69.4.2.3 via Gazelle assertions RAD69-016/019: severity Error,
 ``location`` = the SOP Instance UID, no DocumentResponse for it); the others are still
-returned -> PartialSuccess (ITI TF-3 4.2.4, digest §8):
+returned -> PartialSuccess (ITI TF-3 4.2.4, ITI TF-2b 3.43):
 
 ======================================================  ===============================================
 situation                                               errorCode
 ======================================================  ===============================================
 RepositoryUniqueId empty or not ours                    XDSUnknownRepositoryId (ITI TF-3 Table 4.2.4.1-2)
 DocumentUniqueId / studyInstanceUID / seriesInstanceUID XDSDocumentUniqueIdError
-empty, instance unknown, or instance in another
+empty or not a DICOM UID, instance unknown, or in another
 study/series than requested
 no TransferSyntaxUID requested, or none is a known one  urn:dicom:wado:0006 (DICOM PS3.18 6.4.4)
 this instance cannot be produced in any requested one   urn:dicom:wado:0007 (DICOM PS3.18 6.4.4)
@@ -34,26 +34,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.dicom.fetch import (
-    FetchedInstance,
-    FetchError,
-    FetchResult,
-    FetchStream,
-    RequestAhead,
-    SeriesFetch,
-    send_ahead,
-)
+from imaging_source.dicom.fetch import FetchStream
 from imaging_source.dicom.find import FindError, locate_instance
+from imaging_source.dicom.instances import FetchedInstance, FetchError, FetchResult, SeriesFetch
 from imaging_source.dicom.transcode import (
     TranscodeError,
     choose_target,
     known_transfer_syntax,
     transcode,
 )
+from imaging_source.dicom.wado_rs import RequestAhead, send_ahead
+from xds_core import audit
 from xds_core.ebxml.messages import RetrieveImagingDocumentSetRequest
 from xds_core.ebxml.responses import DocumentResponse, document_response_xml
 from xds_core.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
+from xds_core.identifiers import is_dicom_uid
 from xds_core.soap.mtom import OutgoingPart
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
@@ -112,7 +109,7 @@ def retrieve_imaging_document_set(request: RetrieveImagingDocumentSetRequest, co
 
 def send_first_series_ahead(config: ImagingSourceConfig, study_uid: str, series_uid: str,
                             sop_uids: list[str]) -> RequestAhead | None:
-    """Ask the PACS for a request's first series now (:func:`~imaging_source.dicom.fetch.send_ahead`).
+    """Ask the PACS for a request's first series now (:func:`~imaging_source.dicom.wado_rs.send_ahead`).
 
     The answer is used by the retrieval when its checks leave that series' fetch as asked
     here, and cancelled otherwise - a guess that costs nothing when it is wrong.
@@ -176,6 +173,9 @@ class _Retrieval:
                  ahead: RequestAhead | None = None) -> None:
         self.started = time.perf_counter()
         self.config = config
+        # The audited RAD-69 exchange, if any (captured here: a streamed answer finishes after the handler).
+        self.exchange = audit.current()
+        self.patient_id: str | None = None  # of the first delivered instance, for the audit record
         documents = request.document_requests()
         self.requested = len(documents)
         self.errors: dict[int, RegistryError] = {}
@@ -188,6 +188,7 @@ class _Retrieval:
         self.wanted: list[_Wanted] = []
         self.fetched = FetchResult()
         seen: set[tuple[str, str, str]] = set()
+        good_series: set[tuple[str, str]] = set()  # (study, series) UIDs found to be DICOM UIDs
         requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
         self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
         self.pass_through = frozenset(self.known_ts)  # delivered as stored, no transcoder consulted
@@ -216,6 +217,10 @@ class _Retrieval:
                 what = "studyInstanceUID" if not study_uid else "seriesInstanceUID"
                 self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
                                             f"empty {what} for instance {sop_uid}", sop_uid)
+            elif (bad := _not_a_uid(sop_uid, study_uid, series_uid, good_series)) is not None:
+                # PS3.5 §9.1: it names no instance, and it must not reach a WADO-RS path or a DIMSE key.
+                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
+                                            f"{bad!r} is not a DICOM UID (PS3.5 9.1)", sop_uid)
             elif not requested_ts:
                 self.errors[index] = _error(WadoErrorCode.UnsupportedTransferSyntax,
                                             "no TransferSyntaxUID requested (iherad:TransferSyntaxUIDList is empty)",
@@ -272,6 +277,8 @@ class _Retrieval:
     def deliver(self, item: _Wanted, instance: FetchedInstance) -> OutgoingPart | None:
         """The part for one fetched instance (recorded as a DocumentResponse), or None (recorded as an error)."""
         self.parts += 1
+        if self.exchange is not None and self.patient_id is None:
+            self.patient_id = patient_id_of_part10(instance.data if instance.data is not None else instance.path)
         content_id = f"{self.parts}{self.cid_suffix}"
         try:
             if instance.data is not None and instance.transfer_syntax_uid in self.pass_through:
@@ -316,7 +323,33 @@ class _Retrieval:
         logger.info("rad69 requested=%d returned=%d errors=%d transcoded=%d method=%s ms=%.1f", self.requested,
                     len(outcome.documents), len(outcome.errors), self.transcoded, self.config.dicom.fetch_method,
                     (time.perf_counter() - self.started) * 1000)
+        if self.exchange is not None:  # RAD TF-3 4.69 audit: DICOM Instances Transferred (PS3.15 A.5.3.7)
+            self.exchange.describe(_audited_studies, self)
+            self.exchange.worsen(audit.partial(len(outcome.documents), len(outcome.errors)))
         return outcome
+
+
+def _audited_studies(retrieval: _Retrieval) -> list[audit.ParticipantObject]:
+    """The studies asked for, with the instances sent, and their patient."""
+    studies: dict[str, list[str]] = {}
+    for item in retrieval.wanted:
+        sent = studies.setdefault(item.study_uid, [])
+        if item.index in retrieval.documents:
+            sent.append(item.sop_uid)
+    return audit.imaging_objects(retrieval.patient_id, studies)
+
+
+def _not_a_uid(sop_uid: str, study_uid: str, series_uid: str, good_series: set[tuple[str, str]]) -> str | None:
+    """The first of the UIDs that is not a DICOM UID (PS3.5 §9.1), or None.  A (study, series) pair found
+    good is remembered in ``good_series``: 500 instances of one series cost 502 checks, not 1500."""
+    if not is_dicom_uid(sop_uid):
+        return sop_uid
+    if (study_uid, series_uid) in good_series:
+        return None
+    bad = next((uid for uid in (study_uid, series_uid) if not is_dicom_uid(uid)), None)
+    if bad is None:
+        good_series.add((study_uid, series_uid))
+    return bad
 
 
 def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> RegistryError:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.conf import settings
 from lxml import etree
 
-from imaging_source.dicom.fetch import AHEAD_UIDS
+from imaging_source.dicom.wado_rs import AHEAD_UIDS
 from imaging_source.retrieve_imaging_document_set import (
     ImagingSourceConfig,
     retrieve_imaging_document_set,
@@ -59,6 +59,15 @@ def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapRespons
     # except for determining the root by ``start``.  Our read_message / SoapClient and the
     # conformance runner find the root by ``start``.  Consumers that require the root first
     # (e.g. an out-of-band negotiated MS-XOPP streaming mode) get it with the setting off.
+    # Decision (root last stays the default): the standards above make ``start`` the root's
+    # only identifier, and RFC 2387 3.2's own note names this case (a root generated "on the
+    # fly", inserted "when it is complete"); root first would cost the streaming that the
+    # RAD-69 benchmark (`make bench-imaging`) measures.  Known casualty: zeep 4.3.3 ignores
+    # ``start`` and parses the first part as the envelope (zeep/wsdl/bindings/soap.py,
+    # process_reply: ``decoder.parts[0]``), so a zeep consumer needs XDS_RAD69_ROOT_LAST=false;
+    # tests/imaging_source/test_rad69_interop.py shows zeep reading RAD-69 that way and pins
+    # that root last breaks zeep's first-part assumption.  No standard lets a request ask
+    # for an order, hence a deployment setting, not a per-request policy.
     action = Action.RetrieveImagingDocumentSetResponse.value
     if settings.XDS_RAD69_ROOT_LAST:
         stream = stream_imaging_document_set(parsed, config, ahead)

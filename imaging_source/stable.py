@@ -1,8 +1,10 @@
 """"Study stable" publication, for PACSs (and modalities) without MPPS.
 
 A study counts as stable once no new instance has been seen for ``delay`` seconds; it is
-then published (RAD-68 through :func:`imaging_source.publish.publish`, which sends an
-original, a replacement when the instance set changed, or nothing when unchanged).
+then handed to ``publish(study_uid)``.  The listener command makes that queue an
+``imaging_source.publish_study`` job (:mod:`imaging_source.publication_jobs`); the job worker
+runs :func:`publish_study` (RAD-68 through :func:`imaging_source.publish.publish`, which sends
+an original, a replacement when the instance set changed, or nothing when unchanged).
 
 Activity comes from two sources:
 
@@ -112,7 +114,8 @@ def pacs_poller(config: DicomConfig, *, days: int = 2) -> Callable[[], dict[str,
 
 
 def publish_study(study_uid: str, dicom: DicomConfig, publish_config: Any, *, trigger: str) -> Any:
-    """Find the study in the PACS and publish it (the MPPS and stable-study triggers).
+    """Find the study in the PACS and publish it (the ``imaging_source.publish_study`` job of the MPPS
+    and stable-study triggers).
 
     Returns the :class:`imaging_source.publish.PublishResult`, or None when the PACS does not
     (yet) know the study.  The publish module is imported lazily: the DICOM side must not pull

@@ -7,11 +7,15 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.wado import flat_params, wado_retrieve
+from imaging_source.wado import audit_event, flat_params, wado_retrieve
+from xds_core import audit
 
 
 @require_GET
 def wado(request: HttpRequest) -> HttpResponse:
     """RAD-55 WADO-URI retrieve (``GET ...?requestType=WADO&studyUID=...``)."""
-    answer = wado_retrieve(flat_params(request.GET), DicomConfig.from_settings(settings))
+    params = flat_params(request.GET)
+    answer = wado_retrieve(params, DicomConfig.from_settings(settings))
+    audit.record(lambda: audit_event(params, answer, request.META.get("REMOTE_ADDR", ""),
+                                     request.build_absolute_uri(request.path)))
     return HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)

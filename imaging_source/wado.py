@@ -6,7 +6,7 @@ fetch as RAD-69 (:mod:`imaging_source.dicom.fetch`) delivers the instance; trans
 
 Answers (PS3.18 §8.1 / RFC 7231): 200 + the Part 10 object; 400 for a request that is not WADO;
 404 when studyUID/seriesUID/objectUID do not name one instance of this source (also when one is
-empty - the NIST test ids_4809 case 4 expects 404 there); 406 for a contentType other than
+empty - the NIST test ids_4809 case 4 expects 404 there - or not a DICOM UID); 406 for a contentType other than
 ``application/dicom`` or a transferSyntax we cannot produce; 502 when the PACS cannot be reached.
 """
 
@@ -19,9 +19,13 @@ from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
+from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.dicom.fetch import FetchError, FetchStream, SeriesFetch
+from imaging_source.dicom.fetch import FetchStream
+from imaging_source.dicom.instances import FetchError, SeriesFetch
 from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
+from xds_core import audit
+from xds_core.identifiers import is_dicom_uid
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
 logger = logging.getLogger("imaging_source.rad55")
@@ -57,6 +61,11 @@ def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
     study, series, sop = (params.get(k, "").strip() for k in ("studyUID", "seriesUID", "objectUID"))
     if not (study and series and sop):
         return _text(404, "studyUID, seriesUID and objectUID must all be given")
+    # A value that is not a DICOM UID (PS3.5 §9.1) names no instance either (as an empty one, ids_4809
+    # case 4): 404, and it never reaches a WADO-RS path or a C-GET/C-MOVE identifier.
+    bad = next((uid for uid in (study, series, sop) if not is_dicom_uid(uid)), None)
+    if bad is not None:
+        return _text(404, f"{bad!r} is not a DICOM UID")
     # PS3.18 §8.2.11: transferSyntax applies to application/dicom; default Explicit VR Little Endian.
     syntax = params.get("transferSyntax", "").strip() or ExplicitVRLittleEndian
     if not known_transfer_syntax(syntax):
@@ -83,6 +92,21 @@ def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
     finally:
         instance.discard()
     return WadoAnswer(200, DICOM_MIME_TYPE, data)
+
+
+def audit_event(params: dict[str, str], answer: WadoAnswer, requestor_address: str, url: str) -> audit.AuditEvent:
+    """RAD-55's audit record at the Imaging Document Source (RAD TF-3 4.55 with RAD TF-3 5.1: DICOM
+    Instances Transferred, PS3.15 A.5.3.7): the instance sent (or asked for), its study and patient."""
+    study, sop = params.get("studyUID", "").strip(), params.get("objectUID", "").strip()
+    sent = answer.status == 200
+    outcome = (audit.EventOutcome.SUCCESS if sent else
+               audit.EventOutcome.MAJOR_FAILURE if answer.status >= 500 else audit.EventOutcome.SERIOUS_FAILURE)
+    return audit.transaction_event(
+        audit.Transaction.RAD_55, audit.Side.RESPONDER,
+        requestor=audit.remote(requestor_address, requestor_address), responder=audit.this_node(url),
+        objects=audit.imaging_objects(patient_id_of_part10(answer.body) if sent else None,
+                                      {study: [sop] if sent and sop else []} if study else {}),
+        outcome=outcome, description=f"HTTP {answer.status}")
 
 
 def flat_params(query: Any) -> dict[str, str]:

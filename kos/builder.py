@@ -1,6 +1,6 @@
 """Build an XDS-I.b imaging manifest: a DICOM Key Object Selection (KOS) document.
 
-What the manifest holds (IHE RAD TF-3 4.68.4.1.2.2 / xds-digest §9.2, DICOM PS3.3 A.35.4):
+What the manifest holds (IHE RAD TF-3 4.68.4.1.2.2, DICOM PS3.3 A.35.4):
 
 * SOP Class Key Object Selection Document Storage (1.2.840.10008.5.1.4.1.1.88.59), Modality ``KO``,
   in its own Series, with Instance Number, Content Date/Time;
@@ -18,9 +18,9 @@ Why plain pydicom and not highdicom
 -----------------------------------
 ``highdicom.ko.KeyObjectSelectionDocument`` needs a full pydicom Dataset per referenced instance
 (we hold a plain :class:`StudyRef`-like description from C-FIND/QIDO, not the images) and builds
-every content item through its SR object model: 0.5-0.7 s for 100 references in the environment
-check (env-notes §5); measured here (highdicom 0.28.2, build only, no encoding) 1.1 s for 200 and
-2.3 s for 2 000 references -- over the <= 1 s budget for 2 000 instances (issue 5). It also
+every content item through its SR object model (measured on this project's machine, highdicom 0.28.2):
+0.5-0.7 s for 100 references, and (build only, no encoding) 1.1 s for 200 and 2.3 s for 2 000
+references -- over the <= 1 s budget for 2 000 instances (issue 5). It also
 fixes two choices that differ from the XDS-I reference manifest (NIST ``IDS-DEPT002-a/kos.dcm``):
 
 * **ContinuityOfContent**: highdicom writes ``CONTINUOUS``. PS3.3 C.18.8.1.1 (Container Macro,
@@ -46,14 +46,14 @@ loaded machine); the direct encoding takes a few milliseconds (measure: ``manage
 The dataset is therefore marked as Explicit VR Little Endian (its original encoding): encode it
 with :func:`to_part10`.
 
-This module imports only pydicom (no Django): the study is any object with the attributes of
+This module imports pydicom and xds_core's plain modules (identifier rules, vocabulary), never Django:
+the study is any object with the attributes of
 ``imaging_source.study.StudyRef`` (structural typing via the Protocols below).
 """
 
 from __future__ import annotations
 
 import io
-import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,8 +67,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
-#: Key Object Selection Document Storage (PS3.4 B.5).
-KOS_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.59"
+from xds_core.identifiers import is_dicom_uid
+from xds_core.vocabulary import KOS_SOP_CLASS_UID
+
 #: Document title of an XDS-I.b manifest: (113030, DCM, "Manifest") from CID 7010.
 MANIFEST_TITLE = ("113030", "DCM", "Manifest")
 #: (113012, DCM, "Key Object Description") -- TID 2010 row 4 (optional TEXT).
@@ -91,7 +92,6 @@ _T_SERIES_UID = 0x0020000E
 _T_RETRIEVE_LOCATION_UID = 0x0040E011
 _T_EVIDENCE_SEQ = 0x0040A375
 _T_CONTENT_SEQ = 0x0040A730
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
 class InstanceLike(Protocol):
@@ -420,7 +420,7 @@ def _encode_dataset(item: Dataset, encodings: str | list[str]) -> bytes:
 
 
 def _checked_uid(uid: str, what: str) -> str:
-    if not uid or len(uid) > 64 or not _UID_RE.match(uid):
+    if not is_dicom_uid(uid):
         raise ManifestError(f"{what} {uid!r} is not a valid UID (PS3.5 9.1)")
     return uid
 

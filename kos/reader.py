@@ -2,7 +2,7 @@
 
 The source of truth is the Current Requested Procedure Evidence Sequence (0040,A375): XDS-I.b
 requires it to list every referenced instance, with Retrieve AE Title / Retrieve Location UID /
-Retrieve URL on each Referenced Series item (RAD TF-3 4.68.4.1.2.2; xds-digest §9.2). An Imaging
+Retrieve URL on each Referenced Series item (RAD TF-3 4.68.4.1.2.2; DICOM PS3.3 A.35.4). An Imaging
 Document Consumer turns each instance into a RAD-69 DocumentRequest with RepositoryUniqueId =
 the series' Retrieve Location UID and DocumentUniqueId = the SOP Instance UID.
 """

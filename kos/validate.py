@@ -20,16 +20,16 @@ Errors make a manifest unusable for a consumer; warnings are deviations a consum
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from kos.builder import KOS_SOP_CLASS_UID, MANIFEST_TITLE
+from kos.builder import MANIFEST_TITLE
+from xds_core.identifiers import is_dicom_uid
+from xds_core.vocabulary import KOS_SOP_CLASS_UID
 
-UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 ERROR = "error"
 WARNING = "warning"
 _REFERENCE_VALUE_TYPES = {"IMAGE", "WAVEFORM", "COMPOSITE"}
@@ -229,7 +229,7 @@ def _check_evidence(ds: Dataset, add, expected_location_uid: str | None) -> None
                 add(Finding(ERROR, "xdsi.no-retrieve-location", "Retrieve Location UID (the Imaging Document "
                             "Source repositoryUniqueId) is required on every referenced series",
                             "RAD TF-3 4.68.4.1.2.2; RAD TF-3 4.69", se_path))
-            elif not UID_RE.match(location) or len(location) > 64:
+            elif not is_dicom_uid(location):
                 add(Finding(ERROR, "xdsi.bad-retrieve-location", f"Retrieve Location UID {location!r} is not an "
                             "OID", "PS3.5 9.1", se_path))
             elif expected_location_uid and location != expected_location_uid:
@@ -287,6 +287,6 @@ def _uid(ds: Dataset, keyword: str, rule: str, add, path: str = "") -> str:
     where = f"{path}.{keyword}" if path else keyword
     if not value:
         add(Finding(ERROR, f"uid.missing.{keyword}", f"{keyword} is required", rule, where))
-    elif not UID_RE.match(value) or len(value) > 64:
+    elif not is_dicom_uid(value):
         add(Finding(ERROR, f"uid.invalid.{keyword}", f"{value!r} is not a valid UID (PS3.5 9.1)", rule, where))
     return value

@@ -1,6 +1,6 @@
 """XDS error codes, severities and the exceptions that carry them.
 
-The one home of the IHE error vocabulary (ITI TF-3 Table 4.2.4.1-2, digest §7).
+The one home of the IHE error vocabulary (ITI TF-3 Table 4.2.4.1-2).
 Business errors travel in a ``RegistryErrorList`` (never as SOAP Faults); the
 single place that renders them is :mod:`xds_core.http.endpoint`.
 """
@@ -62,7 +62,7 @@ class WadoErrorCode(StrEnum):
     action, which "corresponds to the IHE XDS-I.b transaction RAD-69" (PS3.18 6.4; the
     error list also accepts the ITI TF error codes); dcm4chee-arc-light's Imaging Document
     Source answers RAD-69 transfer-syntax problems with them.  IHE RAD TF names no code for
-    "requested transfer syntax not supported" (digest §9.3, §14 item 4).
+    "requested transfer syntax not supported" (RAD TF-3 4.69).
     """
 
     #: Web Server does not support the requested format or transfer syntax.

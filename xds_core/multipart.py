@@ -9,7 +9,7 @@ valid for as long as the caller keeps them: the splitter never writes to or resi
 chunk it has been given, so a source may hand out fresh ``bytearray`` buffers filled by
 ``readinto`` (see :func:`read_chunks`).
 
-:func:`xds_core.soap.mtom.read_message` keeps its own reader on purpose: it accepts
+:func:`xds_core.soap.mtom_reader.read_message` keeps its own reader on purpose: it accepts
 unbounded attachments (gigabytes) that must be streamed piece by piece to spill files
 while being hashed, base64-decoded and size-limited - a contract a whole-part iterator
 cannot meet without holding each part in memory.

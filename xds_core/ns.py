@@ -1,4 +1,7 @@
-"""XML namespaces (digest §1).  The only home of namespace URIs."""
+"""XML namespaces (W3C SOAP 1.2, WS-Addressing 1.0, XOP 1.0; OASIS ebXML RegRep 3.0; IHE ITI / RAD XSDs).
+
+The only home of namespace URIs.
+"""
 
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"

@@ -1,5 +1,6 @@
-"""XDS / XDS-I vocabularies, declared once as enums (digest §1-7, ITI TF-3 4.2.5).
+"""XDS / XDS-I vocabularies, declared once as enums.
 
+Sources: ITI TF-2 / RAD TF-3 WSDLs, ITI TF-2a 3.18.4.1.2.3.7 (stored queries), ITI TF-3 4.2.2-4.2.5.
 Nothing else in the code base spells one of these URIs or UUIDs.
 """
 
@@ -9,7 +10,7 @@ from enum import StrEnum
 
 
 class Action(StrEnum):
-    """wsa:Action values (ITI TF-2 / RAD TF-3 WSDLs; digest §2)."""
+    """wsa:Action values (ITI TF-2 / RAD TF-3 WSDLs)."""
 
     ProvideAndRegisterDocumentSet = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
     ProvideAndRegisterDocumentSetResponse = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
@@ -33,7 +34,7 @@ class Action(StrEnum):
 
 
 class ResponseStatus(StrEnum):
-    """RegistryResponse/@status (digest §3). PartialSuccess is in the IHE namespace."""
+    """RegistryResponse/@status (ITI TF-3 4.2.4). PartialSuccess is in the IHE namespace."""
 
     SUCCESS = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
     FAILURE = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
@@ -189,7 +190,10 @@ class ReferenceIdType(StrEnum):
 
 REFERENCE_ID_LIST_SLOT = "urn:ihe:iti:xds:2013:referenceIdList"
 
+#: Key Object Selection Document Storage SOP Class (DICOM PS3.4 Annex B.5, PS3.6 Annex A): the one
+#: definition of this UID in the suite (kos, the repository, the harness and the bench import it).
+KOS_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.59"
 #: formatCode of an XDS-I.b manifest: the KOS SOP Class UID (RAD TF-3 4.68.4.1.2.3.2).
-KOS_FORMAT_CODE = "1.2.840.10008.5.1.4.1.1.88.59"
+KOS_FORMAT_CODE = KOS_SOP_CLASS_UID
 DICOM_UID_REGISTRY = "1.2.840.10008.2.6.1"
 DICOM_MIME_TYPE = "application/dicom"

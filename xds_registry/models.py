@@ -1,6 +1,6 @@
 """Document Registry persistence: typed tables, one indexed column per stored-query parameter.
 
-Design (docs/design-notes.md "Registry persistence"): one table per XDS object kind
+Design: one table per XDS object kind
 (:class:`DocumentEntry`, :class:`SubmissionSet`, :class:`Folder`, :class:`Association`) whose
 columns serve the WHERE clause of the stored queries, one table of multi-valued attributes
 (:class:`RegistryCode`) for the IN / AND-repeat parameters, and the canonical ebRIM XML of each
@@ -73,7 +73,7 @@ Stored XML (``xml`` column)
     registry assigned ids, ``lid``, ``status=Approved``, ``VersionInfo`` and (Folder)
     ``lastUpdateTime``.  Registry-owned values are KEPT CURRENT in the fragment: when the registry
     changes one (deprecation by RPLC/XFRM_RPLC, a folder's lastUpdateTime, a patient merge) it
-    rewrites the fragment in the same transaction (see :func:`replace_status_in_xml`), so the
+    rewrites the fragment in the same transaction (:mod:`xds_registry.stored_xml`), so the
     fragment is always exactly what a LeafClass answer returns -- except ``@home``
     (homeCommunityId), which the query layer adds on output because it is a deployment setting.
     Unknown/extra slots are kept in the fragment (never dropped: no XDSExtraMetadataNotSaved).
@@ -150,10 +150,6 @@ class Patient(models.Model):
 
     def __str__(self) -> str:
         return self.patient_id
-
-    @property
-    def is_active(self) -> bool:
-        return self.merged_into_id is None
 
 
 class RegistryObjectRow(models.Model):
@@ -297,8 +293,3 @@ class RegistryCode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_kind}#{self.object_id} {self.attribute}={self.value}"
-
-
-def replace_status_in_xml(xml: str, old: str, new: str) -> str:
-    """Rewrite the ``status`` attribute of a stored fragment's root element."""
-    return xml.replace(f'status="{old}"', f'status="{new}"', 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from xds_core import audit
 from xds_core.affinity_domain import load_affinity_domain
 from xds_core.ebxml.parse import parse_submit_objects_request
 from xds_core.ebxml.responses import registry_response
@@ -28,6 +29,7 @@ from xds_registry.stored_query.operations import (
 def register_document_set_operation(request: SoapRequest) -> SoapResponse:
     """ITI-42 Register Document Set-b (ITI TF-2b 3.42): lcm:SubmitObjectsRequest -> rs:RegistryResponse."""
     submission = parse_submit_objects_request(request.body)
+    audit.describe(audit.submission_objects, submission)  # ITI TF-2b 3.42.5.1.2: patient, SubmissionSet
     result = register_document_set(submission, affinity_domain=load_affinity_domain(settings.XDS_AFFINITY_DOMAIN_CODES))
     return SoapResponse(Action.RegisterDocumentSetResponse.value, registry_response(result.warnings))
 

@@ -1,5 +1,5 @@
 """ITI-41 Provide and Register Document Set-b and RAD-68 Provide and Register
-Imaging Document Set - MTOM/XOP (ITI TF-2 3.41, RAD TF-3 4.68; digest §8, §9.1).
+Imaging Document Set - MTOM/XOP (ITI TF-2 3.41, RAD TF-3 4.68).
 
 Flow: match each ``xdsb:Document`` to its DocumentEntry, check the submitted
 hash/size against what the SOAP layer computed while streaming the part, set
@@ -20,10 +20,11 @@ import pydicom
 from django.core.files.storage import Storage
 from pydicom.errors import InvalidDicomError
 
+from xds_core import audit
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.metadata.objects import DocumentEntry, Submission
 from xds_core.soap.mtom import Attachment
-from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, ObjectType, ResponseStatus
+from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, KOS_SOP_CLASS_UID, ObjectType, ResponseStatus
 from xds_repository import records
 from xds_repository import storage as store
 from xds_repository.registry_client import RegistryClient, RegistryUnavailable
@@ -34,9 +35,6 @@ logger = logging.getLogger(__name__)
 def _error(code: ErrorCode, context: str, location: str = "") -> RegistryError:
     """An Error-severity RegistryError with its location (the keyword keeps severity out of the way)."""
     return RegistryError(code, context, location=location)
-
-#: DICOM Key Object Selection Document Storage SOP Class (PS3.4 B.5; RAD TF-3 4.68.4.1.2.3.2).
-KOS_SOP_CLASS_UID = KOS_FORMAT_CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +90,7 @@ def provide_and_register(request: ProvideAndRegisterDocumentSet, config: Reposit
     """Run one ITI-41 / RAD-68.  Raises XdsError with every finding when the submission fails."""
     started = time.monotonic()
     submission = request.submission
+    audit.describe(audit.submission_objects, submission)  # ITI TF-2b 3.41.5.1.2: patient, SubmissionSet
     incoming = _match_documents(request.documents, submission.document_entries, config)
     entries = [i.entry for i in incoming]
     rows = records.record_pending(
@@ -117,10 +116,10 @@ def provide_and_register(request: ProvideAndRegisterDocumentSet, config: Reposit
         try:
             status, errors = client.register(submission)
         except RegistryUnavailable as exc:
-            # ITI TF-3 Table 4.2.4.1-2 / digest §8: "Repository could not reach the Registry".
+            # ITI TF-3 Table 4.2.4.1-2 / ITI TF-2 3.41: the Repository could not reach the Registry.
             raise XdsError.of(ErrorCode.XDSRegistryNotAvailable, str(exc)) from exc
         if status not in (ResponseStatus.SUCCESS, ResponseStatus.PARTIAL_SUCCESS) or any(e.is_error for e in errors):
-            # The registry's own errors go back to the source (digest §8, NIST test 11986).
+            # The registry's own errors go back to the source (ITI TF-2 3.41, NIST test 11986).
             raise XdsError(errors or [_error(
                 ErrorCode.XDSRegistryError, f"the registry answered status {status or '(none)'} without an error")])
         records.mark_registered(rows)
@@ -200,14 +199,14 @@ def _check_entry(entry: DocumentEntry, attachment: Attachment, config: Repositor
                                     f"DocumentEntry {entry.id} has no uniqueId", entry.id))
     if attachment.size > config.max_document_size:
         # A policy limit, reported as a resource limit: ITI TF-3 Table 4.2.4.1-2 lists
-        # XDSRepositoryOutOfResources for ITI-41; digest §7 "resources low".
+        # XDSRepositoryOutOfResources for ITI-41.
         errors.append(_error(
             ErrorCode.XDSRepositoryOutOfResources,
             f"Document {entry.id} is {attachment.size} bytes; this repository accepts at most "
             f"{config.max_document_size} bytes per document (XDS_MAX_DOCUMENT_SIZE)", where))
-    # The repository validates submitted hash and size against the content (GZ-ITI41 ITI41-23).
-    # Digest §7 marks the code for this case "unconfirmed"; XDSRepositoryMetadataError is the
-    # repository's "bad metadata" code, the one the digest lists for it.
+    # The repository validates submitted hash and size against the content (Gazelle assertion ITI41-23).
+    # The code for this case is not spelled out; XDSRepositoryMetadataError is the repository's
+    # "bad metadata" code in ITI TF-3 Table 4.2.4.1-2.
     if entry.hash is not None and entry.hash.strip().lower() != attachment.sha1:
         errors.append(_error(
             ErrorCode.XDSRepositoryMetadataError,
@@ -225,7 +224,7 @@ def _check_entry(entry: DocumentEntry, attachment: Attachment, config: Repositor
 
 
 def _check_manifest(entry: DocumentEntry, attachment: Attachment, where: str) -> list[RegistryError]:
-    """RAD-68 (digest §9.1): the document is a DICOM Part 10 Key Object Selection whose SOP
+    """RAD-68 (RAD TF-3 4.68.4.1.2.3): the document is a DICOM Part 10 Key Object Selection whose SOP
     Instance UID is the DocumentEntry uniqueId, submitted as application/dicom."""
     errors: list[RegistryError] = []
     if entry.mime_type != DICOM_MIME_TYPE:
@@ -235,7 +234,7 @@ def _check_manifest(entry: DocumentEntry, attachment: Attachment, where: str) ->
             f"{DICOM_MIME_TYPE}, not {entry.mime_type or '(none)'} (RAD TF-3 4.68.4.1.2.3.2)", where))
     try:
         with attachment.open() as fh:
-            # Part 10 required (preamble + File Meta, GZ-RAD68 RAD68-003): no force=True.
+            # Part 10 required (preamble + File Meta, Gazelle assertion RAD68-003): no force=True.
             dataset = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
         errors.append(_error(

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from lxml import etree
 
+from xds_core import audit
 from xds_core.ebxml import parse as ebxml_parse
 from xds_core.ebxml import serialize as ebxml_serialize
 from xds_core.ebxml.responses import parse_registry_response
 from xds_core.errors import RegistryError
 from xds_core.metadata.objects import DocumentEntry, Submission
+from xds_core.safe_xml import to_bytes
 from xds_core.soap.client import SoapClient, TransportError
 from xds_core.vocabulary import Action, ReturnType, StoredQuery
 
@@ -52,11 +54,20 @@ class RegistryClient:
 
     def register(self, submission: Submission) -> tuple[str, list[RegistryError]]:
         """ITI-42: returns (RegistryResponse/@status, its RegistryErrors)."""
-        body = self._call(Action.RegisterDocumentSet, ebxml_serialize.submit_objects_request(submission))
+        outcome = audit.EventOutcome.SERIOUS_FAILURE
         try:
-            return parse_registry_response(body)
-        except Exception as exc:  # not a RegistryResponse: nothing we can relay
-            raise RegistryUnavailable(f"registry at {self.url} sent no RegistryResponse: {exc}") from exc
+            body = self._call(Action.RegisterDocumentSet, ebxml_serialize.submit_objects_request(submission))
+            try:
+                status, errors = parse_registry_response(body)
+            except Exception as exc:  # not a RegistryResponse: nothing we can relay
+                raise RegistryUnavailable(f"registry at {self.url} sent no RegistryResponse: {exc}") from exc
+            outcome = audit.outcome_of_status(status, audit.EventOutcome.SERIOUS_FAILURE)
+            return status, errors
+        except RegistryUnavailable as exc:
+            outcome = _unavailable_outcome(exc)
+            raise
+        finally:  # ITI TF-2b 3.42.5.1.1: the repository's side of ITI-42 (Export of the patient's submission)
+            audit.record_sent(audit.Transaction.ITI_42, self.url, outcome, audit.submission_objects, submission)
 
     def get_documents(self, unique_ids: list[str]) -> list[DocumentEntry]:
         """ITI-18 GetDocuments by $XDSDocumentEntryUniqueId (ITI TF-2 3.18.4.1.2.3.7.5)."""
@@ -67,13 +78,33 @@ class RegistryClient:
             request = ebxml_serialize.adhoc_query_request(
                 StoredQuery.GetDocuments, [("$XDSDocumentEntryUniqueId", [value])],
                 return_type=ReturnType.LeafClass)
-            body = self._call(Action.RegistryStoredQuery, request)
+            outcome = audit.EventOutcome.SERIOUS_FAILURE
             try:
-                result = ebxml_parse.parse_adhoc_query_response(body)
-            except Exception as exc:
-                raise RegistryUnavailable(f"registry at {self.url} sent no AdhocQueryResponse: {exc}") from exc
-            if any(e.is_error for e in result.errors):
-                raise RegistryUnavailable("registry refused GetDocuments: " + "; ".join(
-                    f"{e.error_code}: {e.code_context}" for e in result.errors))
+                body = self._call(Action.RegistryStoredQuery, request)
+                try:
+                    result = ebxml_parse.parse_adhoc_query_response(body)
+                except Exception as exc:
+                    raise RegistryUnavailable(f"registry at {self.url} sent no AdhocQueryResponse: {exc}") from exc
+                if any(e.is_error for e in result.errors):
+                    raise RegistryUnavailable("registry refused GetDocuments: " + "; ".join(
+                        f"{e.error_code}: {e.code_context}" for e in result.errors))
+                outcome = audit.outcome_of_status(result.status, audit.EventOutcome.SUCCESS)
+            except RegistryUnavailable as exc:
+                outcome = _unavailable_outcome(exc)
+                raise
+            finally:  # ITI TF-2a 3.18.5.1.1: the querying side of ITI-18
+                audit.record_sent(audit.Transaction.ITI_18, self.url, outcome, _audited_query, request)
             found += [o for o in result.objects if isinstance(o, DocumentEntry)]
         return found
+
+
+def _unavailable_outcome(exc: RegistryUnavailable) -> audit.EventOutcome:
+    """Not reached at all: the action was unavailable (12); an answer we cannot use: a failure (8)."""
+    return (audit.EventOutcome.MAJOR_FAILURE if isinstance(exc.__cause__, TransportError)
+            else audit.EventOutcome.SERIOUS_FAILURE)
+
+
+def _audited_query(request: etree._Element) -> list[audit.ParticipantObject]:
+    """The GetDocuments query as sent (by uniqueId: it names no patient)."""
+    query_bytes = to_bytes(request, xml_declaration=False)
+    return [audit.query(audit.Transaction.ITI_18, StoredQuery.GetDocuments.value, query_bytes)]

@@ -1,4 +1,4 @@
-"""ITI-43 Retrieve Document Set (ITI TF-2 3.43; digest §8).
+"""ITI-43 Retrieve Document Set (ITI TF-2 3.43).
 
 Each DocumentRequest is answered with a DocumentResponse whose Document is an
 MTOM part streamed from storage, or with a RegistryError:
@@ -10,11 +10,11 @@ MTOM part streamed from storage, or with a RegistryError:
   "XDSMissingDocument", but that code is an ITI-41 code (a DocumentEntry
   without its document); ITI TF-2 3.43.4.2.3 and ITI TF-3 Table 4.2.4.1-2
   name XDSDocumentUniqueIdError for "the document associated with the
-  uniqueId is not available" in ITI-43 (digest §7, RS column);
+  uniqueId is not available" in ITI-43;
 - a stored file whose bytes no longer match its SHA-1 -> ``XDSRepositoryError``
   (never wrong bytes).
 
-Overall status (digest §8): all returned Success, some PartialSuccess, none Failure.
+Overall status (ITI TF-2 3.43, ITI TF-3 4.2.4): all returned Success, some PartialSuccess, none Failure.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from xds_core import audit
 from xds_core.ebxml.messages import DocumentRequest
 from xds_core.ebxml.responses import DocumentResponse, RetrieveDocumentSetResult
 from xds_core.errors import ErrorCode, RegistryError
@@ -45,6 +46,7 @@ def _error(code: ErrorCode, context: str, location: str = "") -> RegistryError:
 def retrieve_document_set(requests: list[DocumentRequest], config: RepositoryConfig) -> RetrieveDocumentSetResult:
     """Answer each DocumentRequest with a document streamed from storage, or with an error."""
     started = time.monotonic()
+    audit.describe(audit.document_objects, requests)  # ITI TF-2b 3.43.6.1: the requested documents
     errors: list[RegistryError] = []
     documents: list[DocumentResponse] = []
     ours = [r for r in requests if r.repository_unique_id == config.repository_unique_id]

@@ -9,9 +9,11 @@
     "study stable" watcher (imaging_source/stable.py) counts.  We are not an archive:
     the pixels stay in the PACS.
 - **MPPS** (PS3.4 Annex F.7): N-CREATE (status must be IN PROGRESS) and N-SET; when a step
-  becomes COMPLETED, ``on_mpps_completed(study UIDs, MPPS UID)`` is called on a worker
-  thread (publication must not hold the DIMSE answer).  Steps are kept as JSON files in
-  ``state_dir`` so an N-SET after a listener restart still finds its N-CREATE.
+  becomes COMPLETED, ``on_mpps_completed(study UIDs, MPPS UID)`` is called inside the N-SET's
+  database transaction: it must be quick -- the listener command queues publication jobs
+  (:mod:`imaging_source.publication_jobs`), the job worker publishes -- and if it raises, the
+  N-SET fails and the step stays as it was.  Steps are kept in the database
+  (:mod:`imaging_source.mpps`) so an N-SET after a listener restart still finds its N-CREATE.
 - **C-ECHO**.
 
 Every DIMSE transaction logs one line (``dicom <service> ...``).
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,20 +35,22 @@ from pydicom.uid import generate_uid
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 
+from imaging_source.dicom import auditing
 from imaging_source.dicom.ae import NoDelayAssociationServer, make_ae
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.dicom.fetch import spool_name
+from imaging_source.dicom.dimse_retrieve import spool_name
 from imaging_source.dicom.status import (
     DatasetMismatch,
     DicomServiceError,
     DimseStatus,
-    DuplicateInstance,
     InvalidAttributeValue,
+    InvalidInstance,
     MayNoLongerBeUpdated,
     MissingAttribute,
-    NoSuchInstance,
     status_for,
 )
+from xds_core import audit
+from xds_core.identifiers import is_dicom_uid
 
 logger = logging.getLogger(__name__)
 
@@ -71,32 +73,6 @@ class ReceivedInstance:
     received_at: float
 
 
-class MppsStore:
-    """MPPS instances as JSON files (``<SOP Instance UID>.json``, DICOM JSON model, PS3.18 F)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-
-    def _path(self, uid: str) -> Path:
-        if not uid or "/" in uid or uid.startswith("."):
-            raise NoSuchInstance(f"bad SOP Instance UID {uid!r}")
-        return self.directory / f"{uid}.json"
-
-    def get(self, uid: str) -> Dataset | None:
-        path = self._path(uid)
-        if not path.exists():
-            return None
-        return Dataset.from_json(path.read_text())
-
-    def put(self, uid: str, ds: Dataset) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(ds.to_json())
-        os.replace(tmp, self._path(uid))
-
-
 def study_uids_of_mpps(ds: Dataset) -> list[str]:
     """Study Instance UIDs an MPPS refers to (Scheduled Step Attributes Sequence, PS3.4 Table F.7.2-1)."""
     uids: dict[str, None] = {}
@@ -110,21 +86,24 @@ def study_uids_of_mpps(ds: Dataset) -> list[str]:
 class DicomListener:
     """C-STORE + MPPS + Verification SCP on ``(host, port)`` (port 0: ephemeral)."""
 
-    def __init__(self, config: DicomConfig, *, state_dir: Path,
+    def __init__(self, config: DicomConfig, *,
                  on_instance: Callable[[ReceivedInstance], None] | None = None,
                  on_mpps_completed: Callable[[list[str], str], None] | None = None,
                  host: str | None = None, port: int | None = None) -> None:
         self.config = config
         self.spool_dir = Path(config.spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.mpps = MppsStore(Path(state_dir) / "mpps")
+        # Imported here: the DICOM package itself needs no Django; the MPPS steps are database rows.
+        from imaging_source.mpps import MppsStore
+
+        self.mpps = MppsStore()
         self.on_instance = on_instance
         self.on_mpps_completed = on_mpps_completed
         self.address = (host or config.scp_host, config.scp_port if port is None else port)
         self.server: NoDelayAssociationServer | None = None
-        self._jobs: queue.Queue[tuple[list[str], str] | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
         self._last_purge = 0.0
+        #: Audited incoming C-STOREs per open association (recorded when it closes).
+        self._transfers: dict[int, auditing.StoreTransfer] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -135,10 +114,9 @@ class DicomListener:
         ae.add_supported_context(ModalityPerformedProcedureStep)
         ae.require_called_aet = True  # PS3.8 9.3.3.2: reject associations addressed to another AE
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_CREATE, self._on_n_create),
-                    (evt.EVT_N_SET, self._on_n_set), (evt.EVT_C_ECHO, self._on_echo)]
+                    (evt.EVT_N_SET, self._on_n_set), (evt.EVT_C_ECHO, self._on_echo),
+                    (evt.EVT_CONN_CLOSE, self._on_conn_close)]
         self.server = ae.start_listener(self.address, evt_handlers=handlers)
-        self._worker = threading.Thread(target=self._run_jobs, name="mpps-publish", daemon=True)
-        self._worker.start()
         host, port = self.server.server_address[:2]
         logger.info("dicom listener ae=%s address=%s:%d", self.config.ae_title, host, port)
         return host, port
@@ -148,29 +126,6 @@ class DicomListener:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
-        self._jobs.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        """Block until queued publications have run (tests, orderly shutdown)."""
-        deadline = time.monotonic() + timeout
-        while self._jobs.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def _run_jobs(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                if job is None:
-                    return
-                study_uids, mpps_uid = job
-                if self.on_mpps_completed is not None:
-                    self.on_mpps_completed(study_uids, mpps_uid)
-            except Exception:  # noqa: BLE001 - one failed publication must not stop the worker
-                logger.exception("dicom mpps-publish failed")
-            finally:
-                self._jobs.task_done()
 
     # -- handlers -------------------------------------------------------------------------
     @staticmethod
@@ -189,14 +144,22 @@ class DicomListener:
         mover = (request.MoveOriginatorApplicationEntityTitle or "").strip()
         kind = "c-move" if mover == self.config.ae_title else "incoming"
         try:
+            # The SOP Instance UID names a spool file; study and series UIDs later go into C-FIND /
+            # QIDO-RS queries: only DICOM UIDs (PS3.5 §9.1) get that far.
+            if not is_dicom_uid(sop_uid):
+                raise InvalidInstance(f"Affected SOP Instance UID {sop_uid!r} is not a DICOM UID")
             if kind == "c-move":
                 self._spool(event.encoded_dataset(include_meta=True), sop_uid)
             else:
                 ds = event.dataset
                 study_uid = str(ds.get("StudyInstanceUID", "") or "")
-                if not study_uid or not sop_uid:
+                series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+                if not study_uid:
                     raise DatasetMismatch("data set without Study Instance UID")
-                received = ReceivedInstance(study_uid, str(ds.get("SeriesInstanceUID", "") or ""), sop_uid,
+                if not is_dicom_uid(study_uid) or (series_uid and not is_dicom_uid(series_uid)):
+                    raise DatasetMismatch(f"Study / Series Instance UID {study_uid!r} / {series_uid!r} "
+                                          "is not a DICOM UID")
+                received = ReceivedInstance(study_uid, series_uid, sop_uid,
                                             str(request.AffectedSOPClassUID or ""), event.assoc.requestor.ae_title,
                                             time.time())
                 if self.on_instance is not None:
@@ -208,6 +171,8 @@ class DicomListener:
                 logger.exception("C-STORE %s failed", sop_uid)
         logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind, sop_uid,
                     status, (time.perf_counter() - started) * 1000)
+        if kind == "incoming" and audit.enabled():  # a C-MOVE answer is part of our RAD-69 / RAD-55, audited there
+            audit.safely(self._note_store, event, sop_uid, status)
         return status
 
     def _spool(self, data: bytes, sop_uid: str) -> None:
@@ -238,17 +203,17 @@ class DicomListener:
             if state != IN_PROGRESS:
                 # PS3.4 F.7.2.1.2: an MPPS is created IN PROGRESS
                 raise InvalidAttributeValue(f"N-CREATE with Performed Procedure Step Status {state!r}")
-            with self.mpps.lock:
-                if self.mpps.get(uid) is not None:
-                    raise DuplicateInstance(f"MPPS {uid} already exists")
-                self.mpps.put(uid, ds)
+            self.mpps.create(uid, ds)  # DuplicateInstance (0x0111) if it exists
             reply = ds
         except Exception as exc:  # noqa: BLE001
             status = status_for(exc)
             if not isinstance(exc, DicomServiceError):
                 logger.exception("MPPS N-CREATE %s failed", uid)
+        finally:
+            self.mpps.release()
         logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), uid,
                     state or "-", status)
+        audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_6, reply, status))
         if status == 0x0000 and request.AffectedSOPInstanceUID is None:
             # The SCP chose the UID: it goes back in the response's Affected SOP Instance UID.
             request.AffectedSOPInstanceUID = uid
@@ -261,10 +226,7 @@ class DicomListener:
         reply: Dataset | None = None
         try:
             changes = event.modification_list
-            with self.mpps.lock:
-                current = self.mpps.get(uid)
-                if current is None:
-                    raise NoSuchInstance(f"no MPPS {uid}")
+            with self.mpps.editing(uid) as current:  # NoSuchInstance (0x0112); one transaction, row locked
                 if str(current.get("PerformedProcedureStepStatus", "")).strip() in FINAL_STATES:
                     raise MayNoLongerBeUpdated(f"MPPS {uid} is {current.PerformedProcedureStepStatus}")
                 state = str(changes.get("PerformedProcedureStepStatus", "") or "").strip() or str(
@@ -273,18 +235,64 @@ class DicomListener:
                     raise InvalidAttributeValue(f"Performed Procedure Step Status {state!r}")
                 for element in changes:
                     current[element.tag] = element
-                self.mpps.put(uid, current)
+                if state == COMPLETED:
+                    studies = study_uids_of_mpps(current)
+                    bad = [u for u in studies if not is_dicom_uid(u)]
+                    if bad:
+                        raise InvalidAttributeValue(f"Study Instance UID {bad[0]!r} is not a UID (PS3.5 9.1)")
+                    if self.on_mpps_completed is not None:
+                        # In the N-SET's transaction: the step is COMPLETED with its publications queued,
+                        # or (the callback raised) neither, and the modality may send the N-SET again.
+                        self.on_mpps_completed(studies, uid)
             reply = current
-            if state == COMPLETED:
-                studies = study_uids_of_mpps(current)
-                self._jobs.put((studies, uid))
         except Exception as exc:  # noqa: BLE001
             status = status_for(exc)
             if not isinstance(exc, DicomServiceError):
                 logger.exception("MPPS N-SET %s failed", uid)
+        finally:
+            self.mpps.release()
         logger.info("dicom MPPS N-SET from=%s mpps=%s state=%s studies=%s status=0x%04X", self._peer(event), uid,
                     state or "-", ",".join(studies) or "-", status)
+        audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_7, reply, status))
         return status, reply
 
+    # -- audit (xds_core.audit) ----------------------------------------------------------------
+    def _parties(self, event: Any) -> tuple[audit.Participant, audit.Participant]:
+        requestor = event.assoc.requestor
+        return (auditing.peer(requestor.ae_title, requestor.address),
+                audit.this_node(self.config.ae_title, ae_title=self.config.ae_title))
 
-__all__ = ["DicomListener", "MppsStore", "ReceivedInstance", "study_uids_of_mpps", "DimseStatus"]
+    def _note_store(self, event: Any, sop_uid: str, status: int) -> None:
+        transfer = self._transfers.get(id(event.assoc))
+        if transfer is None:
+            transfer = self._transfers[id(event.assoc)] = auditing.StoreTransfer(*self._parties(event))
+        transfer.add(_dataset_or_none(event), sop_uid, status)
+
+    def _on_conn_close(self, event: Any) -> None:
+        transfer = self._transfers.pop(id(event.assoc), None)
+        if transfer is not None:
+            audit.record(transfer.events)
+
+    def _mpps_event(self, event: Any, transaction: audit.Transaction, reply: Dataset | None,
+                    status: int) -> audit.AuditEvent:
+        # The step as stored (reply), else what the request carried.
+        ds = reply if reply is not None else _attributes_or_none(event)
+        return auditing.mpps_event(transaction, *self._parties(event), ds,
+                                   study_uids_of_mpps(ds) if ds is not None else [], status)
+
+
+def _dataset_or_none(event: Any) -> Dataset | None:
+    try:
+        return event.dataset
+    except Exception:  # noqa: BLE001 - an undecodable data set is audited without its patient
+        return None
+
+
+def _attributes_or_none(event: Any) -> Dataset | None:
+    try:
+        return event.attribute_list if event.event is evt.EVT_N_CREATE else event.modification_list
+    except Exception:  # noqa: BLE001
+        return None
+
+
+__all__ = ["DicomListener", "ReceivedInstance", "study_uids_of_mpps", "DimseStatus"]

@@ -21,6 +21,7 @@ class DimseStatus(IntEnum):
     PROCESSING_FAILURE = 0x0110
     DUPLICATE_SOP_INSTANCE = 0x0111
     NO_SUCH_SOP_INSTANCE = 0x0112
+    INVALID_SOP_INSTANCE = 0x0117  # PS3.7 Annex C: the UID violates the UID construction rules
     NO_SUCH_SOP_CLASS = 0x0118
     MISSING_ATTRIBUTE = 0x0120
     MISSING_ATTRIBUTE_VALUE = 0x0121
@@ -49,6 +50,12 @@ class NoSuchInstance(DicomServiceError):
     status = DimseStatus.NO_SUCH_SOP_INSTANCE
 
 
+class InvalidInstance(DicomServiceError):
+    """An SOP Instance UID that is not a UID (PS3.5 9.1), e.g. ``../x``: 0x0117 Invalid SOP Instance."""
+
+    status = DimseStatus.INVALID_SOP_INSTANCE
+
+
 class DuplicateInstance(DicomServiceError):
     """N-CREATE for an SOP Instance UID that already exists (0x0111)."""
 
@@ -59,12 +66,6 @@ class MissingAttribute(DicomServiceError):
     """A Type 1 attribute is absent (0x0120)."""
 
     status = DimseStatus.MISSING_ATTRIBUTE
-
-
-class MissingAttributeValue(DicomServiceError):
-    """A Type 1 attribute is present but empty (0x0121)."""
-
-    status = DimseStatus.MISSING_ATTRIBUTE_VALUE
 
 
 class InvalidAttributeValue(DicomServiceError):
@@ -79,22 +80,10 @@ class MayNoLongerBeUpdated(DicomServiceError):
     status = DimseStatus.MAY_NO_LONGER_BE_UPDATED
 
 
-class OutOfResources(DicomServiceError):
-    """C-STORE: we cannot keep the instance (disk full, spool not writable): 0xA700."""
-
-    status = DimseStatus.OUT_OF_RESOURCES
-
-
 class DatasetMismatch(DicomServiceError):
     """C-STORE: the data set lacks the identifying UIDs or contradicts the command (0xA900)."""
 
     status = DimseStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
-
-
-class CannotUnderstand(DicomServiceError):
-    """C-STORE: the data set could not be decoded (0xC000)."""
-
-    status = DimseStatus.CANNOT_UNDERSTAND
 
 
 def status_for(exc: BaseException, *, service: str = "N") -> int:

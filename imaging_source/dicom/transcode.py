@@ -1,6 +1,6 @@
 """Deliver an instance in one of the transfer syntaxes a RAD-69 consumer asked for.
 
-RAD TF-3 4.69.4.2 (digest §9.3, GZ-RAD69 RAD69-005): each returned document is a Part 10
+RAD TF-3 4.69.4.2 (Gazelle assertion RAD69-005): each returned document is a Part 10
 object in one of the requested transfer syntaxes; when none is possible, that document gets
 an error.  We pass the PACS's copy through untouched when its transfer syntax is one of
 the requested ones (first choice), and transcode otherwise.
@@ -58,11 +58,6 @@ def known_transfer_syntax(uid: str) -> bool:
         return UID(uid).is_transfer_syntax
     except (ValueError, TypeError):
         return False
-
-
-def supported_targets(requested: Sequence[str]) -> list[str]:
-    """The requested syntaxes we could produce by transcoding (pass-through aside)."""
-    return [uid for uid in requested if uid in ENCODABLE]
 
 
 def _can_decode(source: str) -> bool:

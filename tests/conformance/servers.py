@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from xds_core import mllp
+
 ENVELOPE = (
     '<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" '
     'xmlns:wsa="http://www.w3.org/2005/08/addressing"><soap:Header><wsa:Action>{action}</wsa:Action>'
@@ -136,17 +138,11 @@ def mllp_server(ack_code: str = "AA") -> Iterator[tuple[int, list[str]]]:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\x1c\x0d" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                message = data.strip(b"\x0b\x1c\x0d").decode()
+                message = next(mllp.read_frames(conn), b"").decode()
                 received.append(message)
                 control = message.split("\r")[0].split("|")[9]
                 ack = f"MSH|^~\\&|REG|X|RUN|Y|20260101||ACK^A04|A1|P|2.5\rMSA|{ack_code}|{control}|unknown domain\r"
-                conn.sendall(b"\x0b" + ack.encode() + b"\x1c\x0d")
+                conn.sendall(mllp.frame(ack.encode()))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -27,7 +27,7 @@ from xds_core.ebxml.responses import registry_response
 from xds_core.errors import RegistryError
 from xds_core.metadata.values import Code
 from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope
-from xds_core.soap.mtom import read_message
+from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 IDS_DIR = (CORPUS_DIR / "nist" / "_imagecache" / "std"

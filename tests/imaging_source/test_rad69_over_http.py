@@ -26,7 +26,8 @@ from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
 from xds_core.ns import WSA_ANONYMOUS, XDSB
 from xds_core.safe_xml import parse_xml, to_bytes
 from xds_core.soap.envelope import build_envelope
-from xds_core.soap.mtom import normalize_cid, read_message, write_message
+from xds_core.soap.mtom import normalize_cid, write_message
+from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 from .pacs_fixtures import NIST_STUDY_UID

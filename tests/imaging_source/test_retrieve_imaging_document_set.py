@@ -22,8 +22,8 @@ from pydicom.uid import (
 )
 
 from imaging_source.dicom.config import FetchMethod
-from imaging_source.dicom.fetch import read_file_meta
 from imaging_source.dicom.find import find_studies, find_study
+from imaging_source.dicom.part10 import read_file_meta
 from imaging_source.dicom.scp import DicomListener
 from xds_core.ebxml.messages import (
     DocumentRequest,
@@ -38,7 +38,8 @@ from xds_core.ns import XDSB, XDSI, XOP
 from xds_core.safe_xml import parse_xml, to_bytes
 from xds_core.soap.client import SoapClient, dispatch_local
 from xds_core.soap.envelope import build_envelope
-from xds_core.soap.mtom import normalize_cid, read_message, write_message
+from xds_core.soap.mtom import normalize_cid, write_message
+from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 from .http_proxies import HoldingProxy
@@ -76,7 +77,7 @@ def source(request, pacs, settings, spool_dir, tmp_path):
     settings.DICOM_PORT = pacs.scp_port
     listener = None
     if method == FetchMethod.C_MOVE:  # the C-MOVE destination: our SCP (the listener process in production)
-        listener = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir), state_dir=tmp_path / "state")
+        listener = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir))
         listener.start()
     yield method
     if listener:

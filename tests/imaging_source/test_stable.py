@@ -20,7 +20,10 @@ from imaging_source.dicom.config import DicomConfig, FetchMethod, Peer
 from imaging_source.dicom.scp import DicomListener
 from imaging_source.models import Publication
 from imaging_source.patient_mapping import set_mapping
-from imaging_source.stable import StableStudyWatcher, pacs_poller, publish_study
+from imaging_source.publication_jobs import enqueue_publications
+from imaging_source.stable import StableStudyWatcher, pacs_poller
+from jobs.models import Job
+from jobs.worker import run_pending
 from xds_core.ebxml.messages import (
     DocumentRequest,
     RetrieveImagingDocumentSetRequest,
@@ -32,7 +35,7 @@ from xds_core.ebxml.serialize import retrieve_document_set_request, retrieve_ima
 from xds_core.soap.client import SoapClient
 from xds_core.vocabulary import Action, ResponseStatus
 
-from .conftest import AFFINITY_PATIENT, NIST_LOCATION_UID, publish_config
+from .conftest import AFFINITY_PATIENT, NIST_LOCATION_UID
 from .pacs_fixtures import NIST_STUDY_UID
 
 
@@ -89,7 +92,7 @@ def test_instances_sent_to_our_scp_by_dcmtk_make_the_study_stable_after_the_dela
     published: list[str] = []
     watcher = StableStudyWatcher(0.5, published.append)
     config = DicomConfig("XDSI_IDS", Peer("ORTHANC", "127.0.0.1", 1), spool_dir=tmp_path / "spool")
-    listener = DicomListener(config, state_dir=tmp_path / "state", host="127.0.0.1", port=0,
+    listener = DicomListener(config, host="127.0.0.1", port=0,
                              on_instance=lambda r: watcher.seen(r.study_instance_uid))
     host, port = listener.start()
     stop = threading.Event()
@@ -128,7 +131,8 @@ def test_polling_the_pacs_sees_a_study_that_grew(pacs) -> None:
     assert watcher.due() == [ct.StudyInstanceUID]
 
 
-# --- MPPS COMPLETED -> published (RAD-68 through this server's repository + registry) -> retrievable ------
+# --- MPPS COMPLETED -> a publication job -> the job worker publishes (RAD-68 through this server's
+# repository + registry) -> retrievable --------------------------------------------------------------
 
 @pytest.fixture
 def local_affinity_domain(settings, tmp_path, pacs, spool_dir):
@@ -152,13 +156,11 @@ def local_affinity_domain(settings, tmp_path, pacs, spool_dir):
 
 @pytest.mark.pacs
 @pytest.mark.django_db(transaction=True)
-def test_mpps_completed_publishes_the_study_and_its_images_are_retrievable(pacs, local_affinity_domain,
-                                                                           tmp_path) -> None:
+def test_mpps_completed_publishes_the_study_and_its_images_are_retrievable(pacs, local_affinity_domain) -> None:
     dicom = pacs.config(FetchMethod.C_GET)
-    config = publish_config("local:repository")
-    listener = DicomListener(dicom, state_dir=tmp_path / "state", host="127.0.0.1", port=0,
-                             on_mpps_completed=lambda studies, _uid: [
-                                 publish_study(uid, dicom, config, trigger="mpps") for uid in studies])
+    listener = DicomListener(dicom, host="127.0.0.1", port=0,
+                             on_mpps_completed=lambda studies, _uid: enqueue_publications(
+                                 studies, trigger="mpps", max_attempts=3))
     host, port = listener.start()
     try:
         ae = make_ae("MODALITY")
@@ -176,9 +178,11 @@ def test_mpps_completed_publishes_the_study_and_its_images_are_retrievable(pacs,
         done.PerformedProcedureStepStatus = "COMPLETED"
         assert assoc.send_n_set(done, "1.2.840.10008.3.1.2.3.3", mpps_uid)[0].Status == 0x0000
         assoc.release()
-        listener.wait_idle(60)
     finally:
         listener.stop()
+    assert not Publication.objects.exists()  # queued, not yet published
+    [job] = run_pending()
+    assert job.state == Job.State.SUCCEEDED, job.last_error
 
     [publication] = Publication.objects.all()
     assert publication.status == Publication.Status.PUBLISHED, publication.errors

@@ -153,6 +153,8 @@ def _timed(study: StudyRef) -> float:
 
 @pytest.mark.parametrize(("location", "match"), [
     (RetrieveLocation("1.2.abc", "AE"), "Retrieve Location UID"),
+    (RetrieveLocation("1.2.3\n", "AE"), "Retrieve Location UID"),  # `$` took it before the newline
+    (RetrieveLocation("1.2.\u0663", "AE"), "Retrieve Location UID"),  # an Arabic-Indic digit
     (RetrieveLocation("1.2.3", "AN_AE_TITLE_TOO_LONG"), "Retrieve AE Title"),
     (RetrieveLocation("1.2.3", ""), "Retrieve AE Title"),
 ])

@@ -11,6 +11,7 @@ from tests.xds_registry.registry_helpers import conform_codes, fed_patient, load
 from xds_core.affinity_domain import AffinityDomainConfigError, load_affinity_domain, parse_affinity_domain
 from xds_core.errors import ErrorCode, XdsError
 from xds_core.vocabulary import ClassificationScheme
+from xds_registry import models as m
 from xds_registry.register_document_set import register_document_set
 
 SMALL = b"""<?xml version="1.0"?>
@@ -83,7 +84,11 @@ def test_missing_file_is_reported(tmp_path: Path):
 def test_nist_sample_registers_under_the_connectathon_domain(connectathon):
     sub, _ = load_submission("single_doc.xml", fed_patient())
     conform_codes(sub, connectathon)
-    register_document_set(sub, affinity_domain=connectathon)
+    result = register_document_set(sub, affinity_domain=connectathon)
+    assert result.document_count == 1 and result.warnings == []
+    stored = m.DocumentEntry.objects.get(entry_uuid=result.entry_uuids["Document01"])
+    code, _, scheme = stored.class_code.partition("^^")
+    assert connectathon.accepts_code("classCode", code, scheme)
 
 
 def test_empty_code_type_leaves_the_attribute_unconstrained():
@@ -114,7 +119,9 @@ def test_same_code_is_accepted_without_configuration():
     sub, _ = load_submission("single_doc.xml", fed_patient())
     code = sub.document_entries[0].classifications_of(ClassificationScheme.DocumentEntry_classCode)[0]
     code.node_representation = "NOT-A-CLASS"
-    register_document_set(sub, affinity_domain=None)
+    result = register_document_set(sub, affinity_domain=None)
+    stored = m.DocumentEntry.objects.get(entry_uuid=result.entry_uuids["Document01"])
+    assert stored.class_code.startswith("NOT-A-CLASS^^")
 
 
 @pytest.mark.django_db

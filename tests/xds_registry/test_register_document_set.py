@@ -18,7 +18,8 @@ from xds_core.vocabulary import (
 )
 from xds_registry import models as m
 from xds_registry.patient_identity_feed.patients import merge_patients
-from xds_registry.register_document_set import COPY_THRESHOLD, register_document_set, register_document_sets
+from xds_registry.register_document_set import register_document_set, register_document_sets
+from xds_registry.rows import COPY_THRESHOLD
 
 pytestmark = pytest.mark.django_db
 
@@ -389,7 +390,10 @@ def test_uppercase_hash_is_the_same_hash():
     _, uids = register("single_doc.xml", pid)
     sub, _ = load_submission("single_doc.xml", pid, keep_unique_ids={"Document01": uids["Document01"]})
     sub.document_entries[0].hash = sub.document_entries[0].hash.upper()
-    register_document_set(sub)
+    again = register_document_set(sub).entry_uuids["Document01"]
+    entries = m.DocumentEntry.objects.filter(unique_id=uids["Document01"])
+    assert entries.count() == 2 and entries.filter(entry_uuid=again).exists()
+    assert set(entries.values_list("hash", flat=True)) == {sub.document_entries[0].hash.lower()}
 
 
 @pytest.mark.parametrize("fixture,owner", [("single_doc.xml", "SubmissionSet01"), ("empty_folder.xml", "Folder")])
@@ -435,8 +439,10 @@ def test_reused_entry_uuid_is_refused_and_the_original_kept():
 def test_a_submission_with_one_bad_document_stores_nothing():
     sub, _ = load_submission("two_doc.xml", fed_patient())
     sub.document_entries[1].set_slot("creationTime", None)
-    with pytest.raises(XdsError):
+    with pytest.raises(XdsError) as exc:
         register_document_set(sub)
+    assert codes_of(exc) == [ErrorCode.XDSRegistryMetadataError]
+    assert exc.value.errors[0].location == sub.document_entries[1].id
     assert counts() == (0, 0, 0, 0, 0)
 
 
@@ -449,8 +455,9 @@ def test_a_failure_found_in_the_database_stage_rolls_back_everything():
     # A good second document plus an RPLC to the deprecated one: nothing of it may remain.
     sub, _ = load_submission("rplc.xml", pid, rplc_doc_uuid=old)
     add_document_copy(sub)
-    with pytest.raises(XdsError):
+    with pytest.raises(XdsError) as exc:
         register_document_set(sub)
+    assert codes_of(exc) == [ErrorCode.XDSRegistryDeprecatedDocumentError]
     assert counts() == before
     assert dict(m.DocumentEntry.objects.values_list("entry_uuid", "status")) == statuses
 

@@ -32,13 +32,13 @@ from xds_core.metadata.objects import Association, DocumentEntry, Submission, Su
 from xds_core.metadata.values import Code
 from xds_core.soap.client import SoapClient
 from xds_core.soap.envelope import SoapResponse, parse_envelope
-from xds_core.soap.mtom import OutgoingPart, read_message
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     DICOM_UID_REGISTRY,
     KOS_FORMAT_CODE,
     Action,
-    ResponseStatus,
 )
 from xds_repository.models import StoredDocument
 
@@ -234,10 +234,6 @@ def stand_in_registry() -> Iterator[StandInRegistry]:
     registry = StandInRegistry().start()
     yield registry
     registry.stop()
-
-
-def registry_status_ok(status: str) -> bool:
-    return status == ResponseStatus.SUCCESS
 
 
 # ----------------------------------------------------------------------------- the repository under test

@@ -1,4 +1,4 @@
-"""Typed forms of the XDS / XDS-I request and response messages (digest §2.1).
+"""Typed forms of the XDS / XDS-I request and response messages (ITI TF-2 / RAD TF-3 schemas).
 
 Produced by :mod:`xds_core.ebxml.parse`, consumed by
 :mod:`xds_core.ebxml.serialize`.  Metadata objects themselves live in
@@ -20,7 +20,7 @@ class AdhocQueryRequest:
     """``query:AdhocQueryRequest`` of ITI-18 / ITI-51 (ITI TF-2a 3.18.4.1.2).
 
     ``parameters`` holds one tuple per ``rim:Slot`` in document order (a repeated
-    slot appears twice: AND semantics, digest §6.2); values are the raw
+    slot appears twice: AND semantics, ITI TF-2a 3.18.4.1.2.3.5); values are the raw
     ``rim:Value`` texts, still quoted as sent (``'...'``, ``('a','b')``) --
     :mod:`xds_registry.stored_query.parameters` decodes them.
     """

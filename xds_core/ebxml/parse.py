@@ -1,5 +1,14 @@
 """ebXML RegRep 3.0 / XDS.b / XDS-I.b messages -> the typed model.
 
+Why one module of ~760 lines: every message kind is checked by the same machinery -- the Clark-name
+table, the :class:`_Findings` collector that turns every structural problem into ONE XdsError with
+the transaction's error code, the ebRIM 2.1 refusal of :func:`_check_root` -- and the ebRIM object
+parsers, the bulk of the file, serve submissions and query responses alike (an AdhocQueryResponse
+carries the same RegistryObjectList as a SubmitObjectsRequest).  Split by message kind, that one
+concept ("structural check of an ebXML message, all findings at once") would be scattered over
+three files sharing private helpers; only the retrieve section (ITI-43/RAD-69, ~160 lines) stands
+apart.  The sections (generic ebRIM pieces, submissions, queries, retrieve) are the seams if it grows.
+
 Input is an lxml element that already went through the hardened parser
 (:func:`xds_core.safe_xml.parse_xml`) and the SOAP envelope.  These
 functions check only what the schemas *structurally* need (right root, the
@@ -16,7 +25,7 @@ Everything not modelled is kept -- unknown slots, unknown attributes
 Speed matters (a registry parses thousands of these a second): each element's
 children are walked once and compared by Clark name, no XPath.
 
-Error codes (ITI TF-3 Table 4.2.4.1-2, digest §7):
+Error codes (ITI TF-3 Table 4.2.4.1-2):
 
 * submissions (ITI-41/42/57, RAD-68): ``XDSRegistryMetadataError`` by default;
   a repository may pass ``error_code=ErrorCode.XDSRepositoryMetadataError``;
@@ -484,7 +493,7 @@ def parse_submit_objects_request(el: etree._Element, *,
 def parse_provide_and_register_request(
         el: etree._Element, *, error_code: ErrorCode = ErrorCode.XDSRegistryMetadataError,
 ) -> ProvideAndRegisterRequest:
-    """``xdsb:ProvideAndRegisterDocumentSetRequest`` (ITI-41 / RAD-68; digest §2.1).
+    """``xdsb:ProvideAndRegisterDocumentSetRequest`` (ITI-41 / RAD-68; ITI TF-2b 3.41).
 
     Checks: the SubmitObjectsRequest is present and well formed, every
     ``xdsb:Document`` has its required ``id``.  Matching Documents with
@@ -517,7 +526,7 @@ def parse_adhoc_query_request(el: etree._Element) -> AdhocQueryRequest:
     """``query:AdhocQueryRequest`` (ITI-18 / ITI-51) -> :class:`AdhocQueryRequest`.
 
     Structural checks only: ResponseOption present with returnType LeafClass or
-    ObjectRef (ITI TF-2a 3.18.4.1.2.1; IPF-QV), one rim:AdhocQuery with an id,
+    ObjectRef (ITI TF-2a 3.18.4.1.2.1; IPF AdhocQueryRequestValidator), one rim:AdhocQuery with an id,
     every Slot named.  Parameter names/values/counts are the stored-query
     layer's (XDSStoredQueryParamNumber, XDSStoredQueryMissingParam...).
     :raises XdsError: all findings, code XDSRegistryError (see module doc).
@@ -652,7 +661,7 @@ def parse_retrieve_imaging_document_set_request(el: etree._Element, *,
                                                  tolerant: bool = False) -> RetrieveImagingDocumentSetRequest:
     """``iherad:RetrieveImagingDocumentSetRequest`` (RAD-69 / RAD-75).
 
-    Gazelle's OCL for RAD TF-3 4.69.4.1.2 (digest §9.3): >= 1 StudyRequest with
+    Gazelle's OCL for RAD TF-3 4.69.4.1.2: >= 1 StudyRequest with
     studyInstanceUID, each >= 1 SeriesRequest with seriesInstanceUID, each >= 1
     DocumentRequest with RepositoryUniqueId and DocumentUniqueId, and a
     TransferSyntaxUIDList with >= 1 TransferSyntaxUID.

@@ -1,7 +1,7 @@
 """Response bodies shared by every actor: RegistryResponse, AdhocQueryResponse,
 RetrieveDocumentSetResponse, each with an optional RegistryErrorList.
 
-Rules (digest §3, ITI TF-3 Table 4.2.4.1-2 / 4.1-11): ``errorCode``,
+Rules (ITI TF-3 4.2.4, Table 4.2.4.1-2 / 4.1-11): ``errorCode``,
 ``codeContext`` and ``severity`` are required and the ``RegistryError`` body is
 empty; ``location`` is optional; warnings alone leave the status Success;
 PartialSuccess when part of the work was done.
@@ -9,16 +9,14 @@ PartialSuccess when part of the work was done.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from uuid import uuid4
-from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from xds_core import ns
+from xds_core import ns, xml_text
 from xds_core.errors import RegistryError, Severity
 from xds_core.ns import q
 from xds_core.soap.mtom import OutgoingPart, cid_href
@@ -100,7 +98,7 @@ def retrieve_document_set_response(errors: list[RegistryError], documents: list[
     """``xdsb:RetrieveDocumentSetResponse`` and the MTOM parts it references.
 
     Status: Success, PartialSuccess (some documents returned, some errors) or
-    Failure (errors and no document), per ITI TF-3 4.2.4 / digest §3.
+    Failure (errors and no document), per ITI TF-3 4.2.4 / ITI TF-2b 3.43.
     """
     element = etree.Element(q(ns.XDSB, "RetrieveDocumentSetResponse"),
                             nsmap={"xdsb": ns.XDSB, "rs": ns.RS, "xop": ns.XOP})
@@ -146,13 +144,9 @@ def retrieve_document_set_response_xml(errors: list[RegistryError], documents: l
     return xml.replace(placeholder, "".join(fragments).encode("utf-8"))
 
 
-#: Characters that need escaping in element text or a double-quoted attribute.
-_XML_SPECIAL = re.compile(r'[&<>"]')
-
-
-def _text(value: str) -> str:
-    # Most values (UIDs, MIME types) have nothing to escape: one regex scan instead of escape()'s three replaces.
-    return escape(value, {'"': "&quot;"}) if _XML_SPECIAL.search(value) else value
+# Most values (UIDs, MIME types) have nothing to escape: one regex scan (xds_core.xml_text).
+_text = xml_text.escape_text
+_attribute = xml_text.escape_attribute
 
 
 @lru_cache(maxsize=64)
@@ -173,7 +167,7 @@ def document_response_xml(document: DocumentResponse) -> str:
     """One ``xdsb:DocumentResponse`` as text, prefixes as :func:`retrieve_document_set_response_xml` declares them."""
     return (f"{_document_response_head(document.home_community_id, document.repository_unique_id)}"
             f"{_text(document.document_unique_id)}{_mime_type_xml(document.mime_type)}"
-            f'"{_text(cid_href(document.part.content_id))}"/></xdsb:Document></xdsb:DocumentResponse>')
+            f'"{_attribute(cid_href(document.part.content_id))}"/></xdsb:Document></xdsb:DocumentResponse>')
 
 
 def parse_registry_errors(element: etree._Element | None) -> list[RegistryError]:

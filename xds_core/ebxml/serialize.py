@@ -13,12 +13,11 @@ classifiedObject / registryObject points at its parent.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from lxml import etree
 
-from xds_core import ns
+from xds_core import ns, xml_text
 from xds_core.ebxml.messages import DocumentRequest, RetrieveImagingDocumentSetRequest
 from xds_core.metadata.objects import (
     Association,
@@ -286,7 +285,7 @@ def adhoc_query_request(query_id: str, parameters: list[tuple[str, list[str]]], 
 
     ``parameters`` are written one ``rim:Slot`` each, in order, values exactly as
     given -- the caller quotes them (``"'ID^^^&1.2&ISO'"``, ``"('a','b')"``,
-    ``"20200101"``; digest §6.2).
+    ``"20200101"``; ITI TF-2a 3.18.4.1.2.3.5).
     """
     root = etree.Element(_q(ns.QUERY, "AdhocQueryRequest"), nsmap=_QUERY_NSMAP)
     _SubElement(root, _q(ns.QUERY, "ResponseOption"), returnType=str(return_type),
@@ -316,7 +315,7 @@ def retrieve_document_set_request(requests: list[DocumentRequest]) -> etree._Ele
 
 def retrieve_imaging_document_set_request(request: RetrieveImagingDocumentSetRequest) -> etree._Element:
     """``iherad:RetrieveImagingDocumentSetRequest`` (RAD-69): StudyRequest/SeriesRequest/
-    TransferSyntaxUIDList in ``urn:ihe:rad:xdsi-b:2009``, DocumentRequest in xdsb (digest §2.1)."""
+    TransferSyntaxUIDList in ``urn:ihe:rad:xdsi-b:2009``, DocumentRequest in xdsb (RAD TF-3 4.69)."""
     root = etree.Element(_q(ns.XDSI, "RetrieveImagingDocumentSetRequest"), nsmap=_XDSI_NSMAP)
     for study in request.studies:
         study_el = _SubElement(root, _q(ns.XDSI, "StudyRequest"), studyInstanceUID=study.study_instance_uid)
@@ -334,10 +333,10 @@ def retrieve_imaging_document_set_request(request: RetrieveImagingDocumentSetReq
 # --- the stored fragment as text (registration hot path) ------------------------------------------
 
 _RIM_DECL = f' xmlns:rim="{ns.RIM}"'
-#: Characters XML 1.0 forbids (lxml refuses them); such objects take the lxml path, which raises.
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_ATTR_SPECIAL = re.compile('[&<>"\n\r\t\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
-_TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: The one-scan checks of :mod:`xds_core.xml_text`, bound here: the common case (nothing to escape) costs
+#: one regex scan and no further call.
+_attr_special = xml_text.ATTRIBUTE_SPECIAL.search
+_text_special = xml_text.TEXT_SPECIAL.search
 
 
 class _NeedsLxml(Exception):
@@ -345,30 +344,31 @@ class _NeedsLxml(Exception):
 
 
 def _attr(value: str) -> str:
-    # libxml2's attribute escaping (what lxml writes): & < > " and the whitespace controls.
+    # libxml2's attribute escaping (what lxml writes), xml_text.escape_attribute.
     if not isinstance(value, str):
         raise _NeedsLxml
     if type(value) is not str:  # a vocabulary StrEnum member: its plain value
         value = str.__str__(value)
-    if _ATTR_SPECIAL.search(value) is None:
+    if _attr_special(value) is None:
         return value
-    if _FORBIDDEN.search(value):
-        raise _NeedsLxml
-    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-            .replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;"))
+    try:
+        return xml_text.escape_attribute(value)
+    except xml_text.NotXmlCharacter:  # the lxml path raises for it, as registry_object() would
+        raise _NeedsLxml from None
 
 
 def _text(value: str) -> str:
-    # libxml2's text escaping: & < > and CR.
+    # libxml2's text escaping, xml_text.escape_text.
     if not isinstance(value, str):
         raise _NeedsLxml
     if type(value) is not str:
         value = str.__str__(value)
-    if _TEXT_SPECIAL.search(value) is None:
+    if _text_special(value) is None:
         return value
-    if _FORBIDDEN.search(value):
-        raise _NeedsLxml
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    try:
+        return xml_text.escape_text(value)
+    except xml_text.NotXmlCharacter:
+        raise _NeedsLxml from None
 
 
 def _attrs_text(pairs: list[tuple[str, str | None]]) -> str:

@@ -10,7 +10,7 @@ errors into answers:
 
 * envelope / transport problems -> SOAP 1.2 Fault (:mod:`xds_core.soap.faults`);
 * :class:`~xds_core.errors.XdsError` from a handler -> a Failure response of
-  the operation's body kind with a RegistryErrorList (never a fault, digest §10);
+  the operation's body kind with a RegistryErrorList (never a fault, ITI TF-2x V.3 / ITI TF-3 4.2.4);
 * any other exception -> logged with its traceback and answered with the
   actor's internal error code (XDSRegistryError / XDSRepositoryError).
 
@@ -20,7 +20,10 @@ SOAP Sender fault.  Reading stops at the limit; up to :data:`DRAIN_LIMIT`
 further bytes are then read and discarded so that the client, still sending,
 gets to read the answer instead of a connection reset.
 
-Every transaction logs exactly one line on the ``xds.transaction`` logger.
+Every transaction logs exactly one line on the ``xds.transaction`` logger, and -- when an audit
+sink is installed -- records exactly one :class:`~xds_core.audit.AuditEvent`: this endpoint knows
+the peer, the transaction and how the answer ended; the operation adds the patient and objects
+(:func:`xds_core.audit.describe`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from django.http import (
 )
 from lxml import etree
 
-from xds_core import ns
+from xds_core import audit, ns
 from xds_core.ebxml.responses import adhoc_query_response, registry_response, retrieve_document_set_response
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.http.direct_write import ENVIRON_KEY as DIRECT_WRITER_KEY
@@ -55,7 +58,8 @@ from xds_core.ns import q
 from xds_core.safe_xml import parse_xml, to_bytes
 from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope, render_fault
 from xds_core.soap.faults import SoapFault
-from xds_core.soap.mtom import BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined, read_message
+from xds_core.soap.mtom import BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined
+from xds_core.soap.mtom_reader import read_message
 
 transaction_log = logging.getLogger("xds.transaction")
 logger = logging.getLogger(__name__)
@@ -199,12 +203,14 @@ class _ResponseBody:
     """
 
     def __init__(self, chunks: Iterator[BodyChunk], record: _Record, counting: _CountingStream,
-                 message: IncomingMessage | None, direct: DirectWriter | None = None) -> None:
+                 message: IncomingMessage | None, direct: DirectWriter | None = None,
+                 exchange: audit.Exchange | None = None) -> None:
         self._chunks = chunks
         self._record = record
         self._counting = counting
         self._message = message
         self._direct = direct
+        self._exchange = exchange
         self._closed = False
 
     def __iter__(self) -> _ResponseBody:
@@ -254,6 +260,8 @@ class _ResponseBody:
                 self._message.close()
             self._record.bytes_in = self._counting.count
             self._record.emit()
+            if self._exchange is not None:  # the answer is complete (or aborted): its one audit event
+                self._exchange.finish(_audit_outcome(self._record))
 
 
 @dataclass
@@ -299,8 +307,11 @@ class XdsEndpoint:
             content_length = None
         else:
             content_length = 0
+        exchange = (audit.soap_exchange(meta.get("REMOTE_ADDR", ""), request.build_absolute_uri(request.path))
+                    if audit.enabled() else None)
         return self._http_response(self.handle(content_type, meta["wsgi.input"], content_length,
-                                               Limits.from_settings(), direct=meta.get(DIRECT_WRITER_KEY)))
+                                               Limits.from_settings(), direct=meta.get(DIRECT_WRITER_KEY),
+                                               exchange=exchange))
 
     @staticmethod
     def _http_response(answer: Answer) -> HttpResponseBase:
@@ -348,10 +359,12 @@ class XdsEndpoint:
         return self.spec.operations
 
     def handle(self, content_type: str, stream: BinaryIO, content_length: int | None, limits: Limits, *,
-               direct: DirectWriter | None = None) -> Answer:
+               direct: DirectWriter | None = None, exchange: audit.Exchange | None = None) -> Answer:
         """Process one request body; never raises (every problem becomes an answer).
 
         ``direct``: the server's vectored writer for gathered answer groups, if it offers one.
+        ``exchange``: the audit record of this request (who sent it where), when audited; it is
+        recorded once the answer is complete.
         """
         record = _Record(self.spec.name, time.monotonic())
         counting = _CountingStream(stream)
@@ -368,23 +381,27 @@ class XdsEndpoint:
             if operation is None:
                 raise _action_not_supported(request.action, self.spec)
             record.transaction = operation.transaction
-            response = self._invoke(operation, request)
+            if exchange is not None:
+                exchange.transaction = audit.Transaction.of(operation.transaction)
+            with audit.active(exchange):
+                response = self._invoke(operation, request)
             if response.relates_to is None:
                 response.relates_to = request.message_id
             _summarize(response.body, record)
             response_type, length, chunks = response.render()
-            return Answer(200, response_type, length, _ResponseBody(chunks, record, counting, message, direct))
+            return Answer(200, response_type, length,
+                          _ResponseBody(chunks, record, counting, message, direct, exchange))
         except MtomError as exc:
             if isinstance(exc, MessageTooLarge):
                 _drain(counting, content_length)
             return self._fault_answer(SoapFault("Sender", str(exc), http_status=exc.http_status), record, counting,
-                                      message, request)
+                                      message, request, exchange)
         except SoapFault as fault:
-            return self._fault_answer(fault, record, counting, message, request)
+            return self._fault_answer(fault, record, counting, message, request, exchange)
         except Exception:
             logger.exception("unexpected error in the %s endpoint (action %s)", self.spec.name, record.action)
             fault = SoapFault("Receiver", "internal error while processing the message; see the server log")
-            return self._fault_answer(fault, record, counting, message, request)
+            return self._fault_answer(fault, record, counting, message, request, exchange)
 
     def _invoke(self, operation: Operation, request: SoapRequest) -> SoapResponse:
         try:
@@ -396,17 +413,19 @@ class XdsEndpoint:
         except Exception:
             logger.exception("%s failed (action %s, message %s)", operation.transaction, request.action,
                              request.message_id)
+            audit.worsen(audit.EventOutcome.MAJOR_FAILURE)  # our failure, not the requestor's
             error = RegistryError(self.spec.internal_error,
                                   f"internal error while processing {operation.transaction}; see the server log")
             return SoapResponse(operation.response_action, error_body(operation.error_body, [error]))
 
     def _fault_answer(self, fault: SoapFault, record: _Record, counting: _CountingStream,
-                      message: IncomingMessage | None, request: SoapRequest | None) -> Answer:
+                      message: IncomingMessage | None, request: SoapRequest | None,
+                      exchange: audit.Exchange | None = None) -> Answer:
         record.status = f"Fault:{fault.code}" + (f"/{fault.subcode}" if fault.subcode else "")
         record.http_status = fault.http_status
         content = render_fault(fault, relates_to=request.message_id if request is not None else None)
         return Answer(fault.http_status, FAULT_CONTENT_TYPE, len(content),
-                      _ResponseBody(iter((content,)), record, counting, message))
+                      _ResponseBody(iter((content,)), record, counting, message, exchange=exchange))
 
     def _fault_response(self, fault: SoapFault) -> HttpResponseBase:
         record = _Record(self.spec.name, time.monotonic())
@@ -420,8 +439,24 @@ class XdsEndpoint:
         Returns ``(HTTP status, Content-Type, body chunks)``; exhaust or close the
         chunks (they own the request's spill files).
         """
-        answer = self.handle(content_type, io.BytesIO(body), len(body), Limits.from_settings())
+        # In process: the requestor is this process, the endpoint its local: address.
+        exchange = audit.soap_exchange("", f"local:{self.spec.name}") if audit.enabled() else None
+        answer = self.handle(content_type, io.BytesIO(body), len(body), Limits.from_settings(), exchange=exchange)
         return answer.status, answer.content_type, answer.body
+
+
+def _audit_outcome(record: _Record) -> audit.EventOutcome | None:
+    """How the answer ended, as the endpoint saw it (audit.EventOutcome's mapping): a Receiver fault is
+    ours (12), any other fault the requestor's (8); an answer cut short is at least a serious failure;
+    a streamed answer whose status only the operation knows gives None."""
+    status = record.status
+    if status.startswith("Fault:"):
+        return (audit.EventOutcome.MAJOR_FAILURE if status.startswith("Fault:Receiver")
+                else audit.EventOutcome.SERIOUS_FAILURE)
+    outcome = audit.outcome_of_status(status.removesuffix("(aborted)"))
+    if status.endswith("(aborted)"):
+        return audit.worst(outcome, audit.EventOutcome.SERIOUS_FAILURE)
+    return outcome
 
 
 def _action_not_supported(action: str, spec: EndpointSpec) -> SoapFault:
@@ -484,4 +519,63 @@ def _rewritten_schema_file(relative: str, base_url: str) -> bytes:
             element.set(attribute, f"{base_url}?xsd={quote(target.relative_to(root).as_posix(), safe='/')}")
     for address in document.iter(q(ns.WSDL_SOAP12, "address")):
         address.set("location", base_url)
+    _expand_substitution_groups(document)
     return to_bytes(document)
+
+
+def _expand_substitution_groups(document: etree._Element) -> None:
+    """Spell out each reference to a substitution-group head as an explicit ``xsd:choice``.
+
+    XML Schema 1.0 Part 1 §2.2.2.2 / §3.3.6: wherever ``<element ref="H"/>`` appears, any
+    element declared with ``substitutionGroup="H"`` (transitively) may appear instead.  Some
+    SOAP stacks do not implement substitution groups (zeep 4.3.3, python-zeep issue #321):
+    they reject ebRIM's ``rim:RegistryObjectList`` (``ref="rim:Identifiable"``) holding an
+    ``rim:ExtrinsicObject`` with "Unexpected element", so an ITI-18 answer could not be read.
+    The choice of the head (unless abstract) and its members, with the reference's occurrence
+    bounds, accepts exactly the same children; the members' ``substitutionGroup`` attributes are
+    then dropped, or the head's particle would still admit them and the choice would break the
+    Unique Particle Attribution constraint (§3.8.6).  Only heads and members declared in the same
+    schema document are expanded (ebRIM declares all of its own, and no other served schema
+    refers to them); the files on disk stay the published ones, only what is served over
+    ``?xsd=`` is rewritten.
+    """
+    if document.tag != q(ns.XSD, "schema"):
+        return
+    target = document.get("targetNamespace")
+    declared = {element.get("name"): element for element in document.iterchildren(q(ns.XSD, "element"))}
+    members: dict[str, list[str]] = {}
+    for name, element in declared.items():
+        head = element.get("substitutionGroup")
+        if not head or not name:
+            continue
+        prefix, _, local_name = head.rpartition(":")
+        if element.nsmap.get(prefix or None) == target and local_name in declared:
+            members.setdefault(local_name, []).append(name)
+
+    def closure(head: str, seen: set[str]) -> list[str]:
+        out: list[str] = []
+        for member in members.get(head, []):
+            if member not in seen:
+                seen.add(member)
+                out += [member, *closure(member, seen)]
+        return out
+
+    for reference in list(document.iter(q(ns.XSD, "element"))):
+        ref = reference.get("ref")
+        if not ref:
+            continue
+        prefix, _, head = ref.rpartition(":")
+        if reference.nsmap.get(prefix or None) != target or head not in members:
+            continue
+        names = ([] if declared[head].get("abstract") in ("true", "1") else [head]) + closure(head, {head})
+        choice = etree.Element(q(ns.XSD, "choice"))
+        for bound in ("minOccurs", "maxOccurs"):
+            if reference.get(bound) is not None:
+                choice.set(bound, reference.get(bound))
+        for name in names:
+            etree.SubElement(choice, q(ns.XSD, "element"), ref=f"{prefix}:{name}" if prefix else name)
+        choice.tail = reference.tail
+        reference.getparent().replace(reference, choice)
+    for head in members:
+        for name in members[head]:
+            declared[name].attrib.pop("substitutionGroup", None)

@@ -10,66 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))*$")
-DTM_RE = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2})?)?)?)?)?$")
+from xds_core.identifiers import is_iso_oid, iso_assigning_authority_problems
 
-
-#: ITI TF-3 Table 4.2.3.1.7-2 / 4.2.3.2.26: an OID is at most 64 characters; a uniqueId at most 128.
-MAX_OID_LENGTH = 64
-MAX_UNIQUE_ID_LENGTH = 128
-#: Longest extension of a DocumentEntry uniqueId ``OID^extension`` (ITI TF-3 4.2.3.2.26, CDA II.extension).
-MAX_UNIQUE_ID_EXTENSION_LENGTH = 16
-
-
-def is_oid(value: str) -> bool:
-    return bool(OID_RE.match(value)) and len(value) <= MAX_OID_LENGTH
-
-
-def oid_problems(value: str) -> list[str]:
-    """An ISO OID: digits and dots, arcs without leading zeros, first arc 0-2, <= 64 characters."""
-    if not value:
-        return ["OID is empty"]
-    out: list[str] = []
-    if not OID_RE.match(value):
-        out.append(f"{value!r} is not an OID (digits separated by dots, no leading zeros, first arc 0, 1 or 2)")
-    if len(value) > MAX_OID_LENGTH:
-        out.append(f"OID is {len(value)} characters long; at most {MAX_OID_LENGTH} allowed")
-    return out
-
-
-def unique_id_problems(value: str, *, allow_extension: bool = True) -> list[str]:
-    """A uniqueId (ITI TF-3 4.2.3.2.26 DocumentEntry; 4.2.3.3.12 SubmissionSet; 4.2.3.4.7 Folder).
-
-    DocumentEntry.uniqueId may be ``OID^extension`` (``allow_extension``): OID <= 64,
-    extension 1..16 characters, whole value <= 128.  SubmissionSet/Folder uniqueIds are
-    plain OIDs (``allow_extension=False``).
-    """
-    if not value:
-        return ["uniqueId is empty"]
-    out: list[str] = []
-    if len(value) > MAX_UNIQUE_ID_LENGTH:
-        out.append(f"uniqueId is {len(value)} characters long; at most {MAX_UNIQUE_ID_LENGTH} allowed")
-    root, caret, extension = value.partition("^")
-    if caret and not allow_extension:
-        out.append("uniqueId must be a plain OID (no ^extension)")
-    out += [f"uniqueId root: {p}" for p in oid_problems(root)]
-    if caret and allow_extension:
-        if not extension:
-            out.append("uniqueId has an empty extension after '^'")
-        elif len(extension) > MAX_UNIQUE_ID_EXTENSION_LENGTH:
-            out.append(f"uniqueId extension is {len(extension)} characters long; "
-                       f"at most {MAX_UNIQUE_ID_EXTENSION_LENGTH} allowed")
-        elif "^" in extension:
-            out.append("uniqueId has more than one '^'")
-    return out
-
-
-def _iso_authority_problems(value: str, component: str) -> list[str]:
-    """An HD ``[namespace]&OID&ISO`` (universal id type must be ISO)."""
-    sub = value.split("&")
-    if len(sub) != 3 or sub[2] != "ISO" or not is_oid(sub[1]):
-        return [f"{component} must be <namespace>&<OID>&ISO, got {value!r}"]
-    return []
+#: YYYY[MM[DD[hh[mm[ss]]]]] in ASCII digits, matched whole (``\d`` would take Unicode digits, ``$`` a newline).
+DTM_RE = re.compile(r"[0-9]{4}(?:[0-9]{2}){0,5}")
 
 
 @dataclass(frozen=True)
@@ -110,9 +54,7 @@ class CX:
             return out
         if parts[1] or parts[2]:
             out.append("CX.2 and CX.3 must be empty")
-        authority = parts[3].split("&")
-        if len(authority) != 3 or authority[0] or authority[2] != "ISO" or not is_oid(authority[1]):
-            out.append("CX.4 must be &<OID>&ISO")
+        out += iso_assigning_authority_problems(parts[3], "CX.4", namespace_allowed=False)
         if len(parts) > 4 and any(parts[4:]):
             out.append("only CX.1 and CX.4 are allowed")
         return out
@@ -145,7 +87,7 @@ class XCN:
         if not parts[0] and not family:
             return ["XCN needs an id (XCN.1) or a family name (XCN.2)"]
         if len(parts) > 8 and parts[8]:
-            return _iso_authority_problems(parts[8], "XCN.9 (assigning authority)")
+            return iso_assigning_authority_problems(parts[8], "XCN.9 (assigning authority)")
         return []
 
 
@@ -171,13 +113,13 @@ class XON:
             out.append("only XON.1, XON.6 and XON.10 may be valued")
         identifier = parts[9] if len(parts) > 9 else ""
         authority = parts[5] if len(parts) > 5 else ""
-        if identifier and not is_oid(identifier):
+        if identifier and not is_iso_oid(identifier):
             if not authority:
                 out.append("XON.10 is not an OID, so XON.6 (assigning authority &OID&ISO) is required")
             else:
-                out += _iso_authority_problems(authority, "XON.6 (assigning authority)")
+                out += iso_assigning_authority_problems(authority, "XON.6 (assigning authority)")
         elif authority:
-            out += _iso_authority_problems(authority, "XON.6 (assigning authority)")
+            out += iso_assigning_authority_problems(authority, "XON.6 (assigning authority)")
         return out
 
 
@@ -229,7 +171,7 @@ class DTM:
     @staticmethod
     def problems(value: str) -> list[str]:
         """Format and calendar check (ITI TF-3 Table 4.2.3.1.7-2: DTM in UTC, precision year..second)."""
-        if not DTM_RE.match(value):
+        if DTM_RE.fullmatch(value) is None:
             return [f"{value!r} is not a DTM (YYYY[MM[DD[hh[mm[ss]]]]])"]
         fields_ = [int(value[i:i + 2]) for i in range(4, len(value), 2)]
         year = int(value[:4])

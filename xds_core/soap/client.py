@@ -38,12 +38,11 @@ from xds_core.soap.mtom import (
     SOAP_MEDIA_TYPE,
     Attachment,
     IncomingMessage,
-    IteratorReader,
     MtomError,
     OutgoingPart,
     parse_content_type,
-    read_message,
 )
+from xds_core.soap.mtom_reader import IteratorReader, read_message
 
 LOCAL_SCHEME = "local:"
 

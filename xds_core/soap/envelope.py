@@ -1,4 +1,4 @@
-"""SOAP 1.2 envelopes with WS-Addressing 1.0 headers (digest §10).
+"""SOAP 1.2 envelopes with WS-Addressing 1.0 headers (ITI TF-2x V.3).
 
 :func:`parse_envelope` is the server side: it accepts SOAP 1.2 only, honours
 ``mustUnderstand`` and enforces the WS-Addressing cardinalities, raising
@@ -64,7 +64,7 @@ def resolve_binary(element: etree._Element, attachments: dict[str, Attachment]) 
 
     An ``xop:Include`` child yields the referenced MIME part; otherwise the
     element's text is inline base64 (legal even inside an MTOM package,
-    TK-MTOM "NoXop") and is decoded into an in-memory :class:`Attachment`, so
+    NIST toolkit test PnrXop/NoXop) and is decoded into an in-memory :class:`Attachment`, so
     that downstream code handles both forms alike.
 
     :raises SoapFault: (Sender) an Include naming no part, or invalid base64.
@@ -286,7 +286,7 @@ def parse_envelope(message: IncomingMessage) -> SoapRequest:
     if reply_to_el is not None:
         reply_to = _text(reply_to_el.find(q(ns.WSA, "Address")))
         if reply_to not in (None, ns.WSA_ANONYMOUS, ns.WSA_NONE):
-            # Every transaction here is synchronous (digest §10: ReplyTo = anonymous).
+            # Every transaction here is synchronous (ITI TF-2x V.3: ReplyTo = anonymous).
             raise SoapFault("Sender", f"only the anonymous ReplyTo address is supported, got {reply_to!r}",
                             subcode="wsa:OnlyAnonymousAddressSupported")
     payload = _elements(body)

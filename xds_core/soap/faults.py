@@ -2,7 +2,7 @@
 
 Business errors (unknown patient, bad metadata, missing document, ...) are
 *not* faults: they travel in a RegistryResponse / AdhocQueryResponse with a
-RegistryErrorList (digest §10).  A fault says the message could not be
+RegistryErrorList (ITI TF-2x V.3 / ITI TF-3 4.2.4).  A fault says the message could not be
 processed as SOAP at all: malformed or hostile XML, SOAP 1.1, a missing or
 unknown ``wsa:Action``, a mustUnderstand header we do not understand, a broken
 MTOM package.

@@ -146,7 +146,7 @@ class Migration(migrations.Migration):
 
 def _create_code_statistics(apps, schema_editor):
     # PostgreSQL only: without extended statistics on (attribute, value) the planner treats them
-    # as independent and misestimates code-filtered stored queries ~65-fold (design-notes).
+    # as independent and misestimates code-filtered stored queries ~65-fold (measured with EXPLAIN ANALYZE).
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(
             "CREATE STATISTICS IF NOT EXISTS xds_registry_registrycode_attr_value_stats (dependencies, mcv) "

@@ -14,7 +14,10 @@ v2.3.1 ``ERR|<segment>^1^<field>^<code>&<text>&HL70357``.
 
 The small parser here handles exactly what ITI-8 needs (field, component, repetition and
 subcomponent separators from MSH-1/MSH-2; escape sequences are left as received, since patient
-identifiers and names do not use them).
+identifiers and names do not use them).  It is the suite's one HL7 v2 parser: the ``hl7`` (python-hl7)
+pin, never imported, was dropped from requirements.txt; switching to python-hl7 or hl7apy would have
+to keep every MLLP test, ITI-8 corpus case and hostile-input test passing unchanged, for no gain.
+Framing is :mod:`xds_core.mllp`.
 """
 
 from __future__ import annotations

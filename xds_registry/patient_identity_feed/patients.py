@@ -20,8 +20,8 @@ from django.db import transaction
 
 from xds_core.affinity_domain import AffinityDomain
 from xds_core.metadata.values import CX
-from xds_registry.models import Patient
-from xds_registry.register_document_set import repoint_patient
+from xds_registry.models import Association, DocumentEntry, Folder, Patient, SubmissionSet
+from xds_registry.stored_xml import patient_id_replaced_in_xml
 
 
 class PatientFeedError(ValueError):
@@ -91,4 +91,19 @@ def merge_patients(surviving_id: str, merged_id: str, *, affinity_domain: Affini
         merged.merged_into = survivor
         merged.save(update_fields=["merged_into", "updated"])
         Patient.objects.filter(merged_into=merged).update(merged_into=survivor)
-        return repoint_patient(merged_id, surviving_id)
+        return repoint_registry_objects(merged_id, surviving_id)
+
+
+def repoint_registry_objects(old: str, new: str) -> int:
+    """Re-point every registry object of patient ``old`` to ``new`` (ITI TF-2a 3.8.4.1.3 merge).
+
+    Rewrites the ``patient_id`` column and the patientId ExternalIdentifier value in the stored
+    XML (:func:`~xds_registry.stored_xml.patient_id_replaced_in_xml`).  Returns the number of rows
+    changed.  Must run inside the caller's transaction.
+    """
+    xml = patient_id_replaced_in_xml(old, new)
+    changed = 0
+    for model in (DocumentEntry, SubmissionSet, Folder):
+        changed += model.objects.filter(patient_id=old).update(patient_id=new, xml=xml)
+    Association.objects.filter(patient_id=old).update(patient_id=new)
+    return changed

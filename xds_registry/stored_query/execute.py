@@ -71,7 +71,8 @@ def run_stored_query(request: AdhocQueryRequest, config: QueryConfig,
                      transaction: Transaction = Transaction.RegistryStoredQuery) -> StoredQueryOutcome:
     """Execute one stored query; raises XdsError (rendered as a Failure AdhocQueryResponse).
 
-    An unknown patient is not an error: the answer is an empty Success (digest §6.2).
+    An unknown patient is not an error: the answer is an empty Success (ITI TF-3
+    Table 4.2.4.1-2 lists XDSUnknownPatientId for ITI-41/42, not for ITI-18; ITI TF-2a 3.18.4.1.3).
     """
     query = check_transaction(request.query_id, transaction)
     return_type = check_return_type(request.return_type)

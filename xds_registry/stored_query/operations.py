@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from lxml import etree
 
-from xds_core import ns
+from xds_core import audit, ns
 from xds_core.ebxml.parse import parse_adhoc_query_request
 from xds_core.ebxml.responses import adhoc_query_response
 from xds_core.soap.envelope import SoapRequest, SoapResponse
@@ -27,6 +27,7 @@ def query_config() -> QueryConfig:
 def registry_stored_query_operation(request: SoapRequest) -> SoapResponse:
     """ITI-18 Registry Stored Query (ITI TF-2a 3.18): query:AdhocQueryRequest -> query:AdhocQueryResponse."""
     query = parse_adhoc_query_request(request.body)
+    audit.describe(audit.query_objects, audit.Transaction.ITI_18, query, request.body)  # patient(s), the query
     outcome = run_stored_query(query, query_config(), Transaction.RegistryStoredQuery)
     return SoapResponse(Action.RegistryStoredQueryResponse.value, adhoc_query_response([], outcome.objects))
 
@@ -44,5 +45,6 @@ def multi_patient_stored_query_operation(request: SoapRequest) -> SoapResponse:
         raise SoapFault("Sender", "ITI-51 Multi-Patient Stored Query is not enabled on this registry "
                                   "(setting XDS_MPQ_ENABLED)", subcode="wsa:ActionNotSupported", detail=detail)
     query = parse_adhoc_query_request(request.body)
+    audit.describe(audit.query_objects, audit.Transaction.ITI_51, query, request.body)  # patient(s), the query
     outcome = run_stored_query(query, query_config(), Transaction.MultiPatientStoredQuery)
     return SoapResponse(Action.MultiPatientStoredQueryResponse.value, adhoc_query_response([], outcome.objects))

@@ -4,7 +4,7 @@ Pure code (no Django, no lxml).  Input is what
 :func:`xds_core.ebxml.parse.parse_adhoc_query_request` yields: one
 ``(slot name, raw rim:Value texts)`` tuple per ``rim:Slot`` in document order.
 
-Value grammar (ITI TF-2a 3.18.4.1.2.3.5 "Coding of Parameter Values"; digest §6.2):
+Value grammar (ITI TF-2a 3.18.4.1.2.3.5 "Coding of Parameter Values"):
 
 * strings are single-quoted, a quote inside is doubled (SQL style): ``'ID^^^&1.2.3&ISO'``;
 * several values are a parenthesised, comma-separated list: ``('a', 'b')``;
@@ -33,7 +33,7 @@ from enum import Enum
 
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.metadata.values import Code
-from xds_core.vocabulary import MULTI_PATIENT_QUERIES, StoredQuery
+from xds_core.vocabulary import StoredQuery
 
 
 class Kind(Enum):
@@ -61,7 +61,7 @@ class Param:
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """The declarative parameter specification of one stored query (digest §6.3)."""
+    """The declarative parameter specification of one stored query (ITI TF-2a 3.18.4.1.2.3.7)."""
 
     query: StoredQuery
     params: dict[str, Param]
@@ -250,7 +250,7 @@ SPECS: dict[StoredQuery, QuerySpec] = {
         StoredQuery.FindFoldersForMultiplePatients,
         _table(_p(FOLDER_PATIENT_ID, _S, multiple=True), *_FOLDER_FILTERS),
         required=(FOLDER_STATUS,),
-        # NIST makes the code list required, IPF "at least one of": the digest picks the latter.
+        # NIST makes the code list required, IPF "at least one of": we take the latter (ITI TF-2b 3.51).
         at_least_one_of=((FOLDER_PATIENT_ID, FOLDER_CODE_LIST),)),
 }
 
@@ -331,8 +331,8 @@ def tokenize_value(raw: str) -> list[Token]:
 
 # --- value types ---------------------------------------------------------------------------------
 
-_DTM_RE = re.compile(
-    r"^(?P<digits>\d{4}(?:\d{2}){0,5})(?:\.\d{1,4})?(?P<tz>[+-]\d{4})?$")
+# ASCII digits, matched whole: ``\d`` would take Unicode digits and ``$`` a trailing newline.
+_DTM_RE = re.compile(r"(?P<digits>[0-9]{4}(?:[0-9]{2}){0,5})(?:\.[0-9]{1,4})?(?P<tz>[+-][0-9]{4})?")
 
 
 def normalize_dtm(value: str) -> str:
@@ -342,7 +342,7 @@ def normalize_dtm(value: str) -> str:
     a time zone offset, allowed in query parameters, is folded into UTC; fractions are dropped
     (XDS metadata times have at most second precision).  Raises ValueError if not a valid DTM.
     """
-    match = _DTM_RE.match(value)
+    match = _DTM_RE.fullmatch(value)
     if not match:
         raise ValueError(f"{value!r} is not an HL7 DTM (YYYY[MM[DD[hh[mm[ss]]]]])")
     digits = match.group("digits")
@@ -410,15 +410,11 @@ class QueryParameters:
 
 
 def spec_for(query_id: str) -> QuerySpec:
-    """The specification of a stored query id, or XDSUnknownStoredQuery (digest §6.1)."""
+    """The specification of a stored query id, or XDSUnknownStoredQuery (ITI TF-2a 3.18.4.1.2.3.7)."""
     try:
         return SPECS[StoredQuery(query_id)]
     except ValueError:
         raise XdsError.of(ErrorCode.XDSUnknownStoredQuery, f"Unknown stored query id {query_id!r}") from None
-
-
-def is_multi_patient_query(query_id: str) -> bool:
-    return query_id in {q.value for q in MULTI_PATIENT_QUERIES}
 
 
 def parse_parameters(query_id: str, slots: Iterable[tuple[str, list[str]]]) -> QueryParameters:

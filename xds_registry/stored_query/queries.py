@@ -7,7 +7,7 @@ columns documented in :mod:`xds_registry.models`; LeafClass rows carry the store
 fragment so that the answer is built without further queries (no N+1).
 
 Every statement ends in ``LIMIT max+1``: more rows than the limit is XDSTooManyResults and
-nothing is returned (ITI TF-2a 3.18.4.1.3; design-notes "one SQL statement per stored query").
+nothing is returned (ITI TF-2a 3.18.4.1.3; ITI TF-3 Table 4.2.4.1-2).
 
 Time ranges: ``...From`` is inclusive and ``...To`` exclusive ("From <= value < To").  The TF
 text of ITI TF-2a 3.18.4.1.2.3.6 is not in our reference corpus; the rule is stated in the
@@ -193,10 +193,6 @@ def _check_limit(count: int, fetch: Fetch) -> None:
 def _finish(objects: list[Row], associations: list[AssociationRow], fetch: Fetch) -> QueryResult:
     _check_limit(len(objects) + len(associations), fetch)
     return QueryResult(objects, associations)
-
-
-def _subquery(kind: str, where: Where, column: str = "entry_uuid") -> tuple[str, list[object]]:
-    return f"SELECT s.{column} FROM {_TABLES[kind]} s WHERE {where.sql()}", list(where.params)
 
 
 def _by_uuid_or_uid(params: QueryParameters, uuid_param: str, uid_param: str, alias: str,

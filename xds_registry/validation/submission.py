@@ -6,7 +6,7 @@ objectTypes, required and single-valued slots, classifications and external iden
 formats (CX, XCN, XON, XTN, DTM, OIDs, sizes, hashes), the affinity-domain value sets, one patient
 per submission, the HasMember rules and the structure of the document relationships, duplicate
 uniqueIds inside the message.  Rules that need the registry's content (known patient, uniqueIds
-already registered, association targets) live in :mod:`xds_registry.register_document_set`.
+already registered, association targets) live in :mod:`xds_registry.validation.registry_content`.
 
 Every finding is collected (never only the first); ``location`` is the id of the object as
 submitted (symbolic or urn:uuid), so the submitter can find it in its own message.
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from xds_core.affinity_domain import AffinityDomain
 from xds_core.errors import ErrorCode, RegistryError
+from xds_core.identifiers import any_root_oid_problems, iso_oid_problems, xds_unique_id_problems
 from xds_core.metadata.objects import (
     Association,
     Classification,
@@ -316,7 +317,7 @@ def _check_document_entry(de: DocumentEntry, domain: AffinityDomain | None, f: F
     _check_external_ids(de, IdentificationScheme.DocumentEntry_patientId, IdentificationScheme.DocumentEntry_uniqueId,
                         kind, f)
     if de.unique_id:
-        for problem in fmt.document_unique_id_problems(de.unique_id):
+        for problem in xds_unique_id_problems(de.unique_id, allow_extension=True):
             f.meta(f"DocumentEntry {problem} (ITI TF-3 4.2.3.2.26)", de.id)
     _check_patient_authority(de, de.patient_id, kind, domain, f)
     _check_slots(de, DE_SLOTS, kind, f, ON_DEMAND_NOT_REQUIRED if de.is_on_demand else frozenset())
@@ -333,7 +334,7 @@ def _check_document_entry(de: DocumentEntry, domain: AffinityDomain | None, f: F
         for problem in fmt.size_problems(de.size):
             f.meta(f"DocumentEntry {problem} (ITI TF-3 4.2.3.2.21)", de.id)
     if de.repository_unique_id:
-        for problem in fmt.oid_problems(de.repository_unique_id, "repositoryUniqueId"):
+        for problem in iso_oid_problems(de.repository_unique_id, "repositoryUniqueId"):
             f.meta(f"DocumentEntry {problem}", de.id)
     if de.language_code:
         for problem in fmt.language_problems(de.language_code):
@@ -371,10 +372,11 @@ def _check_submission_set(ss: SubmissionSet, domain: AffinityDomain | None, f: F
     _check_external_ids(ss, IdentificationScheme.SubmissionSet_patientId, IdentificationScheme.SubmissionSet_uniqueId,
                         kind, f, {IdentificationScheme.SubmissionSet_sourceId: "SubmissionSet.sourceId"})
     if ss.unique_id:
-        for problem in fmt.oid_problems(ss.unique_id, "uniqueId"):
+        for problem in iso_oid_problems(ss.unique_id, "uniqueId"):
             f.meta(f"SubmissionSet {problem} (ITI TF-3 4.2.3.3.12)", ss.id)
     if ss.source_id:
-        for problem in fmt.oid_problems(ss.source_id, "sourceId"):
+        # Any root arc: the NIST testkit submits sourceId 129.6.58.92.1.1 (see is_any_root_oid).
+        for problem in any_root_oid_problems(ss.source_id, "sourceId"):
             f.meta(f"SubmissionSet {problem} (ITI TF-3 4.2.3.3.9)", ss.id)
     _check_patient_authority(ss, ss.patient_id, kind, domain, f)
     _check_slots(ss, SS_SLOTS, kind, f)
@@ -387,7 +389,7 @@ def _check_folder(folder: Folder, domain: AffinityDomain | None, f: Findings) ->
     kind = "Folder"
     _check_external_ids(folder, IdentificationScheme.Folder_patientId, IdentificationScheme.Folder_uniqueId, kind, f)
     if folder.unique_id:
-        for problem in fmt.oid_problems(folder.unique_id, "uniqueId"):
+        for problem in iso_oid_problems(folder.unique_id, "uniqueId"):
             f.meta(f"Folder {problem} (ITI TF-3 4.2.3.4.7)", folder.id)
     _check_patient_authority(folder, folder.patient_id, kind, domain, f)
     _check_slots(folder, FOLDER_SLOTS, kind, f)

@@ -8,6 +8,7 @@ Exit status 1 when a case failed.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ from conformance import report
 from conformance.codes import CodesFileError, load_codes
 from conformance.manifest import ManifestError, load_manifest
 from conformance.patients import DEFAULT_AUTHORITY, CommandFeed, Hl7Feed, PatientPool, parse_host_port
-from conformance.runner import DEFAULT_HOME_COMMUNITY_ID, DEFAULT_SOURCE_ID, FAIL, Config, Runner
+from conformance.runner import (
+    DEFAULT_HOME_COMMUNITY_ID,
+    DEFAULT_SOURCE_ID,
+    FAIL,
+    NIST_IMAGING_SOURCE_UNIQUE_ID,
+    Config,
+    Runner,
+)
 
 
 class Command(BaseCommand):
@@ -43,6 +51,14 @@ class Command(BaseCommand):
         parser.add_argument("--source-id", default=DEFAULT_SOURCE_ID, help="XDSSubmissionSet.sourceId of the runner.")
         parser.add_argument("--home-community-id", default=DEFAULT_HOME_COMMUNITY_ID,
                             help="Value of the $homeCommunityId$ placeholder.")
+        parser.add_argument("--repository-unique-id", default="", metavar="OID",
+                            help="The Document Repository's repositoryUniqueId, for steps bound to it "
+                                 "({config: repositoryUniqueId}, $repuid$). Default: discovered from the registry's "
+                                 "metadata of a document this run provided to --repository.")
+        parser.add_argument("--imaging-source-unique-id", default=NIST_IMAGING_SOURCE_UNIQUE_ID, metavar="OID",
+                            help="The Imaging Document Source's repositoryUniqueId: RAD-69 requests are addressed "
+                                 "to it and its KOS must name it as RetrieveLocationUID (default: "
+                                 f"{NIST_IMAGING_SOURCE_UNIQUE_ID}, what the NIST corpus assumes).")
         parser.add_argument("--timeout", type=float, default=120.0, help="Seconds to wait for each answer.")
         parser.add_argument("--no-schema", action="store_true", help="Do not schema-validate responses.")
         parser.add_argument("--codes", default=None, metavar="CODES_XML",
@@ -81,7 +97,9 @@ class Command(BaseCommand):
                        "imaging-source": options["imaging_source"]},
             feed_configured=feed_client is not None, source_id=options["source_id"],
             home_community_id=options["home_community_id"], timeout=options["timeout"],
-            validate_schema=not options["no_schema"], codes=codes)
+            validate_schema=not options["no_schema"], codes=codes,
+            repository_unique_id=_oid(options["repository_unique_id"], "--repository-unique-id", empty_ok=True),
+            imaging_source_unique_id=_oid(options["imaging_source_unique_id"], "--imaging-source-unique-id"))
         pool = PatientPool(manifest.patients, feed_client, authority=options["assigning_authority"])
         if feed_client is None:
             print("warning: no --feed-hl7/--feed-cmd: patients are not fed; the registry must accept them",
@@ -99,3 +117,14 @@ class Command(BaseCommand):
             report.junit(results, Path(options["junit"]), system_out=output)
         if any(r.verdict == FAIL for r in results):
             sys.exit(1)
+
+
+_OID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
+
+
+def _oid(value: str, option: str, *, empty_ok: bool = False) -> str:
+    """An ISO OID of at most 64 characters (ITI TF-3 4.2.3.1.7 repositoryUniqueId), else a usage error."""
+    value = value.strip()
+    if (empty_ok and not value) or (len(value) <= 64 and _OID.fullmatch(value)):
+        return value
+    raise CommandError(f"{option}: {value!r} is not an OID")

@@ -32,10 +32,10 @@ import re
 import statistics
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, TypeVar
 
 import requests
 from django.conf import settings
@@ -44,7 +44,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from imaging_source.dicom.fetch import iter_multipart, iter_multipart_parts, read_file_meta
+from imaging_source.dicom.part10 import read_file_meta
+from imaging_source.dicom.wado_rs import iter_multipart, iter_multipart_parts
 from xds_core.ebxml.messages import (
     DocumentRequest,
     RetrieveImagingDocumentSetRequest,
@@ -57,13 +58,43 @@ from xds_core.ns import WSA_ANONYMOUS, XDSB
 from xds_core.safe_xml import parse_xml, to_bytes
 from xds_core.soap.client import SoapClient
 from xds_core.soap.envelope import build_envelope
-from xds_core.soap.mtom import write_message
+from xds_core.soap.mtom import normalize_cid, parse_content_type, write_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 TARGET_RATIO = 0.8
-_CID_RE = re.compile(rb"(?im)^content-id:[ \t]*<([^>\r\n]+)>")
-_START_RE = re.compile(r'start="?<([^>]+)>"?', re.IGNORECASE)
+_CID_RE = re.compile(rb"(?im)^content-id:[ \t]*([^\r\n]+)")
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+T = TypeVar("T")
+
+
+def mtom_root_and_parts(content_type: str, parts: Iterable[tuple[bytes, bytes | memoryview]],
+                        each: Callable[[bytes | memoryview], T]) -> tuple[bytes | memoryview, dict[str, T]]:
+    """An MTOM answer's SOAP root part and ``each(content)`` of every other part, by Content-ID.
+
+    The root is the part whose Content-ID the Content-Type's ``start`` parameter names, wherever
+    it is in the package (RFC 2387 3.2, XOP 1.0 4.1; with or without the angle brackets of a
+    msg-id); only when ``start`` is absent is it the first part.  A ``start`` naming no part (or
+    an empty one) is a broken answer: CommandError.
+    """
+    _, params = parse_content_type(content_type)
+    start = normalize_cid(params["start"]) if "start" in params else None
+    if start == "":
+        raise CommandError("RAD-69 answer with an empty start parameter")
+    root: bytes | memoryview | None = None
+    out: dict[str, T] = {}
+    for index, (headers, body) in enumerate(parts):
+        match = _CID_RE.search(headers)
+        cid = normalize_cid(match.group(1).decode("latin-1")) if match else ""
+        if root is None and (cid == start if start is not None else index == 0):
+            root = body
+        elif cid:
+            out[cid] = each(body)
+    if root is None:
+        raise CommandError(f"RAD-69 answer without its SOAP root: no part has the Content-ID <{start}> named "
+                           f"by start" if start is not None else "RAD-69 answer without parts")
+    return root, out
 
 
 def generate_study(n: int) -> tuple[str, str, list[tuple[str, bytes]]]:
@@ -193,20 +224,14 @@ class Command(BaseCommand):
             """RAD-69 over HTTP, the answer split like WADO-RS's, the SOAP root parsed, parts resolved."""
             t = time.perf_counter()
             response = post.post(endpoint, data=envelope, stream=True, timeout=600)
-            start = _START_RE.search(response.headers["Content-Type"])
-            parts = {}
-            root = None
-            for headers, body in iter_multipart_parts(response.headers["Content-Type"],
-                                                      response.iter_content(1024 * 1024)):
-                cid = _CID_RE.search(headers)
-                # The root is the part named by start= (RFC 2387), first or last.
-                if root is None and (cid.group(1).decode() == start.group(1) if start and cid else not parts):
-                    root = body
-                elif cid:
-                    parts[cid.group(1).decode()] = read_file_meta(body)["MediaStorageSOPInstanceUID"]
+            content_type = response.headers["Content-Type"]
+            # The root is the part named by start= (RFC 2387), first or last.
+            root, parts = mtom_root_and_parts(
+                content_type, iter_multipart_parts(content_type, response.iter_content(1024 * 1024)),
+                lambda body: read_file_meta(body)["MediaStorageSOPInstanceUID"])
             answer = parse_xml(root).find(f".//{{{XDSB}}}RetrieveDocumentSetResponse")
             status, errors, documents = parse_retrieve_document_set_response(answer)
-            got = {parts[unquote(d.element[0].get("href")[4:])] for d in documents}
+            got = {parts[normalize_cid(d.element[0].get("href"))] for d in documents}
             elapsed = time.perf_counter() - t
             if status != ResponseStatus.SUCCESS.value or got != set(uids):
                 raise CommandError(f"RAD-69 answered {status} with {len(got)}/{n} instances: {errors[:3]}")

@@ -2,6 +2,9 @@
 
 C-STORE SCP (C-MOVE destination for RAD-69, and incoming instances for stable-study
 detection), MPPS SCP (COMPLETED -> publish), C-ECHO, and the stable-study watcher.
+Publication is not done here: MPPS COMPLETED and a stable study queue an
+``imaging_source.publish_study`` job (keyed by Study Instance UID) that the job worker
+(``manage.py xds_jobs_worker``) runs, so a DIMSE answer never waits on RAD-68.
 Every DIMSE transaction logs one line.  Stops cleanly on SIGTERM / Ctrl-C.
 """
 
@@ -9,15 +12,16 @@ from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
-from imaging_source.stable import StableStudyWatcher, pacs_poller, publish_study
+from imaging_source.publication_jobs import enqueue_publication, enqueue_publications
+from imaging_source.stable import StableStudyWatcher, pacs_poller
 
 
 class Command(BaseCommand):
@@ -29,31 +33,31 @@ class Command(BaseCommand):
         parser.add_argument("--poll", type=int, default=None, help="override DICOM_STABLE_POLL (seconds, 0 = off)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from imaging_source.publish import PublishConfig
-
         dicom = DicomConfig.from_settings(settings)
-        publish_config = PublishConfig.from_settings(settings)
+        max_attempts = settings.XDS_JOBS_MAX_ATTEMPTS
         delay = settings.DICOM_STABLE_DELAY if options["stable_delay"] is None else options["stable_delay"]
         poll_interval = settings.DICOM_STABLE_POLL if options["poll"] is None else options["poll"]
 
-        def publish(uid: str, trigger: str) -> None:
-            publish_study(uid, dicom, publish_config, trigger=trigger)
+        def publish_stable(uid: str) -> None:
+            # The watcher's thread lives as long as the process: drop a connection the database closed.
+            close_old_connections()
+            enqueue_publication(uid, trigger="stable", max_attempts=max_attempts)
 
-        watcher = StableStudyWatcher(delay, lambda uid: publish(uid, "stable"))
+        watcher = StableStudyWatcher(delay, publish_stable)
 
         def on_instance(received: ReceivedInstance) -> None:
             if delay > 0:
                 watcher.seen(received.study_instance_uid)
 
         def on_mpps_completed(study_uids: list[str], mpps_uid: str) -> None:
-            for uid in study_uids:
-                publish(uid, "mpps")
+            enqueue_publications(study_uids, trigger="mpps", max_attempts=max_attempts)
 
-        listener = DicomListener(dicom, state_dir=Path(settings.VAR_DIR) / "dicom", on_instance=on_instance,
-                                 on_mpps_completed=on_mpps_completed, port=options["port"])
+        listener = DicomListener(dicom, on_instance=on_instance, on_mpps_completed=on_mpps_completed,
+                                 port=options["port"])
         host, port = listener.start()
         self.stdout.write(f"dicom listener {dicom.ae_title}@{host}:{port}; stable delay {delay}s; "
-                          f"PACS poll {poll_interval or 'off'}; PACS {dicom.pacs}")
+                          f"PACS poll {poll_interval or 'off'}; PACS {dicom.pacs}; "
+                          "publication through the job queue (manage.py xds_jobs_worker)")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())

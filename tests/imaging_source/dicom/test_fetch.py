@@ -9,9 +9,12 @@ import pydicom
 import pytest
 
 from imaging_source.dicom.config import FetchMethod
-from imaging_source.dicom.fetch import FetchStream, SeriesFetch, fetch, iter_multipart, read_file_meta, send_ahead
+from imaging_source.dicom.fetch import FetchStream, fetch
 from imaging_source.dicom.find import find_study
+from imaging_source.dicom.instances import SeriesFetch
+from imaging_source.dicom.part10 import read_file_meta
 from imaging_source.dicom.scp import DicomListener
+from imaging_source.dicom.wado_rs import iter_multipart, send_ahead
 
 from ..http_proxies import CountingProxy
 from ..pacs_fixtures import NIST_STUDY_UID
@@ -20,9 +23,9 @@ pytestmark = pytest.mark.pacs
 
 
 @pytest.fixture
-def listener(pacs, spool_dir, tmp_path):
+def listener(pacs, spool_dir):
     """Our C-STORE SCP on the port Orthanc knows for this session's AE (the C-MOVE destination)."""
-    server = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir), state_dir=tmp_path / "state")
+    server = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir))
     server.start()
     yield server
     server.stop()

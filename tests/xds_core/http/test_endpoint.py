@@ -33,7 +33,8 @@ from xds_core.safe_xml import parse_xml
 from xds_core.soap.client import SoapClient, dispatch_local, local_endpoints
 from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.soap.faults import SoapFault, parse_fault
-from xds_core.soap.mtom import OutgoingPart, read_message
+from xds_core.soap.mtom import OutgoingPart
+from xds_core.soap.mtom_reader import read_message
 from xds_registry import soap_operations as registry_operations
 from xds_repository import soap_operations as repository_operations
 

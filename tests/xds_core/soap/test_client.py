@@ -22,7 +22,8 @@ from xds_core.safe_xml import parse_xml
 from xds_core.soap.client import SoapClient, TransportError
 from xds_core.soap.envelope import SoapResponse, render_fault
 from xds_core.soap.faults import SoapFault
-from xds_core.soap.mtom import MULTIPART_RELATED, OutgoingPart, read_message
+from xds_core.soap.mtom import MULTIPART_RELATED, OutgoingPart
+from xds_core.soap.mtom_reader import read_message
 
 
 @dataclass

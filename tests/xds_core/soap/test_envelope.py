@@ -30,7 +30,8 @@ from xds_core.soap.envelope import (
     parse_envelope,
 )
 from xds_core.soap.faults import SoapFault
-from xds_core.soap.mtom import IncomingMessage, OutgoingPart, read_message
+from xds_core.soap.mtom import IncomingMessage, OutgoingPart
+from xds_core.soap.mtom_reader import read_message
 
 ACTION = f"<wsa:Action env:mustUnderstand='true'>{ECHO_ACTION}</wsa:Action>"
 

@@ -15,7 +15,6 @@ from xds_core.soap.mtom import (
     CHUNK_SIZE,
     MEMORY_THRESHOLD,
     Attachment,
-    IteratorReader,
     MessageTooLarge,
     MtomError,
     OutgoingPart,
@@ -24,10 +23,10 @@ from xds_core.soap.mtom import (
     joined,
     normalize_cid,
     parse_content_type,
-    read_message,
     write_message,
     write_message_root_last,
 )
+from xds_core.soap.mtom_reader import IteratorReader, read_message
 
 ROOT = b"<?xml version='1.0'?><r/>"
 BIG = 1 << 40

@@ -138,17 +138,15 @@ def test_a40_without_mrg_is_an_error(feed):
 def test_several_messages_on_one_connection(corpus_dir: Path):
     import socket
 
-    from xds_registry.patient_identity_feed.mllp import END, START
+    from xds_core.mllp import frame, read_frames
 
     server, thread = serve_in_thread("127.0.0.1", 0, None)
     try:
         with socket.create_connection(server.server_address[:2], timeout=10) as sock:
             ids = [f"{local_id()}^^^&{AUTHORITY}&ISO" for _ in range(3)]
-            sock.sendall(b"".join(START + adt("A04", p, control=f"N{i}").encode() + END for i, p in enumerate(ids)))
-            data = b""
-            while data.count(END) < 3:
-                data += sock.recv(65536)
-        acks = [parse_message(f.lstrip(START).decode()) for f in data.split(END) if f]
+            sock.sendall(b"".join(frame(adt("A04", p, control=f"N{i}").encode()) for i, p in enumerate(ids)))
+            answers = read_frames(sock)
+            acks = [parse_message(next(answers).decode()) for _ in ids]
         assert [(a.field("MSA", 1), a.field("MSA", 2)) for a in acks] == [("AA", "N0"), ("AA", "N1"), ("AA", "N2")]
         assert m.Patient.objects.filter(patient_id__in=ids).count() == 3
     finally:

@@ -70,7 +70,8 @@ def test_dtm_is_normalized_to_the_earliest_utc_instant(value: str, expected: str
     assert normalize_dtm(value) == expected
 
 
-@pytest.mark.parametrize("value", ["200", "20041", "20041301", "20040230", "2004122425", "abcd", "2004-12-24"])
+@pytest.mark.parametrize("value", ["200", "20041", "20041301", "20040230", "2004122425", "abcd", "2004-12-24",
+                                   "2005\n", "\u0662\u0660\u0660\u0665"])
 def test_invalid_dtm_is_refused(value: str) -> None:
     with pytest.raises(ValueError):
         normalize_dtm(value)

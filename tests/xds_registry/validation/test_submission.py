@@ -80,6 +80,11 @@ def test_nist_sample_is_valid():
     (set_slot("hash", ["xyz"]), "not 40 hexadecimal digits"),
     (set_slot("size", ["-4"]), "not a non-negative integer"),
     (set_slot("repositoryUniqueId", ["repo.one"]), "repositoryUniqueId 'repo.one' is not an OID"),
+    # ISO OIDs start with arc 0, 1 or 2 (ISO/IEC 8824; only sourceId tolerates another root arc).
+    (set_slot("repositoryUniqueId", ["129.6.58.92.1.1"]), "repositoryUniqueId '129.6.58.92.1.1' is not an OID"),
+    (set_slot("repositoryUniqueId", ["1.2.3\n"]), "is not an OID"),
+    (set_slot("hash", ["da39a3ee5e6b4b0d3255bfef95601890afd80709\n"]), "not 40 hexadecimal digits"),
+    (set_slot("size", ["12\n"]), "not a non-negative integer"),
     (set_slot("sourcePatientId", ["abc"]), "CX.1 (id) and CX.4 (assigning authority) are required"),
     (set_slot("sourcePatientId", ["^^^&1.2.3&ISO"]), "CX.1 (id) and CX.4 (assigning authority) are required"),
     (set_slot("languageCode", ["en us"]), "not an RFC 5646"),
@@ -90,6 +95,7 @@ def test_nist_sample_is_valid():
     (set_slot("serviceStopTime", ["20041222"]), "serviceStopTime 20041222 is before serviceStartTime"),
     (lambda s: setattr(s.document_entries[0], "unique_id", "Document01"), "uniqueId root 'Document01' is not an OID"),
     (lambda s: setattr(s.document_entries[0], "unique_id", "1.2.3." + "4" * 130), "longer than 128"),
+    (lambda s: setattr(s.document_entries[0], "unique_id", "1.2.3^" + "x" * 17), "extension is 17 characters"),
     (lambda s: setattr(s.document_entries[0], "patient_id", "123^^^&1.2.3"), "CX.4 must be &<OID>&ISO"),
     (lambda s: setattr(s.document_entries[0], "mime_type", ""), "mimeType is required"),
     (lambda s: setattr(s.document_entries[0], "mime_type", "text"), "is not a MIME type"),
@@ -147,11 +153,19 @@ def test_author_rules():
     (drop_external_id(IdentificationScheme.SubmissionSet_uniqueId, "ss"), "SubmissionSet.uniqueId"),
     (drop_external_id(IdentificationScheme.SubmissionSet_patientId, "ss"), "SubmissionSet.patientId"),
     (lambda s: setattr(s.submission_set, "source_id", "source"), "sourceId 'source' is not an OID"),
+    (lambda s: setattr(s.submission_set, "source_id", "1.02.3"), "sourceId '1.02.3' is not an OID"),
+    (lambda s: setattr(s.submission_set, "unique_id", "3.1.2"), "uniqueId '3.1.2' is not an OID"),
 ])
 def test_submission_set_rule(mutate: Callable[[Submission], None], expected: str):
     sub = single()
     mutate(sub)
     assert any(code == META and loc == "SubmissionSet01" and expected in ctx for code, loc, ctx in validate(sub))
+
+
+def test_the_nist_testkit_source_id_is_accepted_though_its_root_arc_is_129():
+    sub = single()
+    sub.submission_set.source_id = "129.6.58.92.1.1"
+    assert validate(sub) == []
 
 
 def test_folder_needs_code_list():

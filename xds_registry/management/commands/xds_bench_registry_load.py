@@ -42,7 +42,9 @@ from xds_core.metadata.objects import (
 )
 from xds_core.metadata.values import Author, Code
 from xds_core.vocabulary import (
+    DICOM_UID_REGISTRY,
     IDENTIFICATION_SCHEME_NAMES,
+    KOS_FORMAT_CODE,
     AssociationType,
     ClassificationNode,
     ClassificationScheme,
@@ -59,7 +61,7 @@ BUILTIN_CODES: dict[str, list[Code]] = {
                   ("REPORTS", "IMAGES", "SUMMARY", "PLANS", "PRESCRIPTIONS", "DISPENSATIONS")],
     "typeCode": [Code(c, "2.16.840.1.113883.6.1", d) for c, d in
                  (("18748-4", "Diagnostic imaging study"), ("11369-6", "Immunization"), ("34133-9", "Summary"))],
-    "formatCode": [Code("1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.2.6.1", "Key Object Selection"),
+    "formatCode": [Code(KOS_FORMAT_CODE, DICOM_UID_REGISTRY, "Key Object Selection"),
                    Code("urn:ihe:rad:TEXT", "1.3.6.1.4.1.19376.1.2.3", "Radiology text")],
     "healthcareFacilityTypeCode": [Code("264372000", "2.16.840.1.113883.6.96", "Pharmacy"),
                                    Code("22232009", "2.16.840.1.113883.6.96", "Hospital")],

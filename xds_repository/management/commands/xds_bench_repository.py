@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from xds_core import mllp
 from xds_core.bench import server_pids
 from xds_core.ebxml import serialize as ebxml_serialize
 from xds_core.ebxml.messages import DocumentRequest
@@ -46,7 +47,8 @@ from xds_core.metadata.objects import Association, DocumentEntry, Submission, Su
 from xds_core.metadata.values import Code
 from xds_core.safe_xml import to_bytes
 from xds_core.soap.envelope import build_envelope, parse_envelope
-from xds_core.soap.mtom import OutgoingPart, read_message, write_message
+from xds_core.soap.mtom import OutgoingPart, write_message
+from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 MB = 1_000_000
@@ -270,12 +272,9 @@ class Command(BaseCommand):
             f"PID|||{patient_id}||BENCH^PATIENT||19700101|O",
             "PV1||O",
         ]
-        frame = b"\x0b" + "\r".join(segments).encode() + b"\r\x1c\r"
         try:
-            with socket.create_connection((host, int(port)), timeout=10) as sock:
-                sock.sendall(frame)
-                answer = sock.recv(65536)
-        except OSError as exc:
+            answer = mllp.exchange(host, int(port), ("\r".join(segments) + "\r").encode(), timeout=10)
+        except (OSError, mllp.MllpError) as exc:
             self.stderr.write(f"ITI-8 feed to {address} failed ({exc}); the registry must already know "
                               f"{patient_id}")
             return

@@ -1,0 +1,217 @@
+"""Fetching from the PACS by WADO-RS (DICOM PS3.18 10.4): one request per series, streamed.
+
+The answer is read in 1 MiB chunks and split without copying (:func:`xds_core.multipart.iter_parts`):
+each instance is a view into the chunk it arrived in and is yielded as soon as its part is complete.
+A series of at most :data:`WADO_PER_INSTANCE_MAX` requested instances is fetched instance by instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from imaging_source.dicom.config import DicomConfig, FetchMethod
+from imaging_source.dicom.instances import Collector, FetchedInstance, FetchError, SeriesFetch, checked_uids
+from xds_core.multipart import MultipartError, boundary_of, iter_parts, read_chunks
+
+logger = logging.getLogger(__name__)
+
+#: A series request with at most this many instances is fetched instance by instance by WADO-RS
+#: (cheaper than pulling a possibly large series to keep a few instances).
+WADO_PER_INSTANCE_MAX = 4
+#: How many of a series' SOP Instance UIDs decide its first WADO-RS request (:func:`send_ahead`):
+#: beyond WADO_PER_INSTANCE_MAX the request is the whole series, whatever the rest are.
+AHEAD_UIDS = WADO_PER_INSTANCE_MAX + 1
+
+#: Originals, whatever their transfer syntax (PS3.18 8.7.3.5.2: ``transfer-syntax=*``);
+#: without it Orthanc transcodes compressed instances to Explicit VR Little Endian.
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
+    """The WADO-RS paths for one series: the series (PS3.18 10.4.1), or its few instances one by one."""
+    checked_uids(item, instances=len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX)
+    path = f"{base.path}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
+    if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX:
+        return [f"{path}/instances/{sop}" for sop in item.sop_instance_uids]
+    return [path]
+
+
+def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Collector,
+                ahead: _WadoGet | None = None) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
+    """Generator: each kept instance with its key as soon as its part is in, while the PACS sends the rest.
+
+    The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
+    (:func:`xds_core.multipart.iter_parts`): each instance is a view into the
+    chunk it arrived in, passed on as is when no transcoding is needed.  ``ahead``: the
+    request for the first target, already sent (:func:`send_ahead`).
+    """
+    base = urlsplit(config.dicomweb_url.rstrip("/"))
+    first = _wado_targets(base, series[0])[0] if series else None
+    if ahead is not None and (ahead.base != base or ahead.path != first):
+        ahead.cancel()  # the request sent ahead is not this fetch's first one after all
+        ahead = None
+    for item in series:
+        for target in _wado_targets(base, item):
+            try:
+                if ahead is not None:
+                    request, ahead = ahead, None
+                else:
+                    request = _WadoGet(base, target)
+                response = request.response()
+            except (OSError, http.client.HTTPException) as exc:
+                collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
+                continue
+            try:
+                if response.status == 404:
+                    continue  # nothing of it there: reported per instance as missing
+                if response.status != 200:
+                    collector.result.failures[item.series_instance_uid] = f"WADO-RS HTTP {response.status}"
+                    continue
+                # WADO-RS answers with the instances of the addressed series only (PS3.18 10.4.1).
+                boundary = boundary_of(response.getheader("Content-Type", ""))
+                series_uid, study_uid = item.series_instance_uid, item.study_instance_uid
+                for _headers, body in iter_parts(boundary, read_chunks(response)):
+                    instance = collector.add(body, series_uid, study_uid=study_uid)
+                    if instance is not None:
+                        yield (series_uid, instance.sop_instance_uid), instance
+            except (MultipartError, OSError, http.client.HTTPException) as exc:
+                raise FetchError(f"WADO-RS answer for series {item.series_instance_uid} unusable: {exc}") from exc
+            finally:
+                _wado_release(base, response)
+
+
+#: One HTTP connection per PACS and thread, reused across requests when the PACS keeps it
+#: open (Orthanc closes after a multipart answer - ``Connection: close`` - so there a new
+#: one is opened per request; reuse pays for PACSs that keep alive).
+_connections = threading.local()
+
+
+def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
+    pool: dict[str, http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
+    key = f"{base.scheme}://{base.netloc}"
+    connection = pool.get(key)
+    if connection is None:
+        kind = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+        connection = kind(base.hostname or "127.0.0.1", base.port, timeout=WADO_CONNECT_TIMEOUT)
+        pool[key] = connection
+    return connection
+
+
+def send_ahead(config: DicomConfig, item: SeriesFetch) -> RequestAhead | None:
+    """Ask the PACS for ``item`` now; pass the result to :class:`FetchStream` (``ahead=``), which reads it.
+
+    A PACS takes a while before the first byte of a series (Orthanc: ~20 ms for 500
+    instances, looking them up), and the caller still has work to do before it fetches
+    (a RAD-69 request's per-document checks, the answer's setup and headers): sent ahead,
+    the request has the PACS working in the meantime.  WADO-RS only (a DIMSE retrieve needs
+    its association served while it runs): None otherwise, or when the request cannot be
+    sent now - the fetch then sends it again and reports any failure.  ``item`` needs only
+    its first :data:`AHEAD_UIDS` SOP Instance UIDs.  A request the fetch
+    does not use (its first series turned out different) is cancelled by the fetch;
+    :meth:`RequestAhead.cancel` drops one that never reaches a fetch.
+    """
+    if config.fetch_method != FetchMethod.WADO_RS or not config.dicomweb_url or not item.sop_instance_uids:
+        return None
+    base = urlsplit(config.dicomweb_url.rstrip("/"))
+    try:
+        return _WadoGet(base, _wado_targets(base, item)[0])
+    except FetchError as exc:  # not a UID: the retrieval refuses it per document, nothing to send
+        logger.info("WADO-RS request not sent ahead: %s", exc)
+        return None
+    except (OSError, http.client.HTTPException) as exc:
+        logger.info("WADO-RS request could not be sent ahead (sent again when fetched): %s", exc)
+        return None
+
+
+class _WadoGet:
+    """One WADO-RS GET: sent when made, its answer read by :meth:`response`.
+
+    A kept-alive connection the PACS has meanwhile closed fails either when the request is
+    sent or when the answer is read; either way the request is sent once more on a fresh
+    connection.
+    """
+
+    def __init__(self, base: SplitResult, path: str) -> None:
+        self.base = base
+        self.path = path
+        self.connection, self.reused = self._send()
+
+    def _send(self) -> tuple[http.client.HTTPConnection, bool]:
+        headers = {"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
+        if self.base.username:
+            token = base64.b64encode(
+                f"{unquote(self.base.username)}:{unquote(self.base.password or '')}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        for attempt in (1, 2):
+            connection = _wado_connection(self.base)
+            reused = connection.sock is not None
+            try:
+                if not reused:
+                    connection.connect()
+                assert connection.sock is not None
+                connection.sock.settimeout(WADO_READ_TIMEOUT)
+                connection.request("GET", self.path, headers=headers)
+                return connection, reused
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def response(self) -> http.client.HTTPResponse:
+        try:
+            return self.connection.getresponse()
+        except (OSError, http.client.HTTPException):
+            self.connection.close()
+            if not self.reused:
+                raise
+        self.connection, self.reused = self._send()
+        return self.connection.getresponse()
+
+    def cancel(self) -> None:
+        self.connection.close()
+
+
+#: What :func:`send_ahead` returns: a request on its way, to hand to a fetch or cancel.
+RequestAhead = _WadoGet
+
+
+def _wado_release(base: SplitResult, response: http.client.HTTPResponse) -> None:
+    """Keep the connection only if the answer was read to its end and the PACS keeps it alive."""
+    if not response.isclosed() or response.will_close:
+        response.close()
+        _wado_connection(base).close()
+
+
+#: Seconds to connect to the PACS / to wait for each read of its answer.
+WADO_CONNECT_TIMEOUT = 10
+WADO_READ_TIMEOUT = 300
+
+
+def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[memoryview]:
+    """Yield the bodies of a ``multipart/related`` stream (RFC 2046 5.1) as they complete."""
+    for _headers, body in iter_multipart_parts(content_type, chunks):
+        yield body
+
+
+def iter_multipart_parts(content_type: str, chunks: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:
+    """Yield ``(raw header block, body)`` of each part of a ``multipart/related`` stream.
+
+    A thin wrapper of the one splitter, :func:`xds_core.multipart.iter_parts`:
+    each body is a view into the chunk it arrived in (no copy of 20 MB of pixels for a
+    caller that only looks at them), valid as long as the caller keeps it; ``bytes(body)``
+    for a copy.  Errors become :class:`FetchError`.
+    """
+    try:
+        boundary = boundary_of(content_type)
+    except MultipartError as exc:
+        raise FetchError(f"WADO-RS answer is not multipart: {content_type!r}") from exc
+    try:
+        yield from iter_parts(boundary, chunks)
+    except MultipartError as exc:
+        raise FetchError(str(exc)) from exc
