@@ -269,3 +269,26 @@ def codes(errors: list) -> list[str]:  # type: ignore[type-arg]
 def assert_nothing_stored(directory: Path) -> None:
     assert StoredDocument.objects.count() == 0
     assert stored_files(directory) == []
+
+
+# --- the repository with this process's real registry (ITI-42 in process) -----------------------
+
+@pytest.fixture
+def local(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Documents stored under ``tmp_path``, ITI-42 sent to this process's registry; the storage folder."""
+    directory = tmp_path / "documents"
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(directory)}}}
+    settings.XDS_REGISTRY_URL = ""  # this process's registry
+    settings.XDS_REPOSITORY_UNIQUE_ID = REPOSITORY_ID
+    return directory
+
+
+@pytest.fixture
+def patient() -> str:
+    """A patient the registry knows: what an ITI-8 feed leaves behind."""
+    from xds_registry.patient_identity_feed.patients import add_or_update_patient
+
+    patient_id = f"P{uuid.uuid4().hex[:10]}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
+    add_or_update_patient(patient_id)
+    return patient_id

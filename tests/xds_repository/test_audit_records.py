@@ -7,7 +7,6 @@ shows up too: an in-process exchange is still two actors, each recording its own
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,10 @@ from xds_core.ebxml.messages import DocumentRequest
 from xds_core.ebxml.parse import parse_retrieve_document_set_response
 from xds_core.soap.client import SoapClient
 from xds_core.vocabulary import Action, ResponseStatus
-from xds_registry.patient_identity_feed.patients import add_or_update_patient
 
 pytestmark = pytest.mark.django_db
 
 T = audit.Transaction
-
-
-@pytest.fixture
-def local(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
-    directory = tmp_path / "documents"
-    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
-        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(directory)}}}
-    settings.XDS_REGISTRY_URL = ""  # this process's registry
-    settings.XDS_REPOSITORY_UNIQUE_ID = REPOSITORY_ID
-    return directory
-
-
-@pytest.fixture
-def patient() -> str:
-    patient_id = f"P{uuid.uuid4().hex[:10]}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
-    add_or_update_patient(patient_id)
-    return patient_id
 
 
 def retrieve(*unique_ids: str) -> str:

@@ -38,24 +38,6 @@ from xds_repository.reconcile import reconcile
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def local(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
-    directory = tmp_path / "documents"
-    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
-        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(directory)}}}
-    settings.XDS_REGISTRY_URL = ""  # this process's registry
-    settings.XDS_REPOSITORY_UNIQUE_ID = REPOSITORY_ID
-    return directory
-
-
-@pytest.fixture
-def patient() -> str:
-    # The registry learns patients from the identity feed (ITI-8); this is that feed's effect.
-    patient_id = f"P{uuid.uuid4().hex[:10]}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO"
-    add_or_update_patient(patient_id)
-    return patient_id
-
-
 def registry_knows(unique_id: str) -> list:  # type: ignore[type-arg]
     query = ebxml_serialize.adhoc_query_request(StoredQuery.GetDocuments, [
         ("$XDSDocumentEntryUniqueId", [f"('{unique_id}')"])], return_type=ReturnType.LeafClass)
