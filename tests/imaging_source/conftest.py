@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from imaging_source.metadata import MetadataConfig
-from imaging_source.patient_mapping import RewriteRule
+from imaging_source.patient_mapping import RewriteRule, set_mapping
 from imaging_source.publish import PublishConfig
 from imaging_source.study import StudyRef
 from kos.builder import RetrieveLocation
@@ -123,3 +123,18 @@ def recording_repository() -> Iterator[RecordingRepository]:
 
 # The real local PACS (Orthanc) fixtures for the DICOM / RAD-69 tests (DICOM engineer).
 from .pacs_fixtures import pacs, spool_dir  # noqa: E402, F401
+
+
+@pytest.fixture
+def publishing(settings, pacs, recording_repository):  # type: ignore[no-untyped-def]  # noqa: F811 (pacs is the fixture)
+    """The Imaging Document Source publishing the test PACS's studies (C-GET) to a recording repository,
+    with the NIST study's patient mapped to the affinity domain."""
+    settings.XDS_REPOSITORY_URL = recording_repository.url
+    settings.XDS_IMAGING_SOURCE_ID = NIST_LOCATION_UID
+    settings.XDS_AFFINITY_DOMAIN_CODES = ""
+    settings.DICOM_AE_TITLE = pacs.ae_title
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
+    settings.DICOMWEB_URL = ""
+    settings.DICOM_FETCH_METHOD = "c-get"
+    set_mapping("IDS-DEPT002-a", AFFINITY_PATIENT)
+    return recording_repository

@@ -134,3 +134,16 @@ def spool_dir(tmp_path: Path) -> Path:
 
 
 __all__ = ["pacs", "spool_dir", "Pacs", "replace"]
+
+
+def configure_imaging_source(settings, pacs: Pacs, method: FetchMethod, *, root_last: bool, source_id: str,  # type: ignore[no-untyped-def]
+                             spool_dir: Path) -> None:
+    """Point our Imaging Document Source (Django settings) at the test PACS with one fetch method."""
+    settings.XDS_RAD69_ROOT_LAST = root_last
+    settings.XDS_IMAGING_SOURCE_ID = source_id
+    settings.DICOM_AE_TITLE = pacs.ae_title
+    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
+    settings.DICOMWEB_URL = pacs.dicomweb_url if method == FetchMethod.WADO_RS else ""
+    settings.DICOM_FETCH_METHOD = method.value
+    settings.DICOM_SPOOL_DIR = str(spool_dir)
+    settings.DICOM_PORT = pacs.scp_port

@@ -34,7 +34,7 @@ from xds_core.soap.client import SoapClient
 from xds_core.vocabulary import Action, ResponseStatus
 
 from .conftest import IDS_DIR, publish_config
-from .pacs_fixtures import NIST_STUDY_UID
+from .pacs_fixtures import NIST_STUDY_UID, configure_imaging_source
 
 SOURCE_ID = "1.3.6.1.4.1.21367.13.80.110"
 TRANSFERRED = audit.EventId.DICOM_INSTANCES_TRANSFERRED
@@ -52,14 +52,7 @@ def _nist_patient() -> str:
                 ids=["wado-rs-root-last", "c-get-root-first"])
 def source(request, pacs, settings, spool_dir):  # type: ignore[no-untyped-def]
     method, root_last = request.param
-    settings.XDS_RAD69_ROOT_LAST = root_last
-    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
-    settings.DICOM_AE_TITLE = pacs.ae_title
-    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
-    settings.DICOMWEB_URL = pacs.dicomweb_url if method == FetchMethod.WADO_RS else ""
-    settings.DICOM_FETCH_METHOD = method.value
-    settings.DICOM_SPOOL_DIR = str(spool_dir)
-    settings.DICOM_PORT = pacs.scp_port
+    configure_imaging_source(settings, pacs, method, root_last=root_last, source_id=SOURCE_ID, spool_dir=spool_dir)
     return method
 
 

@@ -7,14 +7,13 @@ import socket
 import pytest
 
 from imaging_source.models import Publication
-from imaging_source.patient_mapping import set_mapping
 from imaging_source.publication_jobs import PUBLISH_STUDY, enqueue_publication
 from jobs.api import enqueue
 from jobs.models import Job
 from jobs.worker import run_pending
 from xds_core.errors import ErrorCode, RegistryError, Severity
 
-from .conftest import AFFINITY_PATIENT, NIST_LOCATION_UID
+from .conftest import AFFINITY_PATIENT
 from .pacs_fixtures import NIST_STUDY_UID
 
 pytestmark = pytest.mark.django_db
@@ -47,19 +46,6 @@ def test_a_job_with_a_malformed_payload_is_dead_at_once() -> None:
     [job] = run_pending()
     assert job.state == Job.State.DEAD
     assert job.last_error.startswith("PermanentJobError: payload needs a study_instance_uid")
-
-
-@pytest.fixture
-def publishing(settings, pacs, recording_repository):
-    settings.XDS_REPOSITORY_URL = recording_repository.url
-    settings.XDS_IMAGING_SOURCE_ID = NIST_LOCATION_UID
-    settings.XDS_AFFINITY_DOMAIN_CODES = ""
-    settings.DICOM_AE_TITLE = pacs.ae_title
-    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
-    settings.DICOMWEB_URL = ""
-    settings.DICOM_FETCH_METHOD = "c-get"
-    set_mapping("IDS-DEPT002-a", AFFINITY_PATIENT)
-    return recording_repository
 
 
 @pytest.mark.pacs

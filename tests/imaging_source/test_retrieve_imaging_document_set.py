@@ -43,7 +43,7 @@ from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
 from .http_proxies import HoldingProxy
-from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID
+from .pacs_fixtures import JPEG_PATIENT_ID, NIST_STUDY_UID, configure_imaging_source
 
 pytestmark = pytest.mark.pacs
 
@@ -67,14 +67,7 @@ def source(request, pacs, settings, spool_dir, tmp_path):
     ``root-last``: XDS_RAD69_ROOT_LAST, the streamed answer (instances first, SOAP root part last).
     """
     method, root_last = request.param
-    settings.XDS_RAD69_ROOT_LAST = root_last
-    settings.XDS_IMAGING_SOURCE_ID = SOURCE_ID
-    settings.DICOM_AE_TITLE = pacs.ae_title
-    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
-    settings.DICOMWEB_URL = pacs.dicomweb_url if method == FetchMethod.WADO_RS else ""
-    settings.DICOM_FETCH_METHOD = method.value
-    settings.DICOM_SPOOL_DIR = str(spool_dir)
-    settings.DICOM_PORT = pacs.scp_port
+    configure_imaging_source(settings, pacs, method, root_last=root_last, source_id=SOURCE_ID, spool_dir=spool_dir)
     listener = None
     if method == FetchMethod.C_MOVE:  # the C-MOVE destination: our SCP (the listener process in production)
         listener = DicomListener(pacs.config(FetchMethod.C_MOVE, spool_dir=spool_dir))

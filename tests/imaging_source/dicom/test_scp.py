@@ -21,12 +21,11 @@ from imaging_source.dicom.ae import associate, make_ae
 from imaging_source.dicom.config import DicomConfig, Peer
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.models import PerformedProcedureStep, Publication
-from imaging_source.patient_mapping import set_mapping
 from imaging_source.publication_jobs import PUBLISH_STUDY, enqueue_publications
 from jobs.models import Job
 from jobs.worker import run_pending
 
-from ..conftest import AFFINITY_PATIENT, NIST_LOCATION_UID
+from ..conftest import AFFINITY_PATIENT
 from ..pacs_fixtures import NIST_STUDY_UID
 
 MPPS = ModalityPerformedProcedureStep
@@ -212,16 +211,8 @@ def test_an_mpps_survives_a_listener_restart(tmp_path) -> None:
 
 @pytest.mark.pacs
 @pytest.mark.django_db(transaction=True)
-def test_mpps_completed_queues_one_publication_job_that_the_worker_publishes(settings, pacs,
-                                                                             recording_repository) -> None:
-    settings.XDS_REPOSITORY_URL = recording_repository.url
-    settings.XDS_IMAGING_SOURCE_ID = NIST_LOCATION_UID
-    settings.XDS_AFFINITY_DOMAIN_CODES = ""
-    settings.DICOM_AE_TITLE = pacs.ae_title
-    settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs.dicom_port}
-    settings.DICOMWEB_URL = ""
-    settings.DICOM_FETCH_METHOD = "c-get"
-    set_mapping("IDS-DEPT002-a", AFFINITY_PATIENT)
+def test_mpps_completed_queues_one_publication_job_that_the_worker_publishes(pacs, publishing) -> None:
+    recording_repository = publishing
     # Wired as manage.py xds_dicom_listener wires it.
     server = DicomListener(pacs.config(), host="127.0.0.1", port=0,
                            on_mpps_completed=lambda studies, _uid: enqueue_publications(
