@@ -83,7 +83,8 @@ class _Generated(io.RawIOBase):
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_hundred_megabyte_body_is_413_and_reading_stops(client: Client, settings: object, chunked: bool) -> None:
+def test_hundred_megabyte_body_is_413_and_drained_so_the_client_reads_the_answer(client: Client, settings: object,
+                                                                              chunked: bool) -> None:
     limit = 8 * 1024 * 1024
     settings.XDS_MAX_REQUEST_SIZE = limit  # type: ignore[attr-defined]
     request = RequestFactory().post("/xds/registry", b"", content_type=SOAP_CT)
@@ -99,10 +100,62 @@ def test_hundred_megabyte_body_is_413_and_reading_stops(client: Client, settings
     assert response.status_code == 413
     fault = parse_fault(parse_xml(response.content).find(f"{q(ns.SOAP12, 'Body')}/{q(ns.SOAP12, 'Fault')}"))
     assert fault.code == "Sender" and "exceeds" in fault.reason
-    # Refused at once (declared length) or at the limit (chunked); the rest is
-    # drained, bounded, so the HTTP client can read the answer.
-    assert body.consumed <= 100 * 1024 * 1024 + 200
+    # Refused at once (declared length) or at the limit (chunked); the rest (below DRAIN_LIMIT) is
+    # drained so that the HTTP client, still sending, gets to read the answer.  Beyond DRAIN_LIMIT:
+    # the two tests below.
+    assert body.consumed == 100 * 1024 * 1024
     assert_still_serving(client)
+
+
+class _Endless(io.RawIOBase):
+    """wsgi.input over ``total`` filler bytes; records how much was read."""
+
+    _FILL = b"x" * (1024 * 1024)
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.total - self.consumed
+        n = min(left, len(self._FILL) if size is None or size < 0 else size)
+        self.consumed += n
+        return self._FILL[:n]
+
+
+def _refused(body: _Endless, settings: object, *, chunked: bool) -> None:
+    limit = 8 * 1024 * 1024
+    settings.XDS_MAX_REQUEST_SIZE = limit  # type: ignore[attr-defined]
+    request = RequestFactory().post("/xds/registry", b"", content_type=SOAP_CT)
+    request.META["wsgi.input"] = body
+    request.META["CONTENT_TYPE"] = SOAP_CT
+    if chunked:
+        request.META.pop("CONTENT_LENGTH", None)
+        request.META["HTTP_TRANSFER_ENCODING"] = "chunked"
+    else:
+        request.META["CONTENT_LENGTH"] = str(body.total)
+    assert REGISTRY_ENDPOINT(request).status_code == 413
+
+
+def test_a_declared_body_beyond_the_drain_limit_is_refused_without_reading_it(settings: object) -> None:
+    from xds_core.http.endpoint import DRAIN_LIMIT
+
+    body = _Endless(DRAIN_LIMIT + 64 * 1024 * 1024)
+    _refused(body, settings, chunked=False)
+    # Refused on its Content-Length: nothing is drained (the client sees the connection close).
+    assert body.consumed <= 1024 * 1024
+
+
+def test_a_chunked_body_beyond_the_drain_limit_is_drained_only_up_to_the_limit(settings: object) -> None:
+    from xds_core.http.endpoint import DRAIN_LIMIT
+
+    body = _Endless(DRAIN_LIMIT + 64 * 1024 * 1024)
+    _refused(body, settings, chunked=True)
+    assert 8 * 1024 * 1024 < body.consumed <= 8 * 1024 * 1024 + DRAIN_LIMIT + 1024 * 1024
+    assert body.consumed < body.total
 
 
 def test_oversized_xml_part_is_413(client: Client, settings: object) -> None:
