@@ -4,12 +4,14 @@ forwarding ITI-42 over HTTP to a stand-in registry on loopback."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -31,6 +33,7 @@ from xds_core import ns
 from xds_core.errors import ErrorCode
 from xds_core.vocabulary import ObjectType, ResponseStatus
 from xds_repository.models import StoredDocument
+from xds_repository.storage import ContentAddressedStorage
 
 pytestmark = pytest.mark.django_db
 
@@ -263,3 +266,40 @@ def test_full_disk_is_xds_repository_out_of_resources_and_leaves_nothing(
     assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
     assert StoredDocument.objects.count() == 0
     assert [p.name for p in small_filesystem.rglob("*") if p.is_file()] == ["filler"]
+
+
+class FillsUpStorage(ContentAddressedStorage):
+    """The real storage on a device that fills up mid-write: half of each copy lands, then ENOSPC."""
+
+    @staticmethod
+    def _full(out: Any, data: bytes) -> None:
+        out.write(data[: len(data) // 2])
+        out.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    @classmethod
+    def _copy_chunks(cls, content: Any, out: Any) -> None:
+        content.seek(0)
+        cls._full(out, content.read())
+
+    @classmethod
+    def _sendfile(cls, source: Path, out: Any) -> None:
+        cls._full(out, source.read_bytes())
+
+
+@pytest.mark.parametrize("size", [100_000, 3_000_000])  # in memory / spilled to a file by the SOAP layer
+def test_a_device_filling_up_mid_write_is_out_of_resources_and_leaves_no_partial_file(
+        doc_dir: Path, settings, monkeypatch, size: int) -> None:  # type: ignore[no-untyped-def]
+    """Runs everywhere (no tmpfs needed): the full-disk branch of the real storage code."""
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": f"{__name__}.FillsUpStorage", "OPTIONS": {"location": str(doc_dir)}}}
+
+    def cross_device(*_args: object) -> None:  # the spill file and the store on different devices: a copy
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    status, errors = send(*provide_and_register_parts([Doc(content=os.urandom(size))])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
+    assert StoredDocument.objects.count() == 0
+    assert [p for p in doc_dir.rglob("*") if p.is_file()] == []
