@@ -31,7 +31,8 @@ from xds_core.errors import ErrorCode, RegistryError
 from xds_core.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
 from xds_core.metadata.values import Code
 from xds_core.soap.client import SoapClient
-from xds_core.soap.envelope import SoapResponse, parse_envelope
+from xds_core.soap.envelope import SoapResponse, parse_envelope, render_fault
+from xds_core.soap.faults import SoapFault
 from xds_core.soap.mtom import OutgoingPart
 from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import (
@@ -142,6 +143,8 @@ class StandInRegistry:
 
     def __init__(self) -> None:
         self.mode = "accept"  # accept | reject | hang | record-then-hang | garbage
+        self.query_mode = "answer"  # answer | error (AdhocQueryResponse Failure) | fault (SOAP Receiver fault)
+        self.queries: list[set[str]] = []  # the uniqueIds each GetDocuments asked for
         self.entries: dict[str, DocumentEntry] = {}
         self.received: list[str] = []
         self.got_register = threading.Event()
@@ -163,7 +166,16 @@ class StandInRegistry:
                 if request.action == Action.RegisterDocumentSet:
                     response = registry._register(request.body)
                 elif request.action == Action.RegistryStoredQuery:
-                    response = registry._query(request.body)
+                    try:
+                        response = registry._query(request.body)
+                    except SoapFault as fault:
+                        data = render_fault(fault, relates_to=request.message_id)
+                        self.send_response(500)
+                        self.send_header("Content-Type", "application/soap+xml; charset=UTF-8")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
                 else:
                     self.send_error(500)
                     return
@@ -216,6 +228,12 @@ class StandInRegistry:
         for _name, values in query.parameters:
             for value in values:
                 wanted |= {v.strip().strip("'") for v in value.strip("()").split(",")}
+        self.queries.append(wanted)
+        if self.query_mode == "fault":
+            raise SoapFault("Receiver", "stand-in registry is down")
+        if self.query_mode == "error":
+            errors = [RegistryError(ErrorCode.XDSRegistryBusy, "stand-in registry is busy")]
+            return SoapResponse(Action.RegistryStoredQueryResponse, adhoc_query_response(errors, []))
         objects = [ebxml_serialize.registry_object(e) for uid, e in self.entries.items() if uid in wanted]
         return SoapResponse(Action.RegistryStoredQueryResponse, adhoc_query_response([], objects))
 
