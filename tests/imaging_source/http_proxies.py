@@ -82,23 +82,28 @@ class HoldingProxy(LoopbackProxy):
         # Set once the held tail went out (after ``release``, or after 30 s without it): a consumer
         # that got an instance before this is set got it while the PACS's answer was incomplete.
         self.tail_sent = threading.Event()
+        self.fetch_gone = threading.Event()  # the tail could not be sent: the fetch had hung up
         super().__init__(upstream_port)
 
     def relay(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         self.forward_requests(client, upstream)
         held = b""
-        while data := upstream.recv(65536):
-            held += data
-            if len(held) > self.HOLD:
-                client.sendall(held[:-self.HOLD])
-                held = held[-self.HOLD:]
-        self.holding.set()
-        self.release.wait(30)
-        client.sendall(held)
-        self.tail_sent.set()
-        client.close()
-        upstream.close()
+        try:
+            while data := upstream.recv(65536):
+                held += data
+                if len(held) > self.HOLD:
+                    client.sendall(held[:-self.HOLD])
+                    held = held[-self.HOLD:]
+            self.holding.set()
+            self.release.wait(30)
+            client.sendall(held)
+            self.tail_sent.set()
+        except OSError:  # our side (the fetch) closed its connection to the PACS before the answer's end
+            self.fetch_gone.set()
+        finally:
+            client.close()
+            upstream.close()
 
     def close(self) -> None:
         self.release.set()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
+import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +32,7 @@ from xds_core.soap.mtom import normalize_cid, write_message
 from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
+from .http_proxies import HoldingProxy
 from .pacs_fixtures import NIST_STUDY_UID
 
 pytestmark = pytest.mark.pacs
@@ -128,3 +131,44 @@ def test_rad69_over_http_1_0_arrives_unframed_and_complete(server: Server, study
     assert head.startswith(b"HTTP/1.0 200")
     assert "Transfer-Encoding" not in headers and "Content-Length" not in headers
     assert _instances(headers["Content-Type"], body) == originals
+
+
+def test_a_consumer_hanging_up_mid_answer_aborts_the_transaction_and_the_worker_serves_on(
+        pacs, study: StudyRef, originals: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The consumer reads the first part and goes away while the PACS is still sending: the worker's next
+    write fails, the transaction is logged aborted, the PACS connection is closed, nothing is left in the
+    spool, and the next RAD-69 on the same workers is answered whole."""
+    work = tmp_path_factory.mktemp("rad69-hangup")
+    proxy = HoldingProxy(pacs.http_port)  # keeps the PACS's last bytes until released: the answer is not done
+    env = {"XDS_VAR_DIR": str(work / "var"), "DATABASE_URL": f"sqlite:///{work / 'xds.sqlite3'}",
+           "XDS_IMAGING_SOURCE_ID": SOURCE_ID, "DICOM_AE_TITLE": pacs.ae_title,
+           "DICOM_PACS": f"ORTHANC@127.0.0.1:{pacs.dicom_port}", "DICOMWEB_URL": f"http://127.0.0.1:{proxy.port}/dicom-web",
+           "DICOM_FETCH_METHOD": "wado-rs", "XDS_RAD69_ROOT_LAST": "true", "DICOM_SPOOL_DIR": str(work / "spool")}
+    try:
+        with run_gunicorn(env, spool=work) as server:
+            endpoint = server.endpoint("imaging-source")
+            content_type, envelope = _envelope(study, endpoint)
+            host, port = server.url.removeprefix("http://").split(":")
+            sock = socket.create_connection((host, int(port)), timeout=60)
+            sock.sendall(f"POST /xds/imaging-source HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                         f"Content-Length: {len(envelope)}\r\n\r\n".encode() + envelope)
+            first = sock.recv(64 * 1024)
+            assert first.startswith(b"HTTP/1.1 200")
+            # Unread data in the receive buffer: close() answers with a reset, so the worker's next write fails.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            proxy.release.set()  # the PACS may finish now: the worker still has most of the answer to write
+            deadline = time.monotonic() + 60
+            while not any("transaction=RAD-69" in line and "(aborted)" in line for line in server.transaction_lines()):
+                assert time.monotonic() < deadline, "\n".join(server.log[-30:])
+                time.sleep(0.1)
+            # The worker dropped its request to the PACS too: the held tail had no one to go to.
+            assert proxy.fetch_gone.wait(30)
+            # The same workers answer the next consumer in full, byte for byte.
+            response = requests.post(endpoint, data=envelope, timeout=120,
+                                     headers={"Content-Type": content_type, "Accept-Encoding": "identity"})
+            assert response.status_code == 200
+            assert _instances(response.headers["Content-Type"], response.content) == originals
+    finally:
+        proxy.close()
+    assert [p.name for p in (work / "spool").rglob("*") if p.is_file()] == []
