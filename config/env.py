@@ -129,6 +129,14 @@ def ae_title(value: str) -> str:
     return value
 
 
+def dicom_lo(value: str) -> str:
+    """A non-empty DICOM LO value (PS3.5 6.2: at most 64 characters, no backslash)."""
+    value = value.strip()
+    if not value or len(value) > 64 or "\\" in value:
+        raise ValueError("a DICOM LO value is 1-64 characters without backslash")
+    return value
+
+
 def xds_code(value: str) -> tuple[str, str, str]:
     """``code^^scheme^display`` (an XDS coded value, display optional) -> (code, scheme, display)."""
     parts = value.strip().split("^")

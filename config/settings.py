@@ -160,6 +160,38 @@ DICOM_STABLE_POLL = env.integer(
     "DICOM_STABLE_POLL", 0, "Seconds between C-FIND/QIDO polls of the PACS for changed studies "
     "(0: rely on instances our C-STORE SCP receives).", minimum=0)
 
+# --- Imaging Document Consumer (consumer/, manage.py xds_fetch) --------------------------
+XDS_CONSUMER_REGISTRY_URL = env.url(
+    "XDS_CONSUMER_REGISTRY_URL", "",
+    "Registry the consumer queries (ITI-18); --registry overrides. Empty: the registry in this server, called "
+    "in process.")
+
+
+def _format_codes(value: str) -> list[str]:
+    """Comma-separated ``code^^scheme`` (the stored-query form, ITI TF-2a 3.18.4.1.2.3.7.1)."""
+    codes = [item.strip() for item in value.split(",") if item.strip()]
+    for code in codes:
+        name, sep, scheme = code.partition("^^")
+        if not (sep and name and scheme) or "'" in code:
+            raise ValueError(f"{code!r} is not code^^scheme")
+    if not codes:
+        raise ValueError("at least one code^^scheme is needed (xds_fetch --any-format asks without)")
+    return codes
+
+
+XDS_CONSUMER_KOS_FORMAT_CODES = env.custom(
+    "XDS_CONSUMER_KOS_FORMAT_CODES", "1.2.840.10008.5.1.4.1.1.88.59^^1.2.840.10008.2.6.1",
+    "Comma-separated code^^scheme formatCodes of the affinity domain's imaging manifests (KOS), sent as "
+    "$XDSDocumentEntryFormatCode (--any-format: none).", _format_codes)
+
+XDS_SITE_CONSUMER_IDENTITY = env.custom(
+    "XDS_SITE_CONSUMER_IDENTITY", "XDSI_CONSUMER@LOCAL",
+    "This site's Imaging Document Consumer identity (DICOM LO, at most 64 characters), unique in the affinity "
+    "domain: a PACS import writes it as Modifying System (0400,0563) of the Original Attributes Sequence item it "
+    "adds (import reconciliation, PS3.3 C.12.1.1.9), and this site's Imaging Document Source does not publish "
+    "a study whose instances carry an item naming it (an imported study is not published again).",
+    env.dicom_lo)
+
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
 XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "`make run` starts the local Orthanc PACS and loads demo studies.")
 XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "`make run` starts the ITI-8 MLLP listener.")
@@ -208,6 +240,8 @@ INSTALLED_APPS = [
     "jobs",
     # The conformance harness (manage.py xds_conformance); it imports no actor.
     "conformance",
+    # The Imaging Document Consumer (consumer/): ITI-18, ITI-43, RAD-69 as a client.
+    "consumer",
     # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.
 ]
 

@@ -43,12 +43,14 @@ class Publication(models.Model):
         PENDING = "pending", "pending"  # recorded before sending; stays if the process dies mid-send
         PUBLISHED = "published", "published"  # repository answered Success
         FAILED = "failed", "failed"  # Failure/PartialSuccess, SOAP fault or transport error
+        #: Not sent, on purpose: ``skip_reason`` says why (a study this site imported; no manifest, no KOS).
+        SKIPPED = "skipped", "skipped"
 
     study_instance_uid = models.CharField(max_length=64, db_index=True)
-    kos_sop_instance_uid = models.CharField(max_length=64, unique=True,
-                                            help_text="= DocumentEntry.uniqueId (RAD TF-3 4.68)")
-    entry_uuid = models.CharField(max_length=64, unique=True,
-                                  help_text="DocumentEntry entryUUID we assigned (urn:uuid:...)")
+    kos_sop_instance_uid = models.CharField(max_length=64, unique=True, null=True, blank=True,
+                                            help_text="= DocumentEntry.uniqueId (RAD TF-3 4.68); none when skipped")
+    entry_uuid = models.CharField(max_length=64, unique=True, null=True, blank=True,
+                                  help_text="DocumentEntry entryUUID we assigned (urn:uuid:...); none when skipped")
     submission_set_unique_id = models.CharField(max_length=64)
     patient_id = models.CharField(max_length=256, help_text="affinity-domain patientId (CX)")
     source_patient_id = models.CharField(max_length=256)
@@ -69,6 +71,8 @@ class Publication(models.Model):
     kos_sha1 = models.CharField(max_length=40, blank=True, default="")
     trigger = models.CharField(max_length=32, blank=True, default="",
                                help_text="command / admin / mpps / stable / reconciliation")
+    skip_reason = models.CharField(max_length=200, blank=True, default="",
+                                   help_text="why a SKIPPED study was not sent (no patient data)")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

@@ -2,6 +2,10 @@
 
 ``publish(study, config)``:
 
+0. skips a study this site imported (its instances carry an Original Attributes Sequence item whose
+   Modifying System is this site's consumer identity, ``PublishConfig.consumer_identity``: import
+   reconciliation, PS3.3 C.12.1.1.9): it came from the affinity domain, and a second manifest would
+   publish it again under another DocumentEntry.  Recorded as a SKIPPED publication, nothing sent;
 1. maps the local DICOM patient to the affinity-domain patientId; an unmapped patient puts the
    study in the reconciliation queue and **nothing** goes to the repository;
 2. compares the study's instance set with the last successful publication of the same study:
@@ -59,6 +63,7 @@ class Outcome(StrEnum):
     QUEUED = "queued"  # patient not mapped: reconciliation queue, nothing sent
     FAILED = "failed"  # the repository refused it or could not be reached (recorded)
     IN_PROGRESS = "in-progress"  # another publisher is sending this study right now
+    SKIPPED = "skipped"  # a study this site imported from the affinity domain: never published again
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,9 @@ class PublishConfig:
     institution_name: str | None = None
     #: A PENDING publication older than this is considered abandoned (process died mid-send).
     pending_timeout: timedelta = timedelta(minutes=15)
+    #: This site's consumer identity (``XDS_SITE_CONSUMER_IDENTITY``): a study whose instances were
+    #: modified by it (Modifying System (0400,0563)) was imported here and is not published.  Empty: none.
+    consumer_identity: str = ""
 
     @classmethod
     def from_settings(cls, settings: Any) -> PublishConfig:
@@ -85,6 +93,7 @@ class PublishConfig:
             metadata=MetadataConfig.from_settings(settings),
             rewrite_rules=parse_rewrite_rules(getattr(settings, "XDS_IMAGING_PATIENT_REWRITE", "")),
             institution_name=getattr(settings, "XDS_IMAGING_AUTHOR_INSTITUTION", "") or None,
+            consumer_identity=getattr(settings, "XDS_SITE_CONSUMER_IDENTITY", ""),
         )
 
 
@@ -108,7 +117,7 @@ class PublishResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.PUBLISHED, Outcome.REPLACED, Outcome.UNCHANGED)
+        return self.outcome in (Outcome.PUBLISHED, Outcome.REPLACED, Outcome.UNCHANGED, Outcome.SKIPPED)
 
 
 def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> PublishResult:
@@ -119,6 +128,9 @@ def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> Pub
     started = time.monotonic()
     if study.instance_count == 0:
         raise ManifestError(f"study {study.study_instance_uid} has no instances to publish")
+
+    if config.consumer_identity and config.consumer_identity in study.modifying_systems:
+        return _skip_imported(study, config.consumer_identity, trigger, started)
 
     try:
         patient_id = map_patient(study.patient_id, study.issuer_of_patient_id, config.rewrite_rules)
@@ -249,6 +261,25 @@ def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, lis
 
 
 # --- queue and bookkeeping -----------------------------------------------------------------------
+
+def _skip_imported(study: StudyRef, consumer_identity: str, trigger: str, started: float) -> PublishResult:
+    """Record (once per instance set) that an imported study is not published."""
+    reason = f"imported by this site ({consumer_identity}): Modifying System in Original Attributes Sequence"
+    instance_hash = study.instance_set_hash()
+    latest = (Publication.objects.filter(study_instance_uid=study.study_instance_uid)
+              .order_by("-created_at", "-id").first())
+    if latest is not None and latest.status == Publication.Status.SKIPPED and latest.instance_set_hash == instance_hash:
+        skipped = latest
+    else:
+        skipped = Publication.objects.create(
+            study_instance_uid=study.study_instance_uid, kos_sop_instance_uid=None, entry_uuid=None,
+            submission_set_unique_id="", patient_id="", source_patient_id="",
+            accession_number=study.accession_number or "", instance_set_hash=instance_hash,
+            instance_count=study.instance_count, series_count=len(study.series), status=Publication.Status.SKIPPED,
+            kos=b"", trigger=trigger, skip_reason=reason[:200])
+    _log(study, Outcome.SKIPPED, started, publication=skipped.pk, reason="imported-by-this-site")
+    return PublishResult(Outcome.SKIPPED, study.study_instance_uid, publication=skipped, message=reason)
+
 
 def _queue_for_reconciliation(study: StudyRef, reason: str) -> ReconciliationItem:
     defaults = {

@@ -46,6 +46,10 @@ class StudyRef:
     study_description: str = ""
     referring_physician_name: str = ""
     series: list[SeriesRef] = field(default_factory=list)
+    #: Modifying System (0400,0563) of every Original Attributes Sequence (0400,0561) item found on the
+    #: study's instances (PS3.3 C.12.1.1.9): who changed them, e.g. a consumer's PACS import (import
+    #: reconciliation).  The finders read one instance per series; empty when none was modified.
+    modifying_systems: list[str] = field(default_factory=list)
 
     @property
     def instance_count(self) -> int:
@@ -115,7 +119,8 @@ class StudyRef:
             )
         for series in series_by_uid.values():
             series.instances.sort(key=_instance_order)
-        return cls(**_study_attributes(first), series=list(series_by_uid.values()))
+        return cls(**_study_attributes(first), series=list(series_by_uid.values()),
+                   modifying_systems=modifying_systems(items))
 
     @classmethod
     def from_query_levels(cls, study: Any, series: Iterable[tuple[Any, Iterable[Any]]]) -> StudyRef:
@@ -141,6 +146,18 @@ class StudyRef:
                 for se, images in series
             ],
         )
+
+
+def modifying_systems(datasets: Iterable[Any]) -> list[str]:
+    """Distinct Modifying System (0400,0563) values of the Original Attributes Sequence (0400,0561) items
+    of ``datasets`` (pydicom Datasets), in first-seen order."""
+    seen: dict[str, None] = {}
+    for ds in datasets:
+        for item in (ds.get("OriginalAttributesSequence") if hasattr(ds, "get") else None) or []:
+            system = _s(item, "ModifyingSystem")
+            if system:
+                seen.setdefault(system, None)
+    return list(seen)
 
 
 def _instance_order(instance: InstanceRef) -> tuple[bool, int, str]:

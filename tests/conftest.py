@@ -31,3 +31,10 @@ def _documents_in_tmp(settings, tmp_path_factory) -> None:
     settings.STORAGES = {**settings.STORAGES,
                          "xds_documents": {**settings.STORAGES["xds_documents"],
                                            "OPTIONS": {"location": str(location)}}}
+
+
+# Session fixtures shared by several test packages are defined here, once: a fixture imported into two
+# conftests or modules is two fixtures, and a session-scoped PACS would then start (and register our AE
+# title with another C-MOVE port) twice in one session.
+from tests.consumer.import_pacs import import_pacs, nist_files  # noqa: E402, F401
+from tests.imaging_source.pacs_fixtures import pacs, spool_dir  # noqa: E402, F401

@@ -25,7 +25,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from imaging_source.dicom.ae import POOL, associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig
-from imaging_source.study import StudyRef
+from imaging_source.study import StudyRef, modifying_systems
 from xds_core.identifiers import is_dicom_uid
 
 logger = logging.getLogger(__name__)
@@ -199,13 +199,28 @@ class CFindFinder(_StudyRowsFinder):
                 # arriving right now.  Ask once more (on a fresh association).
                 retried.append(True)
                 raise FindError(f"study {study_uid}: {found} instances found, the PACS counts {expected}")
-            return _study_ref(studies[0], tree)
+            ref = _study_ref(studies[0], tree)
+            ref.modifying_systems = self._modifying_systems(assoc, study_uid, tree)
+            return ref
 
         ref = self._run(run)
         logger.info("dicom find-study method=c-find study=%s found=%s series=%d instances=%d ms=%.1f", study_uid,
                     ref is not None, len(ref.series) if ref else 0, ref.instance_count if ref else 0,
                     (time.perf_counter() - started) * 1000)
         return ref
+
+    def _modifying_systems(self, assoc: Any, study_uid: str, tree: list[tuple[Any, list[Any]]]) -> list[str]:
+        """Original Attributes Sequence (0400,0561) of the first instance of each series (one IMAGE-level
+        C-FIND each, on the same association): only those instances are read from the PACS's storage, where
+        asking for the sequence on every IMAGE row would read every file.  See :meth:`QidoFinder._modifying_systems`."""
+        sampled: list[Dataset] = []
+        for se, images in tree:
+            sop_uids = sorted(_text(im, "SOPInstanceUID") for im in images)
+            if sop_uids:
+                sampled += self._query(assoc, "IMAGE", {
+                    "StudyInstanceUID": study_uid, "SeriesInstanceUID": _text(se, "SeriesInstanceUID"),
+                    "SOPInstanceUID": sop_uids[0], "OriginalAttributesSequence": []}, ())
+        return modifying_systems(sampled)
 
     def _study_rows(self, patient_id: str | None, since: Any) -> list[Dataset]:
         keys: dict[str, Any] = {"StudyInstanceUID": ""}
@@ -273,9 +288,40 @@ class QidoFinder(_StudyRowsFinder):
         for im in instances:
             by_series.setdefault(_text(im, "SeriesInstanceUID"), []).append(im)
         ref = _study_ref(studies[0], [(se, by_series.get(_text(se, "SeriesInstanceUID"), [])) for se in series_rows])
+        ref.modifying_systems = self._modifying_systems(ref)
         logger.info("dicom find-study method=qido-rs study=%s series=%d instances=%d ms=%.1f", study_uid,
                     len(ref.series), ref.instance_count, (time.perf_counter() - started) * 1000)
         return ref
+
+    def _modifying_systems(self, ref: StudyRef) -> list[str]:
+        """Modifying System (0400,0563) of the Original Attributes Sequence (0400,0561) items of the first
+        instance of each series, from its WADO-RS metadata (PS3.18 10.4.1.1.2): one file read per series.
+
+        Not QIDO-RS ``includefield=04000561``: Orthanc 1.10's DICOMweb plugin leaves sequences out of QIDO
+        answers (checked against the test PACS), its WADO-RS metadata has them.  Orthanc marks a study
+        imported with import reconciliation (:mod:`consumer.pacs_import`) on every instance; a study some
+        of whose series were imported and others acquired here is seen as imported.
+        """
+        found: list[str] = []
+        for series in ref.series:
+            if not series.instances:
+                continue
+            sop_uid = min(i.sop_instance_uid for i in series.instances)
+            path = f"/studies/{ref.study_instance_uid}/series/{series.series_instance_uid}/instances/{sop_uid}/metadata"
+            try:
+                response = self.session.get(f"{self.base}{path}", timeout=60)
+            except requests.RequestException as exc:
+                raise FindError(f"WADO-RS {path}: {exc}") from exc
+            if response.status_code == 404:
+                continue
+            if response.status_code != 200:
+                raise FindError(f"WADO-RS {path}: HTTP {response.status_code}")
+            for instance in response.json():
+                for item in (instance.get("04000561") or {}).get("Value") or []:
+                    system = ((item.get("04000563") or {}).get("Value") or [""])[0]
+                    if system and system not in found:
+                        found.append(system)
+        return found
 
     def _study_rows(self, patient_id: str | None, since: Any) -> Iterator[Dataset]:
         params: dict[str, Any] = {"includefield": _fields(("NumberOfStudyRelatedInstances",))}

@@ -122,7 +122,7 @@ def recording_repository() -> Iterator[RecordingRepository]:
 
 
 # The real local PACS (Orthanc) fixtures for the DICOM / RAD-69 tests (DICOM engineer).
-from .pacs_fixtures import pacs, spool_dir  # noqa: E402, F401
+# The real local PACS fixtures (pacs, spool_dir) are defined once, in tests/conftest.py.
 
 
 @pytest.fixture

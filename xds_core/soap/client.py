@@ -156,13 +156,15 @@ class SoapClient:
         return self.url.startswith(LOCAL_SCHEME)
 
     def call(self, action: str, body: etree._Element, *, parts: list[OutgoingPart] | None = None,
-             mtom: bool | None = None, message_id: str | None = None) -> SoapResult:
+             mtom: bool | None = None, message_id: str | None = None,
+             on_part: Callable[[Attachment], None] | None = None) -> SoapResult:
         """Send ``body`` with ``wsa:Action`` = ``action``; return the answer.
 
         ``mtom=None``: MTOM iff ``parts``; ``mtom=False`` with parts inlines
         them as base64.  ``body`` is moved into the request envelope.
         ``message_id`` (default: a new ``urn:uuid:``) is echoed in the
-        answer's ``relates_to``.
+        answer's ``relates_to``.  ``on_part`` is called with each attachment of the answer as
+        soon as it is complete (see :func:`~xds_core.soap.mtom_reader.read_message`).
 
         :raises TransportError: connection refused/reset, timeout, or an
             answer that is not SOAP.  SOAP faults are returned in ``fault``.
@@ -172,21 +174,23 @@ class SoapClient:
                                   message_id=message_id or new_message_id(), reply_to=ns.WSA_ANONYMOUS)
         content_type, length, chunks = render_message(envelope, parts, action=action, mtom=mtom)
         if self.is_local:
-            return self._call_local(content_type, chunks)
-        return self._call_http(content_type, length, chunks)
+            return self._call_local(content_type, chunks, on_part)
+        return self._call_http(content_type, length, chunks, on_part)
 
     # ------------------------------------------------------------------ transports
 
-    def _call_local(self, content_type: str, chunks: Iterator[bytes]) -> SoapResult:
+    def _call_local(self, content_type: str, chunks: Iterator[bytes],
+                    on_part: Callable[[Attachment], None] | None = None) -> SoapResult:
         name = self.url[len(LOCAL_SCHEME):]
         status, answer_type, answer = dispatch_local(name, content_type, b"".join(chunks))
         stream = IteratorReader(answer)
         try:
-            return self._read(status, answer_type, stream, None)
+            return self._read(status, answer_type, stream, None, on_part)
         finally:
             stream.close()
 
-    def _call_http(self, content_type: str, length: int | None, chunks: Iterator[bytes]) -> SoapResult:
+    def _call_http(self, content_type: str, length: int | None, chunks: Iterator[bytes],
+                   on_part: Callable[[Attachment], None] | None = None) -> SoapResult:
         headers = {
             "Content-Type": content_type,
             "Accept": f"{SOAP_MEDIA_TYPE}, {MULTIPART_RELATED}",
@@ -210,17 +214,18 @@ class SoapClient:
             encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
             raw_length = response.headers.get("Content-Length")
             content_length = int(raw_length) if raw_length and raw_length.isdigit() and not encoded else None
-            return self._read(response.status_code, answer_type, response.raw, content_length)
+            return self._read(response.status_code, answer_type, response.raw, content_length, on_part)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise TransportError(f"POST {self.url}: reading the answer failed: {exc}") from exc
         finally:
             response.close()
 
-    def _read(self, status: int, content_type: str, stream: BinaryIO, content_length: int | None) -> SoapResult:
+    def _read(self, status: int, content_type: str, stream: BinaryIO, content_length: int | None,
+              on_part: Callable[[Attachment], None] | None = None) -> SoapResult:
         try:
             message = read_message(content_type, stream, content_length=content_length,
                                    max_size=self.max_response_size, max_xml_size=self.max_xml_size,
-                                   spool_dir=self.spool_dir)
+                                   spool_dir=self.spool_dir, on_part=on_part)
         except MtomError as exc:
             raise TransportError(f"{self.url}: HTTP {status}: unreadable SOAP answer: {exc}") from None
         except OSError as exc:

@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -287,6 +287,7 @@ def read_message(
     max_size: int,
     max_xml_size: int,
     spool_dir: str | None = None,
+    on_part: Callable[[Attachment], None] | None = None,
 ) -> IncomingMessage:
     """Read one SOAP message (plain or MTOM) from ``stream``.
 
@@ -295,6 +296,8 @@ def read_message(
     :param max_size: largest body accepted; reading stops once it is exceeded.
     :param max_xml_size: largest SOAP root part accepted.
     :param spool_dir: directory of spill files (default: the system temp dir).
+    :param on_part: called with each non-root part as soon as it is complete (its closing delimiter
+        read), before the rest of the message arrives: a consumer may use what came before a drop.
     :raises MtomError: (or :class:`MessageTooLarge` / :class:`UnsupportedMediaType`).
         Spill files of a refused message are removed before raising.
     """
@@ -325,11 +328,11 @@ def read_message(
     if start == "":
         raise MtomError("multipart/related Content-Type with an empty start parameter (RFC 2387 3.2: "
                         "the root part's Content-ID)")
-    return _read_multipart(source, boundary.encode("latin-1"), start, max_xml_size, spool_dir)
+    return _read_multipart(source, boundary.encode("latin-1"), start, max_xml_size, spool_dir, on_part)
 
 
 def _read_multipart(source: _Input, boundary: bytes, start: str | None, max_xml_size: int,
-                    spool_dir: str | None) -> IncomingMessage:
+                    spool_dir: str | None, on_part: Callable[[Attachment], None] | None = None) -> IncomingMessage:
     reader = _MultipartReader(source, boundary)
     attachments: dict[str, Attachment] = {}
     root: bytes | None = None
@@ -364,6 +367,9 @@ def _read_multipart(source: _Input, boundary: bytes, start: str | None, max_xml_
                 if content_id in attachments:
                     raise MtomError(f"duplicate Content-ID {content_id!r}")
                 attachments[content_id] = current.attachment(content_id, part_type)
+                if on_part is not None:
+                    current = None  # the attachment is in ``attachments``: closed there on failure
+                    on_part(attachments[content_id])
             current = None
             index += 1
         source.drain()  # the epilogue: ignored, but consumed (and still size-limited)

@@ -1,0 +1,88 @@
+"""A directory of Part 10 files as the destination of a retrieval: ``<root>/<study>/<series>/<sop>.dcm``.
+
+Every UID is checked (:func:`xds_core.identifiers.is_dicom_uid`, PS3.5 9.1: digits and dots, at most
+64 characters) before it becomes a path component, so a hostile manifest cannot name ``..`` or ``/``.
+:meth:`FilesDestination.put` writes whole or not at all: a temp file in the target directory, fsync,
+rename over the final name, fsync of the directory (POSIX rename is atomic within a file system).
+:meth:`FilesDestination.has` counts a file only when it is a complete Part 10 object with the
+manifest's SOP Instance UID and SOP Class UID (:func:`consumer.part10.read_identity`, header only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from consumer.destinations import DestinationError, InstanceRef
+from consumer.part10 import Part10Error, read_identity
+from xds_core.identifiers import is_dicom_uid
+
+_COPY_CHUNK = 1024 * 1024
+
+
+class FilesDestination:
+    """Stores each instance at ``root/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_of(self, ref: InstanceRef) -> Path:
+        """Where ``ref`` is (or goes); :class:`DestinationError` when a UID is not a DICOM UID."""
+        for name, uid in (("Study Instance UID", ref.study_instance_uid),
+                          ("Series Instance UID", ref.series_instance_uid),
+                          ("SOP Instance UID", ref.sop_instance_uid)):
+            if not is_dicom_uid(uid):
+                raise DestinationError(f"{name} {uid!r} is not a DICOM UID (PS3.5 9.1); not used as a file name")
+        return self.root / ref.study_instance_uid / ref.series_instance_uid / f"{ref.sop_instance_uid}.dcm"
+
+    def has(self, ref: InstanceRef) -> bool:
+        path = self.path_of(ref)
+        try:
+            return read_identity(path) == (ref.sop_instance_uid, ref.sop_class_uid)
+        except (Part10Error, OSError):
+            return False
+
+    def put(self, ref: InstanceRef, part10: Path) -> None:
+        target = self.path_of(ref)
+        temp: str | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{ref.sop_instance_uid}.", suffix=".part", dir=target.parent)
+            try:
+                with open(part10, "rb") as source:
+                    while chunk := source.read(_COPY_CHUNK):
+                        _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, target)
+            temp = None
+            _fsync_directory(target.parent)
+        except OSError as exc:
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+            reason = "the disk is full (ENOSPC)" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise DestinationError(f"cannot store SOP Instance {ref.sop_instance_uid} at {target}: {reason}") from exc
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (POSIX: a directory entry reaches the disk with the directory's fsync)."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

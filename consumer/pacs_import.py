@@ -1,0 +1,279 @@
+"""Import retrieved instances into the hospital's own PACS, with import reconciliation.
+
+IHE RAD TF-1 Import Reconciliation Workflow (IRWF.b): an object imported from outside the enterprise
+gets the *local* patient identity before it reaches the local PACS.  For each instance:
+
+- Patient ID (0010,0020), Issuer of Patient ID (0010,0021) and, if present or wanted, Issuer of Patient
+  ID Qualifiers Sequence (0010,0024) become the importing hospital's local values (the caller decides
+  them: :class:`LocalPatient`); Patient's Name (0010,0010) too when the caller gives one;
+- the values replaced are kept, as DICOM PS3.3 C.12.1.1.9 (SOP Common Module, Original Attributes
+  Sequence) prescribes: one new item of Original Attributes Sequence (0400,0561) holding Modified
+  Attributes Sequence (0400,0550) (one item: the old values; an attribute that was absent is recorded
+  with zero length), Attribute Modification DateTime (0400,0562), Modifying System (0400,0563) = the
+  consumer's identity, Source of Previous Values (0400,0564) = who assigned the old values (the
+  affinity domain / issuer), Reason for the Attribute Modification (0400,0565) = ``COERCE``;
+- nothing else changes: UIDs, pixel data (never decoded; written back in the file's own Transfer
+  Syntax), other attributes.
+
+That item is also how this site's Imaging Document Source recognises a study it must not publish
+again (it names the Modifying System: this consumer).
+
+Two transports, both :class:`consumer.destinations.Destination`:
+
+- :class:`DicomImport`: C-STORE (PS3.4 Annex B) on one reused association (:mod:`consumer.dicom_import`);
+  ``has`` by C-FIND IMAGE level;
+- :class:`DicomwebImport`: STOW-RS (PS3.18 10.5) ``POST {base}/studies`` with ``multipart/related;
+  type="application/dicom"``, checking the response's Failed SOP Sequence (0008,1198) and Referenced
+  SOP Sequence (0008,1199); ``has`` by QIDO-RS (PS3.18 10.6) ``/instances?SOPInstanceUID=``.
+
+Domain code: reads no settings; the caller passes the PACS, the identity and the local patient.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import io
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import requests
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from consumer.destinations import DestinationError, InstanceRef
+from consumer.dicom_import import STORE_WARNINGS, DicomImportError, StoreRequestor, StoreScp, Timeouts
+
+logger = logging.getLogger("consumer.pacs_import")
+
+#: Reason for the Attribute Modification (0400,0565), PS3.3 C.12.1.1.9.2: values coerced on import.
+REASON_COERCE = "COERCE"
+#: Attributes this import coerces (PS3.3 C.7.1.1 Patient Module).
+_PATIENT_ID_KEYWORDS = ("PatientID", "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence")
+#: LO (PS3.5 6.2): Modifying System and Source of Previous Values hold at most 64 characters.
+_LO_MAX = 64
+
+
+@dataclass(frozen=True)
+class LocalPatient:
+    """The importing hospital's identity of the patient (the caller maps the affinity patient to it)."""
+
+    patient_id: str  # Patient ID (0010,0020)
+    issuer_of_patient_id: str = ""  # Issuer of Patient ID (0010,0021)
+    #: Issuer of Patient ID Qualifiers Sequence (0010,0024) > Universal Entity ID (0040,0032) / its Type
+    #: (0040,0033), e.g. the hospital's assigning authority OID and "ISO"; empty: the sequence is removed.
+    universal_entity_id: str = ""
+    universal_entity_id_type: str = "ISO"
+    #: Patient's Name (0010,0010) as DICOM PN (``Family^Given``); None keeps the imported name.
+    patient_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportReconciliation:
+    """What an import coerces, and how it records it (PS3.3 C.12.1.1.9)."""
+
+    local_patient: LocalPatient
+    #: Modifying System (0400,0563): this site's consumer identity, e.g. ``XDSI_CONSUMER@HOSPITAL_B``.
+    modifying_system: str
+    #: Source of Previous Values (0400,0564): the affinity domain / issuer that assigned the old values.
+    source_of_previous_values: str
+
+    def __post_init__(self) -> None:
+        if not self.local_patient.patient_id:
+            raise ValueError("the local Patient ID is empty")
+        for name in ("modifying_system", "source_of_previous_values"):
+            value = getattr(self, name)
+            if len(value) > _LO_MAX or "\\" in value:
+                raise ValueError(f"{name} {value!r} is not a DICOM LO value (64 characters, no backslash)")
+        if not self.modifying_system:
+            raise ValueError("modifying_system (the consumer's identity) is empty")
+
+
+def reconcile(ds: Dataset, reconciliation: ImportReconciliation, *, now: dt.datetime | None = None) -> Dataset:
+    """Coerce ``ds`` in place to the local patient and record the old values; returns ``ds``."""
+    local = reconciliation.local_patient
+    new: dict[str, Any] = {"PatientID": local.patient_id, "IssuerOfPatientID": local.issuer_of_patient_id or None}
+    if local.universal_entity_id:
+        qualifiers = Dataset()
+        qualifiers.UniversalEntityID = local.universal_entity_id
+        qualifiers.UniversalEntityIDType = local.universal_entity_id_type
+        new["IssuerOfPatientIDQualifiersSequence"] = Sequence([qualifiers])
+    else:
+        new["IssuerOfPatientIDQualifiersSequence"] = None
+    if local.patient_name is not None:
+        new["PatientName"] = local.patient_name
+
+    old = Dataset()
+    for keyword, value in new.items():
+        present = keyword in ds
+        if not present and value is None:
+            continue  # neither there nor wanted: nothing changes
+        if present:
+            old.add(copy.deepcopy(ds[keyword]))
+        else:
+            old.add_new(keyword, dictionary_VR(keyword), None)  # inserted: zero length
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+
+    item = Dataset()
+    item.ModifiedAttributesSequence = Sequence([old])
+    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    item.AttributeModificationDateTime = stamp.strftime("%Y%m%d%H%M%S.%f") + "+0000"
+    item.ModifyingSystem = reconciliation.modifying_system
+    item.SourceOfPreviousValues = reconciliation.source_of_previous_values
+    item.ReasonForTheAttributeModification = REASON_COERCE
+    if "OriginalAttributesSequence" in ds:  # earlier modifications stay; ours is appended
+        ds.OriginalAttributesSequence.append(item)
+    else:
+        ds.OriginalAttributesSequence = Sequence([item])
+    return ds
+
+
+def read_reconciled(part10: Path, reconciliation: ImportReconciliation) -> Dataset:
+    """Read a Part 10 file (pixel data as stored bytes: not decoded) and reconcile it."""
+    try:
+        ds = pydicom.dcmread(part10)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for a bad file
+        raise DestinationError(f"{part10.name} is not a readable DICOM Part 10 file: {exc}") from exc
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise DestinationError(f"{part10.name} has no Transfer Syntax UID in its File Meta Information")
+    return reconcile(ds, reconciliation)
+
+
+def part10_bytes(ds: Dataset) -> bytes:
+    """The dataset as a Part 10 file in the Transfer Syntax of its file meta (pixel data bytes as read)."""
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _check_ref(ds: Dataset, ref: InstanceRef) -> None:
+    if str(ds.get("SOPInstanceUID", "")) != ref.sop_instance_uid or str(ds.get("SOPClassUID", "")) != ref.sop_class_uid:
+        raise DestinationError(f"the file is not instance {ref.sop_instance_uid} of SOP Class {ref.sop_class_uid}")
+
+
+# --- C-STORE ------------------------------------------------------------------------------------
+
+class DicomImport:
+    """Import by C-STORE into ``scp`` (one association for all the instances, TCP_NODELAY)."""
+
+    def __init__(self, calling_ae_title: str, scp: StoreScp, reconciliation: ImportReconciliation, *,
+                 timeouts: Timeouts | None = None) -> None:
+        self.reconciliation = reconciliation
+        self.requestor = StoreRequestor(calling_ae_title, scp, timeouts or Timeouts())
+
+    def has(self, ref: InstanceRef) -> bool:
+        try:
+            sop_class = self.requestor.find_sop_class(ref.study_instance_uid, ref.series_instance_uid,
+                                                      ref.sop_instance_uid)
+        except DicomImportError as exc:
+            raise DestinationError(str(exc)) from exc
+        return sop_class == ref.sop_class_uid
+
+    def put(self, ref: InstanceRef, part10: Path) -> None:
+        ds = read_reconciled(part10, self.reconciliation)
+        _check_ref(ds, ref)
+        try:
+            status = self.requestor.store(ds)
+        except DicomImportError as exc:
+            raise DestinationError(str(exc)) from exc
+        if status != 0x0000 and status not in STORE_WARNINGS:
+            raise DestinationError(f"C-STORE of {ref.sop_instance_uid} to {self.requestor.scp}: "
+                                   f"status 0x{status:04X}")
+        logger.info("import transport=c-store sop=%s status=0x%04X", ref.sop_instance_uid, status)
+
+    def close(self) -> None:
+        self.requestor.close()
+
+
+# --- STOW-RS ------------------------------------------------------------------------------------
+
+#: PS3.18 F.2 DICOM JSON tags of the Store Instances Response Module (PS3.18 10.5.3.1).
+_FAILED_SOP_SEQUENCE = "00081198"
+_REFERENCED_SOP_SEQUENCE = "00081199"
+_FAILURE_REASON = "00081197"
+_REFERENCED_SOP_INSTANCE_UID = "00081155"
+
+
+def _json_value(item: dict[str, Any], tag: str) -> Any:
+    values = (item.get(tag) or {}).get("Value") or []
+    return values[0] if values else None
+
+
+class DicomwebImport:
+    """Import by STOW-RS into the DICOMweb service at ``base_url`` (e.g. ``http://pacs/dicom-web``)."""
+
+    def __init__(self, base_url: str, reconciliation: ImportReconciliation, *,
+                 session: requests.Session | None = None, timeout: float = 120.0,
+                 boundary: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
+        self.base = base_url.rstrip("/")
+        self.reconciliation = reconciliation
+        self.session = session or requests.Session()
+        self.timeout = timeout
+        self._boundary = boundary
+
+    def has(self, ref: InstanceRef) -> bool:
+        # All-instances resource with the three UIDs as matching keys (PS3.18 10.6.1.2): a 404 then means a
+        # wrong URL, never "unknown study" (servers differ on the latter for /studies/{uid}/... paths).
+        url = f"{self.base}/instances"
+        params = {"StudyInstanceUID": ref.study_instance_uid, "SeriesInstanceUID": ref.series_instance_uid,
+                  "SOPInstanceUID": ref.sop_instance_uid}
+        try:
+            response = self.session.get(url, params=params, headers={"Accept": "application/dicom+json"},
+                                        timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DestinationError(f"QIDO-RS {url}: {exc}") from exc
+        if response.status_code == 204 or (response.status_code == 200 and not response.content.strip()):
+            return False
+        if response.status_code != 200:
+            raise DestinationError(f"QIDO-RS {url}: HTTP {response.status_code}")
+        return any(_json_value(row, "00080018") == ref.sop_instance_uid
+                   and _json_value(row, "00080016") == ref.sop_class_uid for row in response.json())
+
+    def put(self, ref: InstanceRef, part10: Path) -> None:
+        ds = read_reconciled(part10, self.reconciliation)
+        _check_ref(ds, ref)
+        boundary = self._boundary()
+        body = b"".join((f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii"),
+                         part10_bytes(ds), f"\r\n--{boundary}--\r\n".encode("ascii")))
+        url = f"{self.base}/studies"
+        headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                   "Accept": "application/dicom+json"}
+        try:
+            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DestinationError(f"STOW-RS {url}: {exc}") from exc
+        self._check(ref, url, response)
+        logger.info("import transport=stow-rs sop=%s http=%d", ref.sop_instance_uid, response.status_code)
+
+    def _check(self, ref: InstanceRef, url: str, response: requests.Response) -> None:
+        """PS3.18 10.5.3: 200 all stored; 202 some stored (warnings or failures); 409 none stored."""
+        try:
+            answer = response.json() if response.content.strip() else {}
+        except ValueError:
+            answer = {}
+        if isinstance(answer, list):
+            answer = answer[0] if answer else {}
+        for item in (answer.get(_FAILED_SOP_SEQUENCE) or {}).get("Value") or []:
+            if _json_value(item, _REFERENCED_SOP_INSTANCE_UID) in (ref.sop_instance_uid, None):
+                reason = _json_value(item, _FAILURE_REASON)
+                raise DestinationError(f"STOW-RS {url}: HTTP {response.status_code}, {ref.sop_instance_uid} failed"
+                                       + (f" (Failure Reason 0x{int(reason):04X})" if reason is not None else ""))
+        if response.status_code not in (200, 202):
+            raise DestinationError(f"STOW-RS {url}: HTTP {response.status_code}")
+        stored = [_json_value(item, _REFERENCED_SOP_INSTANCE_UID)
+                  for item in (answer.get(_REFERENCED_SOP_SEQUENCE) or {}).get("Value") or []]
+        if ref.sop_instance_uid not in stored:
+            raise DestinationError(f"STOW-RS {url}: HTTP {response.status_code} but {ref.sop_instance_uid} is not "
+                                   "in the Referenced SOP Sequence")
+
+    def close(self) -> None:
+        self.session.close()
