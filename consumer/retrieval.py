@@ -37,7 +37,7 @@ import requests
 from consumer.destinations import Destination, DestinationError, InstanceRef
 from consumer.part10 import Part10Error, read_identity
 from kos.reader import Manifest, ManifestSeries
-from xds_core import ns
+from xds_core import audit, ns
 from xds_core.ebxml.messages import DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest
 from xds_core.ebxml.parse import parse_retrieve_document_set_response
 from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
@@ -306,23 +306,33 @@ class _Run:
             elif path != attachment.path:
                 path.unlink(missing_ok=True)
 
+        requested = list(pending)
+        # RAD TF-3 4.69.5 / DICOM PS3.15 A.5.3.7: the consumer's side of RAD-69 (DICOM Instances Transferred).
+        outcome = audit.EventOutcome.MAJOR_FAILURE  # the source could not be reached or answered no SOAP
         try:
-            result = client.call(Action.RetrieveImagingDocumentSet.value, body, on_part=on_part)
-        except TransportError as exc:
-            return str(exc)
-        try:
-            if result.fault is not None:
-                text = f"SOAP fault {result.fault.code}: {result.fault.reason}"
+            try:
+                result = client.call(Action.RetrieveImagingDocumentSet.value, body, on_part=on_part)
+            except TransportError as exc:
+                return str(exc)
+            try:
+                if result.fault is not None:
+                    text = f"SOAP fault {result.fault.code}: {result.fault.reason}"
+                    if result.http_status >= 500:
+                        return f"HTTP {result.http_status}: {text}"
+                    outcome = audit.EventOutcome.SERIOUS_FAILURE
+                    self._fail_all(pending, ErrorCode.XDSRepositoryError.value, location, text)
+                    return None
                 if result.http_status >= 500:
-                    return f"HTTP {result.http_status}: {text}"
-                self._fail_all(pending, ErrorCode.XDSRepositoryError.value, location, text)
+                    return f"HTTP {result.http_status}"
+                self._answer(result, location, pending)
+                answered = audit.outcome_of_status(self.counts.status, audit.EventOutcome.SERIOUS_FAILURE)
+                outcome = answered if answered is not None else outcome  # SUCCESS is 0: no "or" here
                 return None
-            if result.http_status >= 500:
-                return f"HTTP {result.http_status}"
-            self._answer(result, location, pending)
-            return None
+            finally:
+                result.close()
         finally:
-            result.close()
+            audit.record_sent(audit.Transaction.RAD_69, client.url, outcome, audit.imaging_objects, None,
+                              {study_uid: requested})
 
     def _answer(self, result: SoapResult, location: str, pending: dict[str, InstanceRef]) -> None:
         response = result.body

@@ -341,3 +341,26 @@ def test_unusable_arguments_are_refused_before_any_request(manifest: Manifest, t
             retrieve_manifest(manifest, FilesDestination(tmp_path), resolve_imaging_source=resolver("http://x"),
                               **kwargs)  # type: ignore[arg-type]
     assert stored(tmp_path) == {}
+
+
+def test_each_rad69_exchange_is_audited_on_the_consumer_side(
+        ids_root_first: Server, manifest: Manifest, tmp_path: Path) -> None:
+    """One DICOM Instances Transferred event per series request (DICOM PS3.15 A.5.3.7), requestor side,
+    naming the study and the instances asked for, with the answer's outcome."""
+    from xds_core import audit
+
+    with audit.capture() as events:
+        report = retrieve(manifest, tmp_path, ids_root_first.endpoint("imaging-source"))
+    assert report.ok
+    rad69 = [e for e in events if e.transaction is audit.Transaction.RAD_69]
+    assert len(rad69) == len(report.series) == 2
+    for event, series in zip(rad69, [se for st in manifest.studies for se in st.series], strict=True):
+        assert event.event_id is audit.EventId.DICOM_INSTANCES_TRANSFERRED
+        assert event.outcome is audit.EventOutcome.SUCCESS
+        (study,) = [o for o in event.objects if o.object_id == NIST_STUDY_UID]
+        assert set(study.instances) == {i.sop_instance_uid for i in series.instances}
+        # Instances flow from the Imaging Document Source (Source) to us (Destination, the requestor).
+        source = event.participant(audit.ParticipantRole.SOURCE)
+        destination = event.participant(audit.ParticipantRole.DESTINATION)
+        assert source is not None and destination is not None
+        assert source.user_id == ids_root_first.endpoint("imaging-source") and destination.is_requestor
