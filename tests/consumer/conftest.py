@@ -11,16 +11,15 @@
 from __future__ import annotations
 
 import io
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pydicom
 import pytest
 
 from tests.conftest import CORPUS_DIR
+from tests.soap_peer import SoapPeer
 from xds_core.ebxml import parse as ebxml_parse
 from xds_core.ebxml import serialize as ebxml_serialize
 from xds_core.ebxml.responses import adhoc_query_response, parse_registry_response
@@ -28,9 +27,8 @@ from xds_core.errors import ErrorCode, RegistryError
 from xds_core.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
 from xds_core.metadata.values import Code
 from xds_core.soap.client import SoapClient
-from xds_core.soap.envelope import SoapResponse, parse_envelope
+from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.soap.mtom import OutgoingPart
-from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     DICOM_UID_REGISTRY,
@@ -157,43 +155,21 @@ class VendorRegistry:
     asked: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        registry = self
+        self.peer = SoapPeer("/registry", self._answer, max_size=1 << 26)
+        self.url = self.peer.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", "0"))
-                message = read_message(self.headers["Content-Type"], self.rfile, content_length=length,
-                                       max_size=1 << 26, max_xml_size=1 << 26)
-                request = parse_envelope(message)
-                query = ebxml_parse.parse_adhoc_query_request(request.body)
-                registry.asked.append(query.query_id)
-                if query.query_id == StoredQuery.FindDocuments:
-                    body = adhoc_query_response([], [ebxml_serialize.registry_object(e) for e in registry.entries])
-                else:
-                    body = adhoc_query_response([RegistryError(
-                        ErrorCode.XDSUnknownStoredQuery, f"unknown stored query {query.query_id}")], [])
-                response = SoapResponse(Action.RegistryStoredQueryResponse, body, relates_to=request.message_id)
-                content_type, _, chunks = response.render()
-                data = b"".join(chunks)
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/registry"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-        self.thread.start()
+    def _answer(self, request: SoapRequest, _content_type: str) -> SoapResponse:
+        query = ebxml_parse.parse_adhoc_query_request(request.body)
+        self.asked.append(query.query_id)
+        if query.query_id == StoredQuery.FindDocuments:
+            body = adhoc_query_response([], [ebxml_serialize.registry_object(e) for e in self.entries])
+        else:
+            body = adhoc_query_response([RegistryError(
+                ErrorCode.XDSUnknownStoredQuery, f"unknown stored query {query.query_id}")], [])
+        return SoapResponse(Action.RegistryStoredQueryResponse, body)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.peer.stop()
 
 
 @pytest.fixture

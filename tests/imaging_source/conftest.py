@@ -7,10 +7,8 @@ with a RegistryResponse it is told to give (Success by default).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pydicom
 import pytest
@@ -21,13 +19,13 @@ from imaging_source.publish import PublishConfig
 from imaging_source.study import StudyRef
 from kos.builder import RetrieveLocation
 from tests.conftest import CORPUS_DIR
+from tests.soap_peer import SoapPeer
 from xds_core.ebxml.messages import ProvideAndRegisterRequest
 from xds_core.ebxml.parse import parse_provide_and_register_request
 from xds_core.ebxml.responses import registry_response
 from xds_core.errors import RegistryError
 from xds_core.metadata.values import Code
-from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope
-from xds_core.soap.mtom_reader import read_message
+from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.vocabulary import Action, ResponseStatus
 
 IDS_DIR = (CORPUS_DIR / "nist" / "_imagecache" / "std"
@@ -80,38 +78,18 @@ class RecordingRepository:
     answer_status: ResponseStatus | None = None
 
     def __post_init__(self) -> None:
-        outer = self
+        self.peer = SoapPeer("/xds/repository", self._answer)
+        self.url = self.peer.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers["Content-Length"])
-                message = read_message(self.headers["Content-Type"], self.rfile, content_length=length,
-                                       max_size=1 << 30, max_xml_size=1 << 26)
-                request = parse_envelope(message)
-                pnr = parse_provide_and_register_request(request.body)
-                documents = {doc_id: request.binary(el).read_bytes() for doc_id, el in pnr.documents}
-                outer.received.append(Received(request, pnr, documents, self.headers["Content-Type"]))
-                body = registry_response(outer.answer_errors, status=outer.answer_status)
-                content_type, _, chunks = SoapResponse(
-                    Action.ProvideAndRegisterDocumentSetResponse, body, relates_to=request.message_id).render()
-                data = b"".join(chunks)
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/xds/repository"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def _answer(self, request: SoapRequest, content_type: str) -> SoapResponse:
+        pnr = parse_provide_and_register_request(request.body)
+        documents = {doc_id: request.binary(el).read_bytes() for doc_id, el in pnr.documents}
+        self.received.append(Received(request, pnr, documents, content_type))
+        return SoapResponse(Action.ProvideAndRegisterDocumentSetResponse,
+                            registry_response(self.answer_errors, status=self.answer_status))
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.peer.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pydicom
@@ -23,6 +22,7 @@ from lxml import etree
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from tests.soap_peer import RawAnswer, SoapPeer
 from xds_core import ns
 from xds_core.ebxml import parse as ebxml_parse
 from xds_core.ebxml import serialize as ebxml_serialize
@@ -31,10 +31,9 @@ from xds_core.errors import ErrorCode, RegistryError
 from xds_core.metadata.objects import Association, DocumentEntry, Submission, SubmissionSet
 from xds_core.metadata.values import Code
 from xds_core.soap.client import SoapClient
-from xds_core.soap.envelope import SoapResponse, parse_envelope, render_fault
+from xds_core.soap.envelope import SoapRequest, SoapResponse, render_fault
 from xds_core.soap.faults import SoapFault
 from xds_core.soap.mtom import OutgoingPart
-from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     DICOM_UID_REGISTRY,
@@ -149,56 +148,20 @@ class StandInRegistry:
         self.received: list[str] = []
         self.got_register = threading.Event()
         self.release = threading.Event()
-        registry = self
+        self.url = ""
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length", "0"))
-                message = read_message(self.headers["Content-Type"], self.rfile, content_length=length,
-                                       max_size=1 << 30, max_xml_size=1 << 26)
-                request = parse_envelope(message)
-                registry.received.append(request.action)
-                if request.action == Action.RegisterDocumentSet:
-                    response = registry._register(request.body)
-                elif request.action == Action.RegistryStoredQuery:
-                    try:
-                        response = registry._query(request.body)
-                    except SoapFault as fault:
-                        data = render_fault(fault, relates_to=request.message_id)
-                        self.send_response(500)
-                        self.send_header("Content-Type", "application/soap+xml; charset=UTF-8")
-                        self.send_header("Content-Length", str(len(data)))
-                        self.end_headers()
-                        self.wfile.write(data)
-                        return
-                else:
-                    self.send_error(500)
-                    return
-                if response is None:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", "13")
-                    self.end_headers()
-                    self.wfile.write(b"<html></html>")
-                    return
-                response.relates_to = request.message_id
-                content_type, length, chunks = response.render()
-                data = b"".join(chunks)
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/xds/registry"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    def _answer(self, request: SoapRequest, _content_type: str) -> SoapResponse | RawAnswer:
+        self.received.append(request.action)
+        try:
+            if request.action == Action.RegisterDocumentSet:
+                response = self._register(request.body)
+            elif request.action == Action.RegistryStoredQuery:
+                response = self._query(request.body)
+            else:
+                return 500, "text/plain", b"stand-in registry: unsupported action"
+        except SoapFault as fault:
+            return 500, "application/soap+xml; charset=UTF-8", render_fault(fault, relates_to=request.message_id)
+        return response if response is not None else (200, "text/html", b"<html></html>")  # no SOAP at all
 
     def _register(self, body: object) -> SoapResponse | None:
         mode = self.mode  # as it was when the request came in
@@ -238,13 +201,13 @@ class StandInRegistry:
         return SoapResponse(Action.RegistryStoredQueryResponse, adhoc_query_response([], objects))
 
     def start(self) -> StandInRegistry:
-        self.thread.start()
+        self.peer = SoapPeer("/xds/registry", self._answer)
+        self.url = self.peer.url
         return self
 
     def stop(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.peer.stop()
 
 
 @pytest.fixture
