@@ -9,7 +9,7 @@ PORT ?= 8000
 PACS := imaging_source/pacs/local-pacs.sh
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help run test test-pg test-sqlite lint bench bench-ab bench-registry bench-repository bench-imaging \
+.PHONY: help run test test-pg test-sqlite lint bench bench-ab bench-registry bench-repository bench-imaging bench-consumer \
         conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
 	@echo "make bench   run all benchmarks against the server 'make run' starts"
 	@echo "make bench-ab BASE=rev  interleaved A/B benchmark of two commits"
+	@echo "make bench-consumer  Hospital B's consumer vs direct DICOMweb copies, WAN, 2 GB study (needs 'make run')"
 	@echo "make lint    ruff + import rules"
 	@echo "make conformance  replay the NIST conformance corpus against 'make run'"
 
@@ -44,7 +45,7 @@ migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
 
 # --- run ------------------------------------------------------------------------------
-run: $(STAMP) system-deps migrate
+run: $(STAMP) system-deps
 	$(PY) manage.py collectstatic --noinput -v 0
 	PORT=$(PORT) $(PY) -m config.supervisor
 
@@ -74,6 +75,10 @@ bench-repository: $(STAMP)
 bench-imaging: $(STAMP)
 	$(PY) manage.py xds_bench_kos
 	$(PY) manage.py xds_bench_imaging --url $(BENCH_URL) $(BENCH_ARGS)
+
+# As Hospital B of the demo affinity domain `make run` starts -> var/bench/consumer.json
+bench-consumer: $(STAMP)
+	XDS_ENV_FILE=var/demo/hospital-b.env $(PY) manage.py xds_bench_consumer $(BENCH_ARGS)
 
 # Interleaved A/B of two commits on this machine (hot-path changes): make bench-ab BASE=<rev> [HEAD=<rev>] [PAIRS=5]
 bench-ab: $(STAMP) system-deps

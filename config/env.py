@@ -24,6 +24,30 @@ T = TypeVar("T")
 REGISTRY: dict[str, tuple[str, str]] = {}
 
 
+def apply_env_file(path: str) -> None:
+    """Apply a file of ``KEY=VALUE`` lines (``#`` comments, blank lines) over ``os.environ``.
+
+    ``XDS_ENV_FILE`` names one: a site's whole configuration in one place (``make run`` writes one per
+    demo site, so a command run with it acts as that site).  The file wins over the environment, so a
+    shell's own ``DATABASE_URL`` cannot point a site at another site's database.  A line that is not
+    ``KEY=VALUE`` with a valid variable name fails loudly.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ImproperlyConfigured(f"XDS_ENV_FILE={path!r}: {exc.strerror}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ImproperlyConfigured(f"XDS_ENV_FILE={path!r} line {number}: expected KEY=VALUE")
+        os.environ[key] = value.strip()
+
+
 def _raw(name: str, default: str, doc: str) -> str:
     REGISTRY[name] = (default, doc)
     return os.environ.get(name, default)

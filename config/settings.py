@@ -16,6 +16,11 @@ import dj_database_url
 from config import env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+_ENV_FILE = env.string(
+    "XDS_ENV_FILE", "", "A file of KEY=VALUE settings applied over the environment before any other is read "
+    "(a site's configuration; `make run` writes one per demo site under var/demo/).")
+if _ENV_FILE:
+    env.apply_env_file(_ENV_FILE)
 VAR_DIR = Path(env.string("XDS_VAR_DIR", str(BASE_DIR / "var"),
                           "Directory for run-time state (SQLite file, documents, logs, bench output)."))
 
@@ -192,10 +197,47 @@ XDS_SITE_CONSUMER_IDENTITY = env.custom(
     "a study whose instances carry an item naming it (an imported study is not published again).",
     env.dicom_lo)
 
+# --- Predictive prefetch (consumer/prefetch.py) ------------------------------------------
+XDS_PREFETCH = env.boolean(
+    "XDS_PREFETCH", False, "Predictive prefetch: when an MPPS IN PROGRESS reaches this site's DICOM listener, "
+    "import the patient's relevant priors held by other sites into DICOM_PACS in the background (job queue).")
+XDS_PREFETCH_LOOKBACK_DAYS = env.integer(
+    "XDS_PREFETCH_LOOKBACK_DAYS", 1825, "Prefetch only priors whose study began at most this many days ago.",
+    minimum=1)
+XDS_PREFETCH_MAX_STUDIES = env.integer(
+    "XDS_PREFETCH_MAX_STUDIES", 3, "Prefetch at most this many priors (the most recent) per procedure.",
+    minimum=1, maximum=100)
+XDS_PREFETCH_MATCH = env.choice(
+    "XDS_PREFETCH_MATCH", "modality-or-anatomy", "Which priors are relevant: modality-or-anatomy (same modality "
+    "or same body part, from the manifest's eventCodeList), modality, anatomy, or any.",
+    ("modality-or-anatomy", "modality", "anatomy", "any"))
+
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
-XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "`make run` starts the local Orthanc PACS and loads demo studies.")
-XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "`make run` starts the ITI-8 MLLP listener.")
-XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "`make run` starts the DICOM listener (C-STORE + MPPS SCP).")
+XDS_DEMO = env.boolean(
+    "XDS_DEMO", True, "`make run` starts the two-hospital demo affinity domain (domain registry + repository, "
+    "Hospital A and B each with its own imaging source, DICOM listener, job worker and Orthanc) with demo "
+    "data. false: one empty node with every actor on PORT.")
+HOSPITAL_A_HTTP_PORT = env.integer("HOSPITAL_A_HTTP_PORT", 8001, "Demo: Hospital A's HTTP port (RAD-69 endpoint).",
+                                   minimum=1, maximum=65535)
+HOSPITAL_A_DICOM_PORT = env.integer("HOSPITAL_A_DICOM_PORT", 11112, "Demo: Hospital A's DICOM listener port.",
+                                    minimum=1, maximum=65535)
+HOSPITAL_A_PACS_DICOM_PORT = env.integer("HOSPITAL_A_PACS_DICOM_PORT", 4242, "Demo: Orthanc A's DICOM port.",
+                                         minimum=1, maximum=65535)
+HOSPITAL_A_PACS_HTTP_PORT = env.integer("HOSPITAL_A_PACS_HTTP_PORT", 8042, "Demo: Orthanc A's HTTP port "
+                                        "(REST, DICOMweb).", minimum=1, maximum=65535)
+HOSPITAL_B_HTTP_PORT = env.integer("HOSPITAL_B_HTTP_PORT", 8002, "Demo: Hospital B's HTTP port (RAD-69 endpoint).",
+                                   minimum=1, maximum=65535)
+HOSPITAL_B_DICOM_PORT = env.integer("HOSPITAL_B_DICOM_PORT", 11114, "Demo: Hospital B's DICOM listener port.",
+                                    minimum=1, maximum=65535)
+HOSPITAL_B_PACS_DICOM_PORT = env.integer("HOSPITAL_B_PACS_DICOM_PORT", 4244, "Demo: Orthanc B's DICOM port.",
+                                         minimum=1, maximum=65535)
+HOSPITAL_B_PACS_HTTP_PORT = env.integer("HOSPITAL_B_PACS_HTTP_PORT", 8044, "Demo: Orthanc B's HTTP port "
+                                        "(REST, DICOMweb).", minimum=1, maximum=65535)
+XDS_RUN_PACS = env.boolean("XDS_RUN_PACS", True, "Single node (XDS_DEMO=false): `make run` starts the local "
+                            "Orthanc PACS.")
+XDS_RUN_HL7 = env.boolean("XDS_RUN_HL7", True, "Single node: `make run` starts the ITI-8 MLLP listener.")
+XDS_RUN_DICOM = env.boolean("XDS_RUN_DICOM", True, "Single node: `make run` starts the DICOM listener (C-STORE + "
+                            "MPPS SCP).")
 XDS_RUN_JOBS = env.boolean(
     "XDS_RUN_JOBS", True, "`make run` starts the job worker (manage.py xds_jobs_worker): MPPS and stable-study "
     "publication, and every other queued task.")
@@ -242,6 +284,8 @@ INSTALLED_APPS = [
     "conformance",
     # The Imaging Document Consumer (consumer/): ITI-18, ITI-43, RAD-69 as a client.
     "consumer",
+    # The two-hospital demo affinity domain `make run` starts (demo/: sites, demo data).
+    "demo",
     # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.
 ]
 

@@ -1,32 +1,46 @@
 """`make run`'s process supervisor: one command, several processes.
 
-Starts every service of the suite, prefixes their output with the service
-name, and stops them all on Ctrl-C / SIGTERM (or when one of them dies).
-Services:
+Two shapes, chosen by ``XDS_DEMO``:
 
-- ``web``    gunicorn serving the three SOAP endpoints and admin (sync workers = cores);
-- ``hl7``    the ITI-8 patient identity feed (MLLP);
-- ``dicom``  the Imaging Document Source's DICOM listener (C-STORE + MPPS SCP, stable-study watcher);
-- ``jobs``   the job worker (``manage.py xds_jobs_worker``): runs the queued jobs, e.g. the publications
-  MPPS COMPLETED and stable studies queue;
-- the local Orthanc PACS is started first (and demo studies loaded) unless ``XDS_RUN_PACS=false``.
+- **demo** (default): the two-hospital affinity domain of :mod:`demo.sites` on one machine.  The
+  *domain* node (registry + repository, ITI-8 feed) and *Hospital A* and *Hospital B*, each a site with
+  its own environment file (``var/demo/<site>.env``), database, Orthanc, imaging-source web server,
+  DICOM listener and job worker.  The demo data is then put in place through the real paths
+  (``manage.py xds_demo_load``: patients, STOW-RS into each hospital's PACS, RAD-68), and the
+  supervisor prints every URL, AE title and port and the ``xds_fetch`` line that imports Hospital A's
+  study into Hospital B's PACS.
+- **single node** (``XDS_DEMO=false``): one empty node with every actor on ``PORT``, the local Orthanc
+  unless ``XDS_RUN_PACS=false``.
+
+A node's services: ``web`` gunicorn (SOAP endpoints and admin); ``hl7`` the ITI-8 feed (MLLP);
+``dicom`` the Imaging Document Source's DICOM listener (C-STORE + MPPS SCP, stable-study watcher);
+``jobs`` the job worker (publications, prefetch).  Output is prefixed with the service's name; Ctrl-C /
+SIGTERM (or one service dying) stops everything, and the Orthancs it started.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-COLOURS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m"]
+PACS_SCRIPT = str(BASE_DIR / "imaging_source" / "pacs" / "local-pacs.sh")
+COLOURS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
+#: How long the demo's domain web server may take to answer before start-up is given up.
+START_TIMEOUT = 90.0
 
 
 @dataclass
@@ -55,103 +69,271 @@ def _settings():  # type: ignore[no-untyped-def]
     return settings
 
 
-def services() -> list[Service]:
-    settings = _settings()
-    port = str(settings.PORT)
-    workers = str(settings.WEB_CONCURRENCY)
+def node_services(port: int, workers: int, kinds: Iterable[str], *, prefix: str = "",
+                  env: dict[str, str] | None = None) -> list[Service]:
+    """The processes of one node: gunicorn on ``port`` and the listeners / worker named in ``kinds``."""
     web = [
         PYTHON, "-m", "gunicorn", "config.wsgi:application",
-        "--bind", f"127.0.0.1:{port}", "--workers", workers, "--worker-class", "sync",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
         # gunicorn 27 opens a control socket at a fixed per-user path; several servers on one
         # machine (tests, benchmarks) would fight over it, and we do not use it.
         "--no-control-socket",
         "--timeout", "3600", "--graceful-timeout", "10", "--access-logfile", "-",
         "--access-logformat", 'http %(h)s "%(r)s" %(s)s %(B)s %(M)sms',
     ]
-    out = [Service("web", web, env={k: v for k, v in WEB_MALLOC_ENV.items() if k not in os.environ})]
+    extra = dict(env or {})
+    malloc = {k: v for k, v in WEB_MALLOC_ENV.items() if k not in os.environ}
+    commands = {"hl7": "xds_hl7_listener", "dicom": "xds_dicom_listener", "jobs": "xds_jobs_worker"}
+    out = [Service(f"{prefix}web", web, env={**extra, **malloc})]
     manage = [PYTHON, str(BASE_DIR / "manage.py")]
-    if settings.XDS_RUN_HL7:
-        out.append(Service("hl7", manage + ["xds_hl7_listener"]))
-    if settings.XDS_RUN_DICOM:
-        out.append(Service("dicom", manage + ["xds_dicom_listener"]))
-    if settings.XDS_RUN_JOBS:
-        out.append(Service("jobs", manage + ["xds_jobs_worker"]))
+    out += [Service(f"{prefix}{kind}", manage + [commands[kind]], env=extra) for kind in kinds if kind in commands]
     return out
 
 
-def _pump(service: Service, colour: str) -> None:
-    assert service.process and service.process.stdout
-    prefix = f"{colour}{service.name:>6}{RESET} | " if sys.stdout.isatty() else f"{service.name:>6} | "
-    for raw in iter(service.process.stdout.readline, b""):
+def services() -> list[Service]:
+    """The single node's services, from this process's settings."""
+    settings = _settings()
+    kinds = [kind for kind, wanted in (("hl7", settings.XDS_RUN_HL7), ("dicom", settings.XDS_RUN_DICOM),
+                                       ("jobs", settings.XDS_RUN_JOBS)) if wanted]
+    return node_services(settings.PORT, settings.WEB_CONCURRENCY, kinds)
+
+
+def say(message: str) -> None:
+    print(f"supervisor | {message}", flush=True)
+
+
+def _pump(stream: Any, label: str, colour: str) -> None:
+    prefix = f"{colour}{label:>8}{RESET} | " if sys.stdout.isatty() else f"{label:>8} | "
+    for raw in iter(stream.readline, b""):
         sys.stdout.write(prefix + raw.decode("utf-8", "replace"))
         sys.stdout.flush()
 
 
-def _run_step(argv: list[str], what: str) -> None:
-    print(f"supervisor | {what}", flush=True)
-    result = subprocess.run(argv, cwd=BASE_DIR)
-    if result.returncode != 0:
-        print(f"supervisor | {what} failed (exit {result.returncode})", flush=True)
-        sys.exit(result.returncode)
+def _run_step(argv: list[str], what: str, env: dict[str, str] | None = None, label: str = "setup") -> None:
+    """Run one set-up command to its end, its output prefixed; exit the supervisor if it fails."""
+    say(what)
+    process = subprocess.Popen(argv, cwd=BASE_DIR, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    assert process.stdout
+    _pump(process.stdout, label, "")
+    code = process.wait()
+    if code != 0:
+        say(f"{what} failed (exit {code})")
+        raise SystemExit(code)
+
+
+def _parallel(steps: list[tuple[list[str], str, dict[str, str], str]]) -> None:
+    """Run set-up commands side by side (one per site); the first failure stops ``make run``."""
+    with ThreadPoolExecutor(max_workers=max(1, len(steps))) as pool:
+        for future in [pool.submit(_run_step, *step) for step in steps]:
+            future.result()
+
+
+class Supervisor:
+    """Starts services, watches them, and stops them all (and the Orthancs it started)."""
+
+    def __init__(self) -> None:
+        self.running: list[Service] = []
+        self.stopping = threading.Event()
+        self.started_pacs: list[dict[str, str]] = []
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+
+    def start_pacs(self, env: dict[str, str], label: str) -> None:
+        full = {**os.environ, **env}
+        already = subprocess.run(["bash", PACS_SCRIPT, "status"], cwd=BASE_DIR, env=full,
+                                 capture_output=True).returncode == 0
+        _run_step(["bash", PACS_SCRIPT, "start"], f"starting {label}", env, label=label)
+        if not already:
+            self.started_pacs.append(env)
+
+    def start(self, services: list[Service]) -> None:
+        for service in services:
+            service.process = subprocess.Popen(
+                service.argv, cwd=BASE_DIR, env={**os.environ, **(service.env or {})}, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True)
+            colour = COLOURS[len(self.running) % len(COLOURS)]
+            threading.Thread(target=_pump, args=(service.process.stdout, service.name, colour), daemon=True).start()
+            self.running.append(service)
+
+    def dead(self) -> Service | None:
+        for service in self.running:
+            assert service.process
+            if service.process.poll() is not None:
+                return service
+        return None
+
+    def wait(self) -> int:
+        """Until Ctrl-C / SIGTERM or a service dies; the exit status for ``make run``."""
+        while not self.stopping.is_set():
+            service = self.dead()
+            if service is not None:
+                assert service.process
+                code = service.process.returncode
+                say(f"{service.name} exited with {code}; stopping everything")
+                return code or 1
+            self.stopping.wait(0.5)
+        return 0
+
+    def stop(self) -> None:
+        for service in self.running:
+            if service.process and service.process.poll() is None:
+                os.killpg(service.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for service in self.running:
+            assert service.process
+            try:
+                service.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(service.process.pid, signal.SIGKILL)
+        for env in self.started_pacs:
+            subprocess.run(["bash", PACS_SCRIPT, "stop"], cwd=BASE_DIR, env={**os.environ, **env})
+        say("stopped")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _wait_for(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not _answers(url):
+        if supervisor.stopping.is_set() or supervisor.dead() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"supervisor | {url} did not answer")
+        time.sleep(0.2)
+
+
+def _ensure_postgres_database(url: str) -> None:
+    """Create a demo site's PostgreSQL database if it does not exist (each site has its own)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as connection:
+        if connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run_single() -> int:
+    settings = _settings()
+    supervisor = Supervisor()
+    try:
+        if settings.XDS_RUN_PACS:
+            supervisor.start_pacs({}, "pacs")
+        _run_step([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], "migrating the database")
+        _run_step([PYTHON, "manage.py", "xds_repository_reconcile"],
+                  "reconciling repository documents left by an interrupted run")
+        supervisor.start(services())
+        say(f"started {', '.join(s.name for s in supervisor.running)}; endpoints at "
+            f"http://127.0.0.1:{settings.PORT}/xds/{{registry,repository,imaging-source}}; Ctrl-C stops everything")
+        return supervisor.wait()
+    finally:
+        supervisor.stop()
+
+
+def run_demo() -> int:
+    """The two-hospital affinity domain; serving within ~30 s of a warm start (everything installed)."""
+    from demo.sites import demo_sites, endpoint_directory, write_env_files
+    from demo.studies import B_NIST, NIST_PATIENT, NIST_STUDY_UID, affinity_cx
+
+    began = time.monotonic()
+    settings = _settings()
+    database_url = os.environ.get("DATABASE_URL", "")
+    sites = demo_sites(settings, database_url)
+    demo_dir = Path(settings.VAR_DIR) / "demo"
+    env_files = write_env_files(sites, demo_dir)
+    endpoints_file = demo_dir / "endpoints.json"
+    endpoints_file.write_text(json.dumps(endpoint_directory(sites), indent=2))
+    # The site's file wins over the environment (config.env.apply_env_file): each process is its site.
+    site_env = {site.key: {"XDS_ENV_FILE": str(env_files[site.key])} for site in sites}
+    if database_url.startswith(("postgres://", "postgresql://")):
+        for site in sites:
+            _ensure_postgres_database(site.env["DATABASE_URL"])
+    hospitals = [site for site in sites if site.is_hospital]
+    domain = next(site for site in sites if site.key == "domain")
+    manage = [PYTHON, "manage.py"]
+    supervisor = Supervisor()
+    try:
+        with ThreadPoolExecutor(max_workers=len(hospitals)) as pool:
+            for future in [pool.submit(supervisor.start_pacs, h.pacs.script_env(h), f"{h.key[-1]}-pacs")
+                           for h in hospitals if h.pacs]:
+                future.result()
+        _parallel([(manage + ["migrate", "--noinput", "-v", "0"], f"migrating {site.key}'s database",
+                    site_env[site.key], f"{site.key[-1] if site.is_hospital else 'dom'}-setup") for site in sites])
+        _run_step(manage + ["xds_repository_reconcile"], "reconciling the domain repository", site_env["domain"],
+                  "dom-setup")
+        for site in sites:
+            label = "dom-" if site.key == "domain" else f"{site.key[-1]}-"
+            workers = 2 if site.is_hospital else settings.WEB_CONCURRENCY
+            supervisor.start(node_services(site.http_port, workers, site.services, prefix=label,
+                                           env=site_env[site.key]))
+        _wait_for(f"{domain.base_url}/xds/registry?wsdl", supervisor)
+        _run_step(manage + ["xds_demo_load", "domain"], "demo patients into the registry", site_env["domain"],
+                  "dom-demo")
+        for hospital in hospitals:
+            _wait_for(f"{hospital.base_url}/xds/imaging-source?wsdl", supervisor)
+        _parallel([(manage + ["xds_demo_load", h.key, "--endpoints", str(endpoints_file)],
+                    f"demo studies of {h.title}: its PACS, then RAD-68", site_env[h.key], f"{h.key[-1]}-demo")
+                   for h in hospitals])
+        b = next(h for h in hospitals if h.key == "hospital-b")
+        print(banner(sites, env_files, affinity_cx(NIST_PATIENT.affinity_id), NIST_STUDY_UID, b,
+                     B_NIST.local_cx(), B_NIST.local_id, B_NIST.issuer, time.monotonic() - began), flush=True)
+        return supervisor.wait()
+    finally:
+        supervisor.stop()
+
+
+def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, study_uid: str, importer: Any,
+           local_patient: str, local_id: str, issuer: str, seconds: float) -> str:
+    """What ``make run`` prints once the demo serves: every address, and the commands to try."""
+    python = _shown(Path(PYTHON)) if Path(PYTHON).is_relative_to(BASE_DIR) else PYTHON
+    lines = ["", f"XDS-I.b demo affinity domain serving ({seconds:.0f}s). Ctrl-C stops everything.", ""]
+    for site in sites:
+        lines.append(f"{site.title}   (settings: {_shown(env_files[site.key])})")
+        if site.key == "domain":
+            lines += [f"  Document Registry    {site.base_url}/xds/registry     (ITI-18, ITI-42; ?wsdl)",
+                      f"  Document Repository  {site.base_url}/xds/repository   (ITI-41, ITI-43) "
+                      f"repositoryUniqueId {site.env['XDS_REPOSITORY_UNIQUE_ID']}",
+                      f"  Patient Identity Feed mllp://127.0.0.1:{site.env['HL7_PORT']}  (ITI-8)",
+                      f"  Admin                {site.base_url}/admin/"]
+        else:
+            lines += [f"  Imaging Document Source  {site.base_url}/xds/imaging-source  (RAD-69) "
+                      f"Retrieve Location UID {site.imaging_source_id}",
+                      f"  DICOM listener           {site.dicom_ae_title}@127.0.0.1:{site.dicom_port}  (C-STORE, MPPS)",
+                      f"  Orthanc PACS             {site.pacs.ae_title}@127.0.0.1:{site.pacs.dicom_port}  "
+                      f"http://127.0.0.1:{site.pacs.http_port}/  DICOMweb {site.pacs.dicomweb_url}"]
+    b_env = _shown(env_files[importer.key])
+    lines += ["", f"Import Hospital A's study into {importer.title}'s PACS, as a prior of its own patient {local_id}:",
+              f"  XDS_ENV_FILE={b_env} {python} manage.py xds_fetch --patient '{affinity_patient}' "
+              f"--study {study_uid} --to-pacs {importer.pacs.ae_title}@127.0.0.1:{importer.pacs.dicom_port} "
+              f"--local-patient '{local_patient}'",
+              f"Or let prefetch do it: an MPPS IN PROGRESS (MR) for {local_id} reaching {importer.title}:",
+              f"  XDS_ENV_FILE={b_env} {python} manage.py xds_demo_mpps --patient {local_id} --issuer {issuer} "
+              f"--modality MR --to {importer.dicom_ae_title}@127.0.0.1:{importer.dicom_port}", ""]
+    return "\n".join(lines)
 
 
 def main() -> int:
     os.chdir(BASE_DIR)
-    env = dict(os.environ)
     settings = _settings()
-    pacs = str(BASE_DIR / "imaging_source" / "pacs" / "local-pacs.sh")
-    started_pacs = False
-    if settings.XDS_RUN_PACS:
-        already = subprocess.run(["bash", pacs, "status"], cwd=BASE_DIR, capture_output=True).returncode == 0
-        _run_step(["bash", pacs, "start"], "starting the local Orthanc PACS")
-        started_pacs = not already
-        _run_step(["env", f"PYTHON={PYTHON}", "bash", pacs, "load", "--demo"], "loading demo studies into the PACS")
-    reconcile = [PYTHON, "manage.py", "xds_repository_reconcile"]
-    _run_step(reconcile, "reconciling repository documents left by an interrupted run")
-
-    running = services()
-    stopping = threading.Event()
-
-    def stop(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    for index, service in enumerate(running):
-        service.process = subprocess.Popen(
-            service.argv, cwd=BASE_DIR, env={**env, **(service.env or {})}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True)
-        threading.Thread(target=_pump, args=(service, COLOURS[index % len(COLOURS)]), daemon=True).start()
-    print(f"supervisor | started {', '.join(s.name for s in running)}; "
-          f"endpoints at http://127.0.0.1:{settings.PORT}/xds/{{registry,repository,imaging-source}}; "
-          "Ctrl-C stops everything", flush=True)
-
-    exit_code = 0
-    while not stopping.is_set():
-        for service in running:
-            assert service.process
-            code = service.process.poll()
-            if code is not None:
-                print(f"supervisor | {service.name} exited with {code}; stopping everything", flush=True)
-                exit_code = code or 1
-                stopping.set()
-                break
-        stopping.wait(0.5)
-
-    for service in running:
-        if service.process and service.process.poll() is None:
-            os.killpg(service.process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for service in running:
-        assert service.process
-        try:
-            service.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(service.process.pid, signal.SIGKILL)
-    if started_pacs:
-        subprocess.run(["bash", pacs, "stop"], cwd=BASE_DIR)
-    print("supervisor | stopped", flush=True)
-    return exit_code
+    try:
+        return run_demo() if settings.XDS_DEMO else run_single()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 if __name__ == "__main__":

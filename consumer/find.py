@@ -81,6 +81,10 @@ class FoundManifest:
     entry_uuid: str
     home_community_id: str | None
     patient_id: str
+    #: eventCodeList as ``code^^scheme`` (XDS-I: the modalities and anatomic regions, RAD TF-3 4.68.4.1.2.3.2).
+    event_codes: tuple[str, ...] = ()
+    #: serviceStartTime (DTM, UTC): when the imaging study began.
+    service_start_time: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,4 +310,6 @@ def _check(entry: DocumentEntry, query: FindQuery) -> tuple[FoundManifest | None
         unique_id=unique_id, repository_unique_id=entry.repository_unique_id or "", hash=(entry.hash or "").lower(),
         size=size, mime_type=entry.mime_type, study_instance_uids=studies, creation_time=creation,
         status=entry.status or "", entry_uuid=entry.id, home_community_id=entry.home, patient_id=entry.patient_id or "",
+        event_codes=tuple(str(code) for code in entry.event_code_list),
+        service_start_time=entry.service_start_time or "",
     ), ""

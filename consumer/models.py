@@ -55,3 +55,32 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.unique_id} -> {self.url}"
+
+
+class PriorImportState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    IMPORTED = "imported", "Imported"
+    PARTIAL = "partial", "Partly imported (retried)"
+    FAILED = "failed", "Failed"
+
+
+class PriorImport(models.Model):
+    """A prior study imported into this site's PACS by predictive prefetch: one row per manifest, so that a
+    manifest is imported once however many procedures of the patient follow.  No patient data: the job
+    holds the ids; this row holds what an operator needs to see what was done."""
+
+    manifest_unique_id = models.CharField(max_length=128, unique=True, help_text="the manifest's XDS uniqueId")
+    study_instance_uids = models.JSONField(default=list)
+    trigger = models.CharField(max_length=64, help_text="what asked for it, e.g. the MPPS SOP Instance UID")
+    state = models.CharField(max_length=16, choices=PriorImportState.choices, default=PriorImportState.QUEUED)
+    requested = models.PositiveIntegerField(default=0)
+    present = models.PositiveIntegerField(default=0, help_text="instances in the PACS after the last attempt")
+    detail = models.TextField(blank=True, default="", help_text="error codes of the last attempt")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"prior {self.manifest_unique_id} ({self.state})"

@@ -49,6 +49,7 @@ from pydicom.sequence import Sequence
 
 from consumer.destinations import DestinationError, InstanceRef
 from consumer.dicom_import import STORE_WARNINGS, DicomImportError, StoreRequestor, StoreScp, Timeouts
+from xds_core.metadata.values import CX
 
 logger = logging.getLogger("consumer.pacs_import")
 
@@ -93,6 +94,20 @@ class ImportReconciliation:
                 raise ValueError(f"{name} {value!r} is not a DICOM LO value (64 characters, no backslash)")
         if not self.modifying_system:
             raise ValueError("modifying_system (the consumer's identity) is empty")
+
+
+def reconciliation_for(local_patient: str, affinity_patient: str, modifying_system: str,
+                       local_issuer: str | None = None) -> ImportReconciliation:
+    """Coercion to ``local_patient`` (CX ``id^^^&OID&ISO``) of objects of ``affinity_patient`` (CX).
+
+    Issuer of Patient ID is ``local_issuer`` when given (the value the hospital's own objects carry),
+    else the local assigning authority OID, which is also the Universal Entity ID of the qualifiers.
+    """
+    local, affinity = CX.from_str(local_patient), CX.from_str(affinity_patient)
+    return ImportReconciliation(
+        LocalPatient(local.id, issuer_of_patient_id=local.assigning_authority_oid if local_issuer is None
+                     else local_issuer, universal_entity_id=local.assigning_authority_oid),
+        modifying_system=modifying_system, source_of_previous_values=affinity.assigning_authority_oid[:_LO_MAX])
 
 
 def reconcile(ds: Dataset, reconciliation: ImportReconciliation, *, now: dt.datetime | None = None) -> Dataset:

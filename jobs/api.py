@@ -28,7 +28,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs.models import ACTIVE_STATES, WAITING_STATES, Job, JobState
-from jobs.registry import check_kind
+from jobs.registry import Event, check_kind, subscribers
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_LEASE = timedelta(minutes=15)
@@ -102,6 +102,17 @@ def enqueue(kind: str, payload: dict[str, Any] | None = None, key: str | None = 
                     return existing
                 # ... and already finished: try again.
     raise RuntimeError(f"could not enqueue a {kind} job: (kind, key) kept changing under concurrent writers")
+
+
+def announce(event: Event, payload: dict[str, Any], key: str | None = None, *,
+             max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> list[Job]:
+    """Queue a job of every kind subscribed to ``event``, with ``payload`` (one transaction).
+
+    With a ``key`` (e.g. the MPPS SOP Instance UID), a second announcement of the same thing while its
+    jobs are active adds nothing.  Nobody subscribed: nothing is written.
+    """
+    with transaction.atomic():
+        return [enqueue(kind, payload, key, max_attempts=max_attempts) for kind in subscribers(event)]
 
 
 def _claimable(now: datetime) -> Q:

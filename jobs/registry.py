@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,7 +25,21 @@ MAX_KIND_LENGTH = 100
 Handler = Callable[["Job"], object]
 
 _handlers: dict[str, Handler] = {}
+_subscribers: dict[str, list[str]] = {}
 _lock = threading.Lock()
+
+
+class Event(StrEnum):
+    """What one actor announces and another may act on, without either importing the other.
+
+    An actor announces an event (:func:`jobs.api.announce`); each job kind subscribed to it
+    (:func:`subscribe`, from the subscriber's ``AppConfig.ready()``) gets a job with the event's payload.
+    """
+
+    #: A procedure has begun at this site: an MPPS N-CREATE IN PROGRESS reached the DICOM listener
+    #: (PS3.4 F.7.2.1, RAD-6).  Payload: ``mpps_uid``, ``local_patient_id``, ``local_issuer``,
+    #: ``affinity_patient_id`` (CX), ``event_codes`` (``code^^scheme`` of the modality and body part).
+    PROCEDURE_IN_PROGRESS = "procedure.in_progress"
 
 
 class JobError(Exception):
@@ -71,6 +86,27 @@ def handler_for(kind: str) -> Handler:
     if handler is None:
         raise UnknownJobKind(f"unknown kind {kind!r}: no handler is registered for it")
     return handler
+
+
+def subscribe(event: Event, kind: str) -> None:
+    """Give every announcement of ``event`` a job of ``kind`` (once per kind, however often called)."""
+    check_kind(kind)
+    with _lock:
+        kinds = _subscribers.setdefault(Event(event).value, [])
+        if kind not in kinds:
+            kinds.append(kind)
+
+
+def unsubscribe(event: Event, kind: str) -> None:
+    with _lock:
+        kinds = _subscribers.get(Event(event).value, [])
+        if kind in kinds:
+            kinds.remove(kind)
+
+
+def subscribers(event: Event) -> list[str]:
+    with _lock:
+        return list(_subscribers.get(Event(event).value, []))
 
 
 def registered_kinds() -> list[str]:

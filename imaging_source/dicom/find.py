@@ -246,10 +246,15 @@ class CFindFinder(_StudyRowsFinder):
         return None
 
 
-def _fields(keywords: tuple[str, ...]) -> str:
+def _fields(keywords: tuple[str, ...]) -> list[str]:
     """QIDO-RS ``includefield`` as tags (PS3.18 allows a keyword or a tag): tags do not depend on
-    the origin server's keyword dictionary being as recent as pydicom's."""
-    return ",".join(f"{tag_for_keyword(k):08X}" for k in keywords)
+    the origin server's keyword dictionary being as recent as pydicom's.
+
+    One ``includefield`` parameter per tag (PS3.18 8.3.4.3 allows repeating it or a comma list):
+    a comma list goes out URL-encoded (``%2C``), which Orthanc's DICOMweb plugin does not split, so
+    it silently answered without Issuer of Patient ID and publication lost the patient's issuer.
+    """
+    return [f"{tag_for_keyword(k):08X}" for k in keywords]
 
 
 class QidoFinder(_StudyRowsFinder):

@@ -89,6 +89,7 @@ class DicomListener:
     def __init__(self, config: DicomConfig, *,
                  on_instance: Callable[[ReceivedInstance], None] | None = None,
                  on_mpps_completed: Callable[[list[str], str], None] | None = None,
+                 on_mpps_in_progress: Callable[[Dataset, str], None] | None = None,
                  host: str | None = None, port: int | None = None) -> None:
         self.config = config
         self.spool_dir = Path(config.spool_dir)
@@ -99,6 +100,7 @@ class DicomListener:
         self.mpps = MppsStore()
         self.on_instance = on_instance
         self.on_mpps_completed = on_mpps_completed
+        self.on_mpps_in_progress = on_mpps_in_progress
         self.address = (host or config.scp_host, config.scp_port if port is None else port)
         self.server: NoDelayAssociationServer | None = None
         self._last_purge = 0.0
@@ -209,6 +211,8 @@ class DicomListener:
             status = status_for(exc)
             if not isinstance(exc, DicomServiceError):
                 logger.exception("MPPS N-CREATE %s failed", uid)
+        else:
+            self._announce_in_progress(reply, uid)
         finally:
             self.mpps.release()
         logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), uid,
@@ -218,6 +222,16 @@ class DicomListener:
             # The SCP chose the UID: it goes back in the response's Affected SOP Instance UID.
             request.AffectedSOPInstanceUID = uid
         return status, reply
+
+    def _announce_in_progress(self, ds: Dataset, uid: str) -> None:
+        """The procedure has begun (e.g. prefetch its priors).  The step is stored already: whatever the
+        callback does, the modality's N-CREATE succeeds (a prefetch problem must not stop an examination)."""
+        if self.on_mpps_in_progress is None:
+            return
+        try:
+            self.on_mpps_in_progress(ds, uid)
+        except Exception:  # noqa: BLE001
+            logger.exception("dicom MPPS N-CREATE mpps=%s: the in-progress callback failed", uid)
 
     def _on_n_set(self, event: Any) -> tuple[int, Dataset | None]:
         request = event.request

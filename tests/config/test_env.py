@@ -73,3 +73,39 @@ def test_readme_documents_every_setting() -> None:
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.M))
     missing = sorted(settings_vars - documented)
     assert not missing, f"settings missing from the README configuration table: {missing}"
+
+
+# ----------------------------------------------------------------------------- XDS_ENV_FILE
+
+def test_an_env_file_is_applied_over_the_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("X_TEST_SITE_PORT", "8000")
+    monkeypatch.delenv("X_TEST_SITE_NAME", raising=False)
+    path = tmp_path / "site.env"
+    path.write_text("# a site\n\nX_TEST_SITE_PORT=8002\n X_TEST_SITE_NAME = hospital b = B \n")
+    env.apply_env_file(str(path))
+    assert os.environ["X_TEST_SITE_PORT"] == "8002"  # the file wins: a site cannot inherit a shell's value
+    assert os.environ["X_TEST_SITE_NAME"] == "hospital b = B"  # split at the first '='
+
+
+@pytest.mark.parametrize("line", ["NO_EQUALS_SIGN", "1BAD=x", "BAD-NAME=x", "=x"])
+def test_a_malformed_env_file_line_stops_start_up_naming_the_line(tmp_path, line: str) -> None:
+    path = tmp_path / "site.env"
+    path.write_text(f"GOOD=1\n{line}\n")
+    with pytest.raises(ImproperlyConfigured, match="line 2: expected KEY=VALUE"):
+        env.apply_env_file(str(path))
+
+
+def test_a_missing_env_file_stops_start_up() -> None:
+    with pytest.raises(ImproperlyConfigured, match="XDS_ENV_FILE='/nonexistent/site.env'"):
+        env.apply_env_file("/nonexistent/site.env")
+
+
+def test_django_reads_its_settings_from_xds_env_file(tmp_path) -> None:
+    path = tmp_path / "site.env"
+    path.write_text(f"XDS_VAR_DIR={tmp_path}\nDICOM_AE_TITLE=HOSPB_IDS\n")
+    environ = dict(os.environ, XDS_ENV_FILE=str(path), DICOM_AE_TITLE="SHELL_AE")
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-c",
+                             "from django.conf import settings; print(settings.DICOM_AE_TITLE, settings.VAR_DIR)"],
+                            cwd=BASE_DIR, env=environ, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["HOSPB_IDS", str(tmp_path)]

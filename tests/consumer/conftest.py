@@ -19,6 +19,7 @@ import pydicom
 import pytest
 
 from tests.conftest import CORPUS_DIR
+from tests.gunicorn_server import Server, run_gunicorn
 from tests.soap_peer import SoapPeer
 from xds_core.ebxml import parse as ebxml_parse
 from xds_core.ebxml import serialize as ebxml_serialize
@@ -43,6 +44,7 @@ from xds_core.vocabulary import (
 NIST_KOS = CORPUS_DIR / "nist" / "_imagecache" / "std" / "IDS-DEPT002-a" / "kos" / "kos.dcm"
 NIST_STUDY = "1.3.6.1.4.1.21367.201599.1.201604020954059"
 REPOSITORY_ID = "1.3.6.1.4.1.21367.13.70.201"
+LOCATION_UID = "1.3.6.1.4.1.21367.13.80.110"  # the NIST KOS's Retrieve Location UID
 AUTHORITY = "1.3.6.1.4.1.21367.2005.13.20.1000"
 KOS_CODE = Code(KOS_FORMAT_CODE, DICOM_UID_REGISTRY, "Key Object Selection")
 KOS_FORMAT = str(KOS_CODE)
@@ -68,7 +70,8 @@ def kos_part10(unique_id: str, study_uid: str = NIST_STUDY) -> bytes:
 
 def entry_for(patient_id: str, unique_id: str, *, study_uid: str = NIST_STUDY, creation_time: str = "20261127120000",
               mime_type: str = DICOM_MIME_TYPE, format_code: Code = KOS_CODE, hash: str | None = None,
-              size: int | None = None) -> DocumentEntry:
+              size: int | None = None, event_codes: tuple[Code, ...] = (),
+              service_start_time: str | None = None) -> DocumentEntry:
     """A complete DocumentEntry of an XDS-I.b manifest (ITI TF-3 Table 4.2.3.2-1; RAD TF-3 4.68.4.1.2.3.2)."""
     return DocumentEntry.build(
         patient_id=patient_id, unique_id=unique_id, mime_type=mime_type,
@@ -80,7 +83,7 @@ def entry_for(patient_id: str, unique_id: str, *, study_uid: str = NIST_STUDY, c
         confidentiality_codes=[Code("N", "2.16.840.1.113883.5.25", "normal")],
         creation_time=creation_time, language_code="en-US", source_patient_id=patient_id,
         reference_ids=[f"{study_uid}^^^^{ReferenceIdType.STUDY_INSTANCE_UID}"], hash=hash, size=size,
-        title="imaging manifest")
+        title="imaging manifest", event_codes=event_codes, service_start_time=service_start_time)
 
 
 @dataclass
@@ -109,13 +112,15 @@ class Domain:
 
     def publish(self, patient_id: str, *, study_uid: str | None = None, creation_time: str = "20261127120000",
                 replaces: str | None = None, content: bytes | None = None, mime_type: str = DICOM_MIME_TYPE,
-                format_code: Code = KOS_CODE, unique_id: str | None = None) -> Published:
+                format_code: Code = KOS_CODE, unique_id: str | None = None, event_codes: tuple[Code, ...] = (),
+                service_start_time: str | None = None) -> Published:
         """ITI-41 of one manifest (``replaces``: the entryUUID it deprecates with RPLC, ITI TF-3 4.2.2.2)."""
         study_uid = study_uid or new_oid()
         unique_id = unique_id or new_oid()
         data = content if content is not None else kos_part10(unique_id, study_uid)
         entry = entry_for(patient_id, unique_id, study_uid=study_uid, creation_time=creation_time,
-                          mime_type=mime_type, format_code=format_code)
+                          mime_type=mime_type, format_code=format_code, event_codes=event_codes,
+                          service_start_time=service_start_time)
         ss = SubmissionSet.build(
             patient_id=patient_id, unique_id=new_oid(), source_id="1.3.6.1.4.1.21367.13.80.110",
             submission_time="20261127120000",
@@ -177,3 +182,19 @@ def vendor_registry() -> Iterator[VendorRegistry]:
     registry = VendorRegistry()
     yield registry
     registry.stop()
+
+
+# ----------------------------------------------------------------------------- an imaging source (PACS)
+
+@pytest.fixture(scope="module")
+def ids(pacs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Another site's Imaging Document Source: gunicorn serving RAD-69 for LOCATION_UID from the test PACS."""
+    work = tmp_path_factory.mktemp("fetch-ids")
+    env = {"XDS_VAR_DIR": str(work / "var"), "DATABASE_URL": f"sqlite:///{work / 'xds.sqlite3'}",
+           "XDS_IMAGING_SOURCE_ID": LOCATION_UID, "DICOM_AE_TITLE": pacs.ae_title,
+           "DICOM_PACS": f"ORTHANC@127.0.0.1:{pacs.dicom_port}", "DICOMWEB_URL": pacs.dicomweb_url,
+           "DICOM_FETCH_METHOD": "wado-rs"}
+    with run_gunicorn(env, spool=work) as running:
+        yield running
+
+

@@ -68,6 +68,12 @@ class ImportPacs:
                                                          timeout=30).content
         return files
 
+    def delete_instance(self, sop_instance_uid: str) -> None:
+        """Remove one instance (a loss the next import must repair), through Orthanc's REST API."""
+        (orthanc_id,) = requests.post(f"{self.rest_url}/tools/find", json={
+            "Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}}, timeout=30).json()
+        requests.delete(f"{self.rest_url}/instances/{orthanc_id}", timeout=30).raise_for_status()
+
 
 def _free_port() -> int:
     with socket.socket() as s:

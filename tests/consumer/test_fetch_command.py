@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -16,11 +15,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from consumer.models import Endpoint, EndpointKind
-from tests.consumer.conftest import NIST_STUDY, Domain, kos_part10, new_oid
+from tests.consumer.conftest import LOCATION_UID, NIST_STUDY, Domain, kos_part10, new_oid
 from tests.consumer.import_pacs import ImportPacs
-from tests.gunicorn_server import Server, run_gunicorn
+from tests.gunicorn_server import Server
 
-LOCATION_UID = "1.3.6.1.4.1.21367.13.80.110"  # the NIST KOS's Retrieve Location UID
 ELSEWHERE_STUDY = "2.25.1234567890"
 
 
@@ -87,17 +85,6 @@ def test_an_unknown_repository_is_exit_1_naming_its_id(domain: Domain, settings)
 
 
 # ----------------------------------------------------------------------------- the whole chain (PACS)
-
-@pytest.fixture(scope="module")
-def ids(pacs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
-    work = tmp_path_factory.mktemp("fetch-ids")
-    env = {"XDS_VAR_DIR": str(work / "var"), "DATABASE_URL": f"sqlite:///{work / 'xds.sqlite3'}",
-           "XDS_IMAGING_SOURCE_ID": LOCATION_UID, "DICOM_AE_TITLE": pacs.ae_title,
-           "DICOM_PACS": f"ORTHANC@127.0.0.1:{pacs.dicom_port}", "DICOMWEB_URL": pacs.dicomweb_url,
-           "DICOM_FETCH_METHOD": "wado-rs"}
-    with run_gunicorn(env, spool=work) as running:
-        yield running
-
 
 def kos_elsewhere(unique_id: str) -> bytes:
     """The NIST KOS (as another study) with its series at a Retrieve Location nobody serves."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,18 +25,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from consumer.destinations import Destination, InstanceRef
-from consumer.directory import UnknownEndpoint, resolve
+from consumer.fetch import (
+    ManifestOutcome,
+    Resolvers,
+    get_manifest,
+    outcome_of,
+    resolver,
+    retrieve_into,
+    transfer_syntaxes,
+)
 from consumer.find import LOCAL_REGISTRY, FindError, FindQuery, FoundManifest, find_manifests
-from consumer.manifest import ManifestError, fetch_manifest
 from consumer.models import EndpointKind
 from xds_core.metadata.values import CX
 
 EXIT_OK, EXIT_FAILURE, EXIT_PARTIAL = 0, 1, 2
-#: DICOM PS3.6 Table A-1 / PS3.5 Annex A transfer syntaxes asked for in RAD-69 (RAD TF-3 4.69.4.1.2).
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-#: --compress: lossless compressed first (JPEG-LS Lossless, JPEG 2000 Lossless, JPEG Lossless SV1).
-LOSSLESS_COMPRESSED = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.70"]
 MB = 1_000_000
 
 
@@ -47,21 +49,6 @@ def parse_date(value: str) -> date:
         except ValueError:
             continue
     raise CommandError(f"date {value!r}: expected YYYY-MM-DD or YYYYMMDD")
-
-
-@dataclass
-class ManifestOutcome:
-    unique_id: str
-    studies: list[str]
-    creation_time: str
-    status: str
-    error: str = ""
-    requested: int = 0
-    already_present: int = 0
-    retrieved: int = 0
-    failed: int = 0
-    bytes: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
 
 
 class CountingDestination:
@@ -194,50 +181,32 @@ class Command(BaseCommand):
         return code
 
     def one(self, found: FoundManifest, options: dict[str, Any], own: bool) -> ManifestOutcome:
-        outcome = ManifestOutcome(found.unique_id, list(found.study_instance_uids), found.creation_time, found.status)
-        try:
-            retrieved = fetch_manifest(found, resolve_repository=self.resolver(EndpointKind.REPOSITORY, own),
-                                       timeout=options["timeout"])
-        except (ManifestError, UnknownEndpoint) as exc:
-            outcome.error = str(exc)
-            self.stderr.write(f"manifest {found.unique_id}: {exc}")
+        resolvers = self.resolvers(own)
+        outcome = outcome_of(found)
+        retrieved = get_manifest(found, resolvers, outcome, timeout=options["timeout"])
+        if retrieved is None:
+            self.stderr.write(f"manifest {found.unique_id}: {outcome.error}")
             return outcome
         manifest = retrieved.manifest
-        outcome.studies = [s.study_instance_uid for s in manifest.studies]
-        outcome.requested = manifest.instance_count
         if not self.retrieving(options):
             self.summary(f"manifest {found.unique_id} ({found.creation_time}): "
                          f"{len(manifest.studies)} study(ies), {manifest.instance_count} instances", options)
             return outcome
-        from consumer.retrieval import RetrievalSetupError, retrieve_manifest
-
         destination = CountingDestination(self.destination(options, found))
         show = options["progress"] or self.stderr_is_tty()
         progress: Callable[[Any], None] | None = (
             ProgressLine(self.stderr, destination, manifest.instance_count) if show else None)
-        syntaxes = ([*LOSSLESS_COMPRESSED, EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN] if options["compress"]
-                    else [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN])
         try:
-            result = retrieve_manifest(manifest, destination,
-                                       resolve_imaging_source=self.resolver(EndpointKind.IMAGING_SOURCE, own),
-                                       transfer_syntaxes=syntaxes, progress=progress, timeout=options["timeout"])
-        except RetrievalSetupError as exc:
-            outcome.error = str(exc)
-            return outcome
+            retrieve_into(retrieved, destination, resolvers, outcome, syntaxes=transfer_syntaxes(options["compress"]),
+                          progress=progress, timeout=options["timeout"])
         finally:
-            destination.close()
             if show:
                 self.stderr.write("")
-        outcome.already_present, outcome.retrieved = result.already_present, result.retrieved
-        outcome.failed, outcome.bytes = result.requested - result.already_present - result.retrieved, result.bytes
-        outcome.errors = [{"code": e.code, "location": e.location, "text": e.text} for e in result.errors]
-        if result.errors and outcome.failed == 0:
-            outcome.failed = len(result.errors)
-        for study in result.studies():
-            self.summary(f"study {study.study_instance_uid}: {study.already_present + study.retrieved}/"
-                         f"{study.requested} instances present ({study.retrieved} retrieved, "
-                         f"{study.already_present} already there, {study.failed} failed) "
-                         f"{result.bytes / MB:.1f} MB in {result.seconds:.1f}s", options)
+        for study in outcome.per_study:
+            self.summary(f"study {study['study']}: {study['already_present'] + study['retrieved']}/"
+                         f"{study['requested']} instances present ({study['retrieved']} retrieved, "
+                         f"{study['already_present']} already there, {study['failed']} failed) "
+                         f"{outcome.bytes / MB:.1f} MB in {outcome.seconds:.1f}s", options)
         return outcome
 
     @staticmethod
@@ -270,15 +239,10 @@ class Command(BaseCommand):
             from consumer.files import FilesDestination
 
             return FilesDestination(options["out"])
-        from consumer.pacs_import import DicomImport, DicomwebImport, ImportReconciliation, LocalPatient
+        from consumer.pacs_import import DicomImport, DicomwebImport, reconciliation_for
 
-        local = CX.from_str(options["local_patient"])
-        affinity = CX.from_str(found.patient_id or options["patient"])
-        reconciliation = ImportReconciliation(
-            LocalPatient(local.id, issuer_of_patient_id=local.assigning_authority_oid,
-                         universal_entity_id=local.assigning_authority_oid),
-            modifying_system=settings.XDS_SITE_CONSUMER_IDENTITY,
-            source_of_previous_values=affinity.assigning_authority_oid[:64])
+        reconciliation = reconciliation_for(options["local_patient"], found.patient_id or options["patient"],
+                                            settings.XDS_SITE_CONSUMER_IDENTITY)
         if options.get("to_dicomweb"):
             return DicomwebImport(options["to_dicomweb"], reconciliation, timeout=options["timeout"])
         from consumer.dicom_import import StoreScp
@@ -295,16 +259,10 @@ class Command(BaseCommand):
         return self.stderr.isatty()
 
     @staticmethod
-    def resolver(kind: EndpointKind, own: bool) -> Callable[[str], str]:
-        local = {EndpointKind.REPOSITORY: (settings.XDS_REPOSITORY_UNIQUE_ID, "local:repository"),
-                 EndpointKind.IMAGING_SOURCE: (settings.XDS_IMAGING_SOURCE_ID, "local:imaging-source")}[kind]
-
-        def resolve_one(unique_id: str) -> str:
-            try:
-                return resolve(kind, unique_id)
-            except UnknownEndpoint:
-                if own and unique_id == local[0]:
-                    return local[1]
-                raise
-        return resolve_one
-
+    def resolvers(own: bool) -> Resolvers:
+        """The endpoint directory; with this server's own registry, also its own repository and imaging
+        source in process."""
+        return Resolvers(
+            resolver(EndpointKind.REPOSITORY, (settings.XDS_REPOSITORY_UNIQUE_ID, "local:repository") if own else None),
+            resolver(EndpointKind.IMAGING_SOURCE,
+                     (settings.XDS_IMAGING_SOURCE_ID, "local:imaging-source") if own else None))

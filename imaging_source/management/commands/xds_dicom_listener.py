@@ -1,7 +1,8 @@
 """Run the Imaging Document Source's DICOM listener (one long-running process).
 
 C-STORE SCP (C-MOVE destination for RAD-69, and incoming instances for stable-study
-detection), MPPS SCP (COMPLETED -> publish), C-ECHO, and the stable-study watcher.
+detection), MPPS SCP (COMPLETED -> publish; IN PROGRESS -> announced, e.g. for prefetch), C-ECHO,
+and the stable-study watcher.
 Publication is not done here: MPPS COMPLETED and a stable study queue an
 ``imaging_source.publish_study`` job (keyed by Study Instance UID) that the job worker
 (``manage.py xds_jobs_worker``) runs, so a DIMSE answer never waits on RAD-68.
@@ -20,6 +21,8 @@ from django.db import close_old_connections
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
+from imaging_source.patient_mapping import parse_rewrite_rules
+from imaging_source.procedures import announce_procedure_in_progress
 from imaging_source.publication_jobs import enqueue_publication, enqueue_publications
 from imaging_source.stable import StableStudyWatcher, pacs_poller
 
@@ -52,8 +55,13 @@ class Command(BaseCommand):
         def on_mpps_completed(study_uids: list[str], mpps_uid: str) -> None:
             enqueue_publications(study_uids, trigger="mpps", max_attempts=max_attempts)
 
+        rules = parse_rewrite_rules(settings.XDS_IMAGING_PATIENT_REWRITE)
+
+        def on_mpps_in_progress(ds: Any, mpps_uid: str) -> None:
+            announce_procedure_in_progress(ds, mpps_uid, rules, max_attempts=max_attempts)
+
         listener = DicomListener(dicom, on_instance=on_instance, on_mpps_completed=on_mpps_completed,
-                                 port=options["port"])
+                                 on_mpps_in_progress=on_mpps_in_progress, port=options["port"])
         host, port = listener.start()
         self.stdout.write(f"dicom listener {dicom.ae_title}@{host}:{port}; stable delay {delay}s; "
                           f"PACS poll {poll_interval or 'off'}; PACS {dicom.pacs}; "

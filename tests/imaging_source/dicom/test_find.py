@@ -92,3 +92,36 @@ def test_date_range_accepts_iso_and_dicom_dates() -> None:
     assert date_range(None) == ""
     with pytest.raises(ValueError):
         date_range("May 6")
+
+
+def test_the_issuer_of_patient_id_comes_back_from_both_query_paths(config, pacs) -> None:  # type: ignore[no-untyped-def]
+    """Regression: QIDO-RS sent includefield as one comma list (%2C on the wire), which Orthanc does not
+    split, so the study came back without Issuer of Patient ID and a patient mapped with its issuer was
+    not mapped at all (publication queued it for reconciliation)."""
+    import copy
+    import io
+
+    import requests
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from demo.studies import stow_body
+
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    ds = copy.deepcopy(ds)
+    ds.PatientID, ds.IssuerOfPatientID = "ISSUED-1", "1.2.826.0.1.3680043.10.1042"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    body, content_type = stow_body([buffer.getvalue()])
+    requests.post(f"{pacs.dicomweb_url}/studies", data=body, headers={"Content-Type": content_type},
+                  timeout=60).raise_for_status()
+    try:
+        study = find_study(ds.StudyInstanceUID, config)
+        assert study is not None
+        assert (study.patient_id, study.issuer_of_patient_id) == ("ISSUED-1", "1.2.826.0.1.3680043.10.1042")
+    finally:
+        (orthanc_id,) = requests.post(f"{pacs.rest_url}/tools/lookup", data=ds.StudyInstanceUID, timeout=30).json()
+        requests.delete(f"{pacs.rest_url}/studies/{orthanc_id['ID']}", timeout=30).raise_for_status()
