@@ -161,6 +161,12 @@ XDS_RAD69_ROOT_LAST = env.boolean(
     "Off: root part first, after the whole fetch, for consumers that take the first part as the root whatever "
     "start says - zeep 4.3.3 does (tests/imaging_source/test_rad69_interop.py: zeep reads RAD-69 with this off, "
     "not with it on) - or that need MS-XOPP streaming order.")
+DICOM_WORKLIST = env.custom(
+    "DICOM_WORKLIST", "", "Modality Worklist SCP (AET@host:port) the DICOM listener polls (C-FIND, PS3.4 K.6); "
+    "each new scheduled step is announced (with XDS_PREFETCH: its patient's priors are prefetched). Empty: none.",
+    env.dicom_peer)
+DICOM_WORKLIST_POLL = env.integer(
+    "DICOM_WORKLIST_POLL", 60, "Seconds between two polls of DICOM_WORKLIST.", minimum=5)
 DICOM_STABLE_POLL = env.integer(
     "DICOM_STABLE_POLL", 0, "Seconds between C-FIND/QIDO polls of the PACS for changed studies "
     "(0: rely on instances our C-STORE SCP receives).", minimum=0)

@@ -248,7 +248,7 @@ def run_single() -> int:
 def run_demo() -> int:
     """The two-hospital affinity domain; serving within ~30 s of a warm start (everything installed)."""
     from demo.sites import demo_sites, endpoint_directory, write_env_files
-    from demo.studies import B_NIST, NIST_PATIENT, NIST_STUDY_UID, affinity_cx
+    from demo.studies import B_NIST, NIST_PATIENT, NIST_STUDY_UID, SCHEDULED_EXAMPLE, affinity_cx
 
     began = time.monotonic()
     settings = _settings()
@@ -290,15 +290,18 @@ def run_demo() -> int:
                     f"demo studies of {h.title}: its PACS, then RAD-68", site_env[h.key], f"{h.key[-1]}-demo")
                    for h in hospitals])
         b = next(h for h in hospitals if h.key == "hospital-b")
+        scheduled, modality = SCHEDULED_EXAMPLE
         print(banner(sites, env_files, affinity_cx(NIST_PATIENT.affinity_id), NIST_STUDY_UID, b,
-                     B_NIST.local_cx(), B_NIST.local_id, B_NIST.issuer, time.monotonic() - began), flush=True)
+                     B_NIST.local_cx(), B_NIST.local_id, B_NIST.issuer, time.monotonic() - began,
+                     scheduled=(scheduled.local_id, scheduled.issuer, modality)), flush=True)
         return supervisor.wait()
     finally:
         supervisor.stop()
 
 
 def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, study_uid: str, importer: Any,
-           local_patient: str, local_id: str, issuer: str, seconds: float) -> str:
+           local_patient: str, local_id: str, issuer: str, seconds: float,
+           scheduled: tuple[str, str, str] | None = None) -> str:
     """What ``make run`` prints once the demo serves: every address, and the commands to try."""
     python = _shown(Path(PYTHON)) if Path(PYTHON).is_relative_to(BASE_DIR) else PYTHON
     lines = ["", f"XDS-I.b demo affinity domain serving ({seconds:.0f}s). Ctrl-C stops everything.", ""]
@@ -323,8 +326,14 @@ def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, 
               f"--local-patient '{local_patient}'",
               f"Or let prefetch do it: an MPPS IN PROGRESS (MR) for {local_id} reaching {importer.title}:",
               f"  XDS_ENV_FILE={b_env} {python} manage.py xds_demo_mpps --patient {local_id} --issuer {issuer} "
-              f"--modality MR --to {importer.dicom_ae_title}@127.0.0.1:{importer.dicom_port}", ""]
-    return "\n".join(lines)
+              f"--modality MR --to {importer.dicom_ae_title}@127.0.0.1:{importer.dicom_port}"]
+    if scheduled:
+        patient, patient_issuer, modality = scheduled
+        lines += [f"Or before the examination: a {modality} for {patient} on {importer.title}'s worklist (prefetch of "
+                  f"its priors at other sites within {importer.env.get('DICOM_WORKLIST_POLL', '60')}s):",
+                  f"  XDS_ENV_FILE={b_env} {python} manage.py xds_demo_schedule --patient {patient} "
+                  f"--issuer {patient_issuer} --modality {modality}"]
+    return "\n".join([*lines, ""])
 
 
 def main() -> int:

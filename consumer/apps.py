@@ -19,4 +19,5 @@ class ConsumerConfig(AppConfig):
         register(PREFETCH_PRIORS, run_prefetch_priors)
         register(IMPORT_PRIOR, run_import_prior)
         if settings.XDS_PREFETCH:
+            subscribe(Event.PROCEDURE_SCHEDULED, PREFETCH_PRIORS)
             subscribe(Event.PROCEDURE_IN_PROGRESS, PREFETCH_PRIORS)

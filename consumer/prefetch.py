@@ -2,8 +2,9 @@
 other sites into this site's PACS, in the background, once.
 
 Hub-and-spoke practice (a patient examined at B has priors at A): this site's imaging source announces
+:attr:`~jobs.registry.Event.PROCEDURE_SCHEDULED` for each new item of the Modality Worklist it polls and
 :attr:`~jobs.registry.Event.PROCEDURE_IN_PROGRESS` when an MPPS IN PROGRESS reaches its DICOM listener;
-with ``XDS_PREFETCH`` on, :class:`consumer.apps.ConsumerConfig` subscribes :data:`PREFETCH_PRIORS` to it.
+with ``XDS_PREFETCH`` on, :class:`consumer.apps.ConsumerConfig` subscribes :data:`PREFETCH_PRIORS` to both.
 
 1. ``consumer.prefetch_priors`` (one per procedure): ITI-18 FindDocuments for the affinity patient, the
    rules applied (:class:`PrefetchRules`: look-back window on serviceStartTime, same modality or body part
@@ -145,7 +146,7 @@ def plan_prefetch(job: Job, config: PrefetchConfig, *, now: datetime | None = No
         raise PermanentJobError("affinity_patient_id is not a CX id^^^&OID&ISO")
     _local_patient(payload)
     codes = [c for c in payload.get("event_codes", []) if isinstance(c, str)]
-    trigger = _payload_text(payload, "mpps_uid")[:64]
+    trigger = _payload_text(payload, "trigger")[:64]
     try:
         found = find_manifests(config.registry_url, FindQuery(patient_id=affinity, format_codes=config.format_codes),
                                timeout=config.timeout)
@@ -181,7 +182,7 @@ def plan_prefetch(job: Job, config: PrefetchConfig, *, now: datetime | None = No
                           "requested": outcome.requested})
             queued.append(_queue_import(candidate, payload, trigger, config))
         chosen += 1
-    logger.info("prefetch mpps=%s found=%d relevant=%d queued=%d", trigger, len(found.manifests), len(candidates),
+    logger.info("prefetch trigger=%s found=%d relevant=%d queued=%d", trigger, len(found.manifests), len(candidates),
                 len(queued))
     return queued
 

@@ -32,6 +32,8 @@ class Pacs:
     dicom_port: int
     http_port: int
     directory: Path
+    #: Worklist files (*.wl) the PACS serves as the site's Modality Worklist SCP (the RIS's schedule).
+    worklists: Path | None = None
 
     @property
     def dicomweb_url(self) -> str:
@@ -40,7 +42,8 @@ class Pacs:
     def script_env(self, site: Site) -> dict[str, str]:
         return {"ORTHANC_AET": self.ae_title, "ORTHANC_DICOM_PORT": str(self.dicom_port),
                 "ORTHANC_HTTP_PORT": str(self.http_port), "LOCAL_PACS_DIR": str(self.directory),
-                "XDSI_AET": site.dicom_ae_title, "XDSI_HOST": "127.0.0.1", "XDSI_PORT": str(site.dicom_port)}
+                "XDSI_AET": site.dicom_ae_title, "XDSI_HOST": "127.0.0.1", "XDSI_PORT": str(site.dicom_port),
+                "LOCAL_PACS_WORKLISTS": str(self.worklists or "")}
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def demo_sites(settings: Any, database_url: str = "") -> list[Site]:
         http_port, dicom_port, pacs_dicom, pacs_http = ports[hospital.letter]
         site_var = var / hospital.key
         ae = f"HOSP{hospital.letter}_IDS"
-        pacs = Pacs(f"HOSP{hospital.letter}_PACS", pacs_dicom, pacs_http, site_var / "pacs")
+        pacs = Pacs(f"HOSP{hospital.letter}_PACS", pacs_dicom, pacs_http, site_var / "pacs", site_var / "worklists")
         env = {
             **common, "XDS_VAR_DIR": str(site_var),
             "DATABASE_URL": site_database_url(database_url, hospital.key, site_var),
@@ -132,6 +135,8 @@ def demo_sites(settings: Any, database_url: str = "") -> list[Site]:
             # unchanged for a minute (Orthanc does not forward them to us, so it is polled).
             "DICOM_STABLE_DELAY": "60", "DICOM_STABLE_POLL": "15",
             "XDS_PREFETCH": "true",
+            # The site's schedule: its PACS serves the worklist files of var/demo/<site>/worklists.
+            "DICOM_WORKLIST": f"{pacs.ae_title}@127.0.0.1:{pacs_dicom}", "DICOM_WORKLIST_POLL": "10",
             # The NIST study Hospital A holds is from 2015: a look-back of 20 years keeps it a relevant prior.
             "XDS_PREFETCH_LOOKBACK_DAYS": "7300",
         }

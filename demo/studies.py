@@ -2,7 +2,8 @@
 
 Hospital A holds the NIST XDS-I study IDS-DEPT002-a (conformance corpus, 36 MR instances) of affinity
 patient ``IDS-AD002-a`` under its local id ``IDS-DEPT002-a``; Hospital B holds other studies of the same
-patient under its own local id ``B-20417``; each holds a study of one more patient.  Studies other than
+patient under its own local id ``B-20417``; both hold studies of two more patients (one of them at both
+sites, under each site's own id).  Studies other than
 NIST's are made from the sample files bundled with pydicom (no download), with UIDs derived from fixed
 seeds so that a warm start finds them already in the PACS and already published.
 """
@@ -86,7 +87,8 @@ A_NIST = LocalRecord("hospital-a", "IDS-DEPT002-a", "", NIST_PATIENT)
 B_NIST = LocalRecord("hospital-b", "B-20417", "1.3.6.1.4.1.21367.13.82.1", NIST_PATIENT)
 A_2 = LocalRecord("hospital-a", "A-1002", "1.3.6.1.4.1.21367.13.81.1", PATIENT_2)
 B_3 = LocalRecord("hospital-b", "B-1003", "1.3.6.1.4.1.21367.13.82.1", PATIENT_3)
-RECORDS = (A_NIST, B_NIST, A_2, B_3)
+A_3 = LocalRecord("hospital-a", "A-3071", "1.3.6.1.4.1.21367.13.81.1", PATIENT_3)
+RECORDS = (A_NIST, B_NIST, A_2, B_3, A_3)
 
 STUDIES = (
     DemoStudy("hospital-a", A_NIST, ""),
@@ -94,7 +96,11 @@ STUDIES = (
     DemoStudy("hospital-b", B_NIST, "b-nist-ct", "CT_small.dcm", 4, "CT", "ABDOMEN", "CT abdomen", "20220905"),
     DemoStudy("hospital-b", B_NIST, "b-nist-mr", "MR_small.dcm", 3, "MR", "KNEE", "MR knee", "20240118"),
     DemoStudy("hospital-b", B_3, "b-3-mr", "MR_small.dcm", 2, "MR", "BRAIN", "MR brain", "20250402"),
+    # A prior of Hospital B's patient B-1003 held by Hospital A: what a CT scheduled at B prefetches.
+    DemoStudy("hospital-a", A_3, "a-3-ct", "CT_small.dcm", 3, "CT", "CHEST", "CT chest", "20240710"),
 )
+#: The demo's scheduled-procedure example: a CT for B-1003 at Hospital B, whose prior is at Hospital A.
+SCHEDULED_EXAMPLE = (B_3, "CT")
 
 
 def studies_of(site: str) -> list[DemoStudy]:

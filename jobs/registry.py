@@ -36,9 +36,12 @@ class Event(StrEnum):
     (:func:`subscribe`, from the subscriber's ``AppConfig.ready()``) gets a job with the event's payload.
     """
 
-    #: A procedure has begun at this site: an MPPS N-CREATE IN PROGRESS reached the DICOM listener
-    #: (PS3.4 F.7.2.1, RAD-6).  Payload: ``mpps_uid``, ``local_patient_id``, ``local_issuer``,
+    #: A procedure is scheduled at this site: a Modality Worklist item it polls (PS3.4 K.6).
+    #: Payload: ``trigger`` (the item's key), ``local_patient_id``, ``local_issuer``,
     #: ``affinity_patient_id`` (CX), ``event_codes`` (``code^^scheme`` of the modality and body part).
+    PROCEDURE_SCHEDULED = "procedure.scheduled"
+    #: A procedure has begun at this site: an MPPS N-CREATE IN PROGRESS reached the DICOM listener
+    #: (PS3.4 F.7.2.1, RAD-6).  Payload as for PROCEDURE_SCHEDULED, ``trigger`` the MPPS SOP Instance UID.
     PROCEDURE_IN_PROGRESS = "procedure.in_progress"
 
 

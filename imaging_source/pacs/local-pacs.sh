@@ -27,6 +27,8 @@
 #   XDSI_PORT [11112]                XDSI_HOST:XDSI_PORT
 #   LOCAL_PACS_DIR [${TMPDIR:-/tmp}/xdsi-local-pacs]   config, storage, log, PID file
 #   LOCAL_PACS_TIMEOUT [30]        seconds to wait for start/stop
+#   LOCAL_PACS_WORKLISTS []        a folder of worklist files (*.wl) the PACS serves as a Modality
+#                                  Worklist SCP (Orthanc's ModalityWorklists plugin); empty: none
 #   PYTHON [python3]               interpreter with pydicom, for 'load' without arguments
 set -euo pipefail
 
@@ -39,12 +41,14 @@ XDSI_PORT="${XDSI_PORT:-11112}"
 # Absolute, because Orthanc reads relative paths in its config relative to the config file.
 LOCAL_PACS_DIR="$(realpath -m "${LOCAL_PACS_DIR:-${TMPDIR:-/tmp}/xdsi-local-pacs}")"
 LOCAL_PACS_TIMEOUT="${LOCAL_PACS_TIMEOUT:-30}"
+LOCAL_PACS_WORKLISTS="${LOCAL_PACS_WORKLISTS:+$(realpath -m "$LOCAL_PACS_WORKLISTS")}"
 PYTHON="${PYTHON:-python3}"
 # The NIST XDS-I test study used by the conformance IMG cases (36 MR instances, 2 series).
 NIST_IMAGES="${NIST_IMAGES:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/conformance/corpus/nist/_imagecache/std/IDS-DEPT002-a/images}"
 
 ORTHANC_BIN=/usr/sbin/Orthanc
 DICOMWEB_PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+WORKLIST_PLUGIN=/usr/share/orthanc/plugins/libModalityWorklists.so
 CONFIG="$LOCAL_PACS_DIR/orthanc.json"
 PIDFILE="$LOCAL_PACS_DIR/orthanc.pid"
 LOG="$LOCAL_PACS_DIR/orthanc.log"
@@ -90,12 +94,20 @@ answers() {
 
 write_config() {
   mkdir -p "$LOCAL_PACS_DIR/storage"
+  local plugins="\"$DICOMWEB_PLUGIN\"" worklists=""
+  if [ -n "$LOCAL_PACS_WORKLISTS" ]; then
+    [ -f "$WORKLIST_PLUGIN" ] || die "LOCAL_PACS_WORKLISTS is set but $WORKLIST_PLUGIN is missing (Debian's orthanc package has it)"
+    mkdir -p "$LOCAL_PACS_WORKLISTS"
+    plugins="$plugins, \"$WORKLIST_PLUGIN\""
+    worklists="\"Worklists\" : { \"Enable\" : true, \"Database\" : \"$LOCAL_PACS_WORKLISTS\" },"
+  fi
   cat > "$CONFIG" <<EOF
 {
   "Name" : "xdsi-local-pacs",
   "StorageDirectory" : "$LOCAL_PACS_DIR/storage",
   "IndexDirectory" : "$LOCAL_PACS_DIR/storage",
-  "Plugins" : [ "$DICOMWEB_PLUGIN" ],
+  "Plugins" : [ $plugins ],
+  $worklists
 
   "HttpServerEnabled" : true,
   "HttpPort" : $ORTHANC_HTTP_PORT,

@@ -205,3 +205,26 @@ def test_an_mpps_in_progress_at_hospital_b_prefetches_the_study_by_itself(demo: 
         time.sleep(1)
     assert {ds.PatientID for ds in imported.values()} == {B_NIST.local_id}
     assert any("consumer.import_prior" in line and "state=succeeded" in line for line in demo.output)
+
+
+def test_a_worklist_entry_at_hospital_b_prefetches_the_patients_prior_before_the_examination(demo: Demo) -> None:
+    """The RIS schedules a CT for B-1003; B polls its worklist; A's CT of the same affinity patient lands in
+    B's PACS under B-1003 before any MPPS."""
+    from demo.studies import A_3, SCHEDULED_EXAMPLE, studies_of
+
+    record, modality = SCHEDULED_EXAMPLE
+    (prior,) = [s for s in studies_of("hospital-a") if s.record is A_3]
+    b = demo.orthanc("B")
+    assert _instances(b, prior.study_instance_uid) == {}
+
+    scheduled = demo.run_printed(demo.line("xds_demo_schedule"))
+
+    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+    assert f"scheduled {modality} for {record.local_id}" in scheduled.stdout
+    deadline = time.monotonic() + 90
+    while len(imported := _instances(b, prior.study_instance_uid)) < prior.instances:
+        assert time.monotonic() < deadline, "the worklist entry prefetched nothing:\n" + "\n".join(demo.output[-40:])
+        time.sleep(1)
+    assert {ds.PatientID for ds in imported.values()} == {record.local_id}
+    original = _instances(demo.orthanc("A"), prior.study_instance_uid)
+    assert {uid: ds.PixelData for uid, ds in imported.items()} == {uid: ds.PixelData for uid, ds in original.items()}

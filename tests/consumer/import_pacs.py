@@ -35,6 +35,7 @@ class ImportPacs:
     http_port: int
     ae_title: str = "ORTHANC"
     calling_ae_title: str = CALLING_AE
+    worklists: Path | None = None  # worklist files (*.wl) it serves as a Modality Worklist SCP
 
     @property
     def rest_url(self) -> str:
@@ -97,8 +98,10 @@ def import_pacs(pacs: Pacs) -> Iterator[ImportPacs]:
             dicom_port, http_port = _free_port(), _free_port()
         env = {**os.environ, "LOCAL_PACS_DIR": str(state), "ORTHANC_DICOM_PORT": str(dicom_port),
                "ORTHANC_HTTP_PORT": str(http_port), "XDSI_AET": CALLING_AE, "XDSI_HOST": "127.0.0.1",
-               "XDSI_PORT": str(_free_port()), "PYTHON": sys.executable, "TCP_NODELAY": "1"}
-        info = ImportPacs(env, dicom_port, http_port)
+               "XDSI_PORT": str(_free_port()), "PYTHON": sys.executable, "TCP_NODELAY": "1",
+               # The hospital's schedule too: the PACS serves the worklist files of this folder.
+               "LOCAL_PACS_WORKLISTS": str(state / "worklists")}
+        info = ImportPacs(env, dicom_port, http_port, worklists=state / "worklists")
         started = info.script("start")
         if started.returncode == 0:
             break

@@ -80,7 +80,7 @@ def kos_at(unique_id: str, study_uid: str, location: str) -> bytes:
 
 def procedure(patient: str, *, codes: tuple[str, ...] = ("MR^^DCM",), mpps: str | None = None) -> Job:
     return enqueue("consumer.prefetch_priors", {
-        "mpps_uid": mpps or new_oid(), "local_patient_id": "HOSPB-7", "local_issuer": LOCAL_AUTHORITY,
+        "trigger": mpps or new_oid(), "local_patient_id": "HOSPB-7", "local_issuer": LOCAL_AUTHORITY,
         "affinity_patient_id": patient, "event_codes": list(codes)})
 
 

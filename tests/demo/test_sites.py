@@ -99,3 +99,21 @@ def test_hospital_b_holds_the_nist_patient_under_another_local_id() -> None:
     b_studies = [s for s in studies_of("hospital-b") if s.record is B_NIST]
     assert b_studies and B_NIST.local_id != "IDS-DEPT002-a"
     assert B_NIST.local_cx() == f"B-20417^^^&{B_NIST.issuer}&ISO"
+
+
+def test_schedule_refuses_without_a_worklist_or_with_a_bad_modality(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    settings.DICOM_WORKLIST = None
+    with pytest.raises(CommandError, match="DICOM_WORKLIST is empty"):
+        call_command("xds_demo_schedule", "--patient", "B-1", "--modality", "CT")
+    settings.DICOM_WORKLIST = {"ae_title": "HOSPB_PACS", "host": "127.0.0.1", "port": 4244}
+    with pytest.raises(CommandError, match="not a DICOM modality"):
+        call_command("xds_demo_schedule", "--patient", "B-1", "--modality", "C T/../x")
+    call_command("xds_demo_schedule", "--patient", "B-1", "--modality", "ct", "--worklists", str(tmp_path))
+    (written,) = tmp_path.glob("*.wl")
+    import pydicom
+
+    item = pydicom.dcmread(written)
+    assert item.PatientID == "B-1" and item.ScheduledProcedureStepSequence[0].Modality == "CT"

@@ -67,7 +67,7 @@ def test_a_mapped_patient_announces_the_procedure_with_both_ids(subscribed: None
     set_mapping("B-20417", AFFINITY, issuer="1.2.826.0.1.3680043.10.1042")
     (job,) = announce_procedure_in_progress(step(), "1.2.3.4", [], max_attempts=3)
     assert job.kind == KIND and job.key == "1.2.3.4" and job.max_attempts == 3
-    assert job.payload == {"mpps_uid": "1.2.3.4", "local_patient_id": "B-20417",
+    assert job.payload == {"trigger": "1.2.3.4", "local_patient_id": "B-20417",
                            "local_issuer": "1.2.826.0.1.3680043.10.1042", "affinity_patient_id": AFFINITY,
                            "event_codes": ["MR^^DCM"]}
 

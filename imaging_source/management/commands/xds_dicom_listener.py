@@ -19,12 +19,13 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from imaging_source.dicom.config import DicomConfig
+from imaging_source.dicom.config import DicomConfig, Peer
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.patient_mapping import parse_rewrite_rules
-from imaging_source.procedures import announce_procedure_in_progress
+from imaging_source.procedures import WorklistPoller, announce_procedure, announce_procedure_in_progress
 from imaging_source.publication_jobs import enqueue_publication, enqueue_publications
 from imaging_source.stable import StableStudyWatcher, pacs_poller
+from jobs.registry import Event
 
 
 class Command(BaseCommand):
@@ -62,6 +63,14 @@ class Command(BaseCommand):
 
         listener = DicomListener(dicom, on_instance=on_instance, on_mpps_completed=on_mpps_completed,
                                  on_mpps_in_progress=on_mpps_in_progress, port=options["port"])
+        poller = None
+        if settings.DICOM_WORKLIST:
+            def on_scheduled(item: Any, key: str) -> None:
+                close_old_connections()
+                announce_procedure(Event.PROCEDURE_SCHEDULED, item, key, rules, max_attempts=max_attempts)
+
+            poller = WorklistPoller(dicom.ae_title, Peer.from_dict(settings.DICOM_WORKLIST), on_scheduled,
+                                    interval=float(settings.DICOM_WORKLIST_POLL))
         host, port = listener.start()
         self.stdout.write(f"dicom listener {dicom.ae_title}@{host}:{port}; stable delay {delay}s; "
                           f"PACS poll {poll_interval or 'off'}; PACS {dicom.pacs}; "
@@ -69,6 +78,9 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+        if poller is not None:
+            threading.Thread(target=poller.run, args=(stop,), name="worklist-poller", daemon=True).start()
+            self.stdout.write(f"polling the worklist {poller.peer} every {poller.interval:.0f}s")
         try:
             if delay > 0:
                 watcher.run(stop, poll=pacs_poller(dicom) if poll_interval > 0 else None,
