@@ -43,3 +43,12 @@ class Destination(Protocol):
     def close(self) -> None:
         """Release connections (an association, an HTTP session)."""
         ...
+
+
+class SeriesAwareDestination(Destination, Protocol):
+    """A destination that can say what it holds of a whole series in one question (a PACS: one C-FIND or
+    QIDO-RS instead of one per instance); the retrieval uses it when a destination has it."""
+
+    def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
+        """{SOP Instance UID: SOP Class UID} of what the destination holds of the series."""
+        ...

@@ -77,6 +77,10 @@ class _NoDelayAE(AE):
         return sock
 
 
+#: Answers kept from one series-level C-FIND (a hostile PACS cannot make us hold more).
+MAX_SERIES_INSTANCES = 100_000
+
+
 @dataclass
 class StoreRequestor:
     """An SCU of the Storage Service Class (PS3.4 Annex B) and of Study Root C-FIND, on one association."""
@@ -109,6 +113,14 @@ class StoreRequestor:
 
     def find_sop_class(self, study_uid: str, series_uid: str, sop_uid: str) -> str | None:
         """C-FIND IMAGE level (hierarchical, PS3.4 C.4.1.2.1): the SOP Class UID of the instance, or None."""
+        return self._image_query(study_uid, series_uid, sop_uid).get(sop_uid)
+
+    def series_sop_classes(self, study_uid: str, series_uid: str) -> dict[str, str]:
+        """C-FIND IMAGE level for every instance of a series: {SOP Instance UID: SOP Class UID} (one query
+        instead of one per instance)."""
+        return self._image_query(study_uid, series_uid, "")
+
+    def _image_query(self, study_uid: str, series_uid: str, sop_uid: str) -> dict[str, str]:
         assoc = self._association(None)
         q = Dataset()
         q.QueryRetrieveLevel = "IMAGE"
@@ -122,14 +134,15 @@ class StoreRequestor:
         except RuntimeError as exc:
             self._drop()
             raise DicomImportError(f"C-FIND to {self.scp}: {exc}") from exc
-        found: str | None = None
+        found: dict[str, str] = {}
         for status, identifier in responses:
             if not status:
                 self._drop()
                 raise DicomImportError(f"C-FIND to {self.scp}: no response (association aborted or timed out)")
             if status.Status in _PENDING and identifier is not None:
-                if str(identifier.get("SOPInstanceUID", "")) == sop_uid:
-                    found = str(identifier.get("SOPClassUID", "")) or None
+                uid = str(identifier.get("SOPInstanceUID", "") or "")
+                if uid and (not sop_uid or uid == sop_uid) and len(found) < MAX_SERIES_INSTANCES:
+                    found[uid] = str(identifier.get("SOPClassUID", "") or "")
             elif status.Status != 0x0000:
                 raise DicomImportError(f"C-FIND to {self.scp} ended with status 0x{status.Status:04X}")
         return found

@@ -184,6 +184,7 @@ class DicomImport:
                  timeouts: Timeouts | None = None) -> None:
         self.reconciliation = reconciliation
         self.requestor = StoreRequestor(calling_ae_title, scp, timeouts or Timeouts())
+        self.stored = 0
 
     def has(self, ref: InstanceRef) -> bool:
         try:
@@ -192,6 +193,13 @@ class DicomImport:
         except DicomImportError as exc:
             raise DestinationError(str(exc)) from exc
         return sop_class == ref.sop_class_uid
+
+    def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
+        """{SOP Instance UID: SOP Class UID} of the series in the PACS: one C-FIND for a whole series."""
+        try:
+            return self.requestor.series_sop_classes(study_uid, series_uid)
+        except DicomImportError as exc:
+            raise DestinationError(str(exc)) from exc
 
     def put(self, ref: InstanceRef, part10: Path) -> None:
         ds = read_reconciled(part10, self.reconciliation)
@@ -203,10 +211,13 @@ class DicomImport:
         if status != 0x0000 and status not in STORE_WARNINGS:
             raise DestinationError(f"C-STORE of {ref.sop_instance_uid} to {self.requestor.scp}: "
                                    f"status 0x{status:04X}")
-        logger.info("import transport=c-store sop=%s status=0x%04X", ref.sop_instance_uid, status)
+        self.stored += 1
+        logger.debug("import transport=c-store sop=%s status=0x%04X", ref.sop_instance_uid, status)
 
     def close(self) -> None:
         self.requestor.close()
+        if self.stored:  # one line per import (the instances at DEBUG)
+            logger.info("import transport=c-store scp=%s stored=%d", self.requestor.scp, self.stored)
 
 
 # --- STOW-RS ------------------------------------------------------------------------------------
@@ -234,6 +245,7 @@ class DicomwebImport:
         self.session = session or requests.Session()
         self.timeout = timeout
         self._boundary = boundary
+        self.stored = 0
 
     def has(self, ref: InstanceRef) -> bool:
         # All-instances resource with the three UIDs as matching keys (PS3.18 10.6.1.2): a 404 then means a
@@ -253,6 +265,29 @@ class DicomwebImport:
         return any(_json_value(row, "00080018") == ref.sop_instance_uid
                    and _json_value(row, "00080016") == ref.sop_class_uid for row in response.json())
 
+    def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
+        """{SOP Instance UID: SOP Class UID} of the series in the PACS: one QIDO-RS for a whole series."""
+        url = f"{self.base}/instances"
+        params = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid, "limit": "100000"}
+        try:
+            response = self.session.get(url, params=params, headers={"Accept": "application/dicom+json"},
+                                        timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise DestinationError(f"QIDO-RS {url}: {exc}") from exc
+        if response.status_code == 204 or (response.status_code == 200 and not response.content.strip()):
+            return {}
+        if response.status_code != 200:
+            raise DestinationError(f"QIDO-RS {url}: HTTP {response.status_code}")
+        try:
+            rows = response.json()
+        except ValueError:
+            raise DestinationError(f"QIDO-RS {url}: the answer is not DICOM JSON") from None
+        if not isinstance(rows, list):
+            raise DestinationError(f"QIDO-RS {url}: the answer is not a list of instances")
+        return {str(_json_value(row, "00080018")): str(_json_value(row, "00080016") or "")
+                for row in rows if isinstance(row, dict) and _json_value(row, "00080018")
+                and _json_value(row, "0020000E") in (series_uid, None)}
+
     def put(self, ref: InstanceRef, part10: Path) -> None:
         ds = read_reconciled(part10, self.reconciliation)
         _check_ref(ds, ref)
@@ -267,7 +302,8 @@ class DicomwebImport:
         except requests.RequestException as exc:
             raise DestinationError(f"STOW-RS {url}: {exc}") from exc
         self._check(ref, url, response)
-        logger.info("import transport=stow-rs sop=%s http=%d", ref.sop_instance_uid, response.status_code)
+        self.stored += 1
+        logger.debug("import transport=stow-rs sop=%s http=%d", ref.sop_instance_uid, response.status_code)
 
     def _check(self, ref: InstanceRef, url: str, response: requests.Response) -> None:
         """PS3.18 10.5.3: 200 all stored; 202 some stored (warnings or failures); 409 none stored."""
@@ -292,3 +328,5 @@ class DicomwebImport:
 
     def close(self) -> None:
         self.session.close()
+        if self.stored:
+            logger.info("import transport=stow-rs url=%s stored=%d", self.base, self.stored)

@@ -217,6 +217,7 @@ class _Run:
         self.report.series.append(counts)
         self.counts = counts
         pending: dict[str, InstanceRef] = {}
+        held = self._series_held(study_uid, series.series_instance_uid)
         for instance in series.instances:
             ref = InstanceRef(study_uid, series.series_instance_uid, instance.sop_instance_uid,
                               instance.sop_class_uid)
@@ -232,7 +233,8 @@ class _Run:
                 counts.requested -= 1  # listed twice in the evidence: one instance
                 continue
             try:
-                present = self.destination.has(ref)
+                present = (held.get(ref.sop_instance_uid) == ref.sop_class_uid if held is not None
+                           else self.destination.has(ref))
             except DestinationError as exc:
                 self._fail(ref, DESTINATION_ERROR, str(exc))
                 continue
@@ -395,6 +397,17 @@ class _Run:
         pending.clear()
 
     # ---------------------------------------------------------------- helpers
+
+    def _series_held(self, study_uid: str, series_uid: str) -> dict[str, str] | None:
+        """What the destination holds of the series, asked once, when it can answer for a whole series;
+        None: ask per instance (also when the series question failed: each instance then says why)."""
+        series_present = getattr(self.destination, "series_present", None)
+        if series_present is None or not (is_dicom_uid(study_uid) and is_dicom_uid(series_uid)):
+            return None
+        try:
+            return dict(series_present(study_uid, series_uid))
+        except DestinationError:
+            return None
 
     def _file_of(self, attachment: Attachment) -> Path:
         """A file holding the attachment: its spill file, or one written now (an in-memory part)."""

@@ -149,7 +149,9 @@ class WorklistPoller:
             announced += 1
         # Forget what is older than the window, so a long-running poller's memory stays bounded.
         self.seen = {k: d for k, d in self.seen.items() if d >= today - dt.timedelta(days=1)}
-        logger.info("worklist poll peer=%s items=%d announced=%d", self.peer, len(items), announced)
+        # One line per poll that found something new; the quiet polls (most of them) only at DEBUG.
+        logger.log(logging.INFO if announced else logging.DEBUG, "worklist poll peer=%s items=%d announced=%d",
+                   self.peer, len(items), announced)
         return announced
 
     def run(self, stop: threading.Event) -> None:

@@ -90,6 +90,21 @@ def test_import_files_the_study_under_the_local_patient_with_uids_and_pixels_unc
 
 
 @pytest.mark.pacs
+def test_what_the_pacs_holds_of_a_series_comes_in_one_answer(destination: Destination, empty_import_pacs: ImportPacs,
+                                                              nist_files: dict[str, Path]) -> None:  # noqa: F811
+    refs = [_ref(path) for path in nist_files.values()]
+    series = sorted({r.series_instance_uid for r in refs})
+    assert destination.series_present(NIST_STUDY_UID, series[0]) == {}  # type: ignore[attr-defined]
+    stored = [(ref, path) for ref, path in zip(refs, nist_files.values(), strict=True)
+              if ref.series_instance_uid == series[0]][:5]
+    for ref, path in stored:
+        destination.put(ref, path)
+    held = destination.series_present(NIST_STUDY_UID, series[0])  # type: ignore[attr-defined]
+    assert held == {ref.sop_instance_uid: ref.sop_class_uid for ref, _ in stored}
+    assert destination.series_present(NIST_STUDY_UID, series[1]) == {}  # type: ignore[attr-defined]
+
+
+@pytest.mark.pacs
 def test_an_instance_imported_twice_is_stored_once(destination: Destination, empty_import_pacs: ImportPacs,
                                                     nist_files: dict[str, Path]) -> None:  # noqa: F811
     uid, path = next(iter(nist_files.items()))

@@ -364,3 +364,36 @@ def test_each_rad69_exchange_is_audited_on_the_consumer_side(
         destination = event.participant(audit.ParticipantRole.DESTINATION)
         assert source is not None and destination is not None
         assert source.user_id == ids_root_first.endpoint("imaging-source") and destination.is_requestor
+
+
+def test_a_destination_that_knows_a_whole_series_is_asked_once_per_series(
+        proxy: IdsProxy, manifest: Manifest, tmp_path: Path) -> None:
+    """A PACS destination answers for a whole series (one C-FIND / QIDO-RS), not once per instance."""
+    class SeriesFiles(FilesDestination):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root)
+            self.series_asked: list[str] = []
+            self.instances_asked = 0
+
+        def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
+            self.series_asked.append(series_uid)
+            held = {}
+            for study in manifest.studies:
+                for series in study.series:
+                    for instance in series.instances:
+                        ref = InstanceRef(study.study_instance_uid, series.series_instance_uid,
+                                          instance.sop_instance_uid, instance.sop_class_uid)
+                        if series.series_instance_uid == series_uid and super().has(ref):
+                            held[ref.sop_instance_uid] = ref.sop_class_uid
+            return held
+
+        def has(self, ref: InstanceRef) -> bool:
+            self.instances_asked += 1
+            return super().has(ref)
+
+    assert retrieve(manifest, tmp_path, proxy.url).retrieved == 36
+    again = SeriesFiles(tmp_path)
+    report = retrieve_manifest(manifest, again, resolve_imaging_source=resolver(proxy.url), transfer_syntaxes=SYNTAXES)
+    assert (report.already_present, report.retrieved) == (36, 0)
+    assert sorted(again.series_asked) == sorted(s.series_instance_uid for st in manifest.studies for s in st.series)
+    assert again.instances_asked == 0
