@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
+from xds_core.env_file import EnvFileError, parse_env_text
 from xds_core.identifiers import is_iso_oid
 
 T = TypeVar("T")
@@ -37,15 +38,11 @@ def apply_env_file(path: str) -> None:
             text = fh.read()
     except OSError as exc:
         raise ImproperlyConfigured(f"XDS_ENV_FILE={path!r}: {exc.strerror}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ImproperlyConfigured(f"XDS_ENV_FILE={path!r} line {number}: expected KEY=VALUE")
-        os.environ[key] = value.strip()
+    try:
+        values = parse_env_text(text)
+    except EnvFileError as exc:
+        raise ImproperlyConfigured(f"XDS_ENV_FILE={path!r} {exc}") from None
+    os.environ.update(values)
 
 
 def _raw(name: str, default: str, doc: str) -> str:

@@ -4,7 +4,9 @@ The retrieval (:mod:`consumer.retrieval`) hands each instance of a manifest to o
 destination is resumable: :meth:`Destination.has` says whether an instance is already there, complete
 (a whole Part 10 object whose SOP Instance UID and SOP Class UID match the manifest), so a run that was
 interrupted completes on the next run without fetching what it has.  :meth:`Destination.put` stores
-one instance whole or not at all (files: temp + fsync + rename; a PACS: one C-STORE / STOW-RS).
+one instance whole or not at all (files: temp + fsync + rename; a PACS: one C-STORE); a destination that
+stores in batches (STOW-RS, :class:`BatchingDestination`) queues in ``put`` and says in ``flush`` which
+queued instances it could not store.
 """
 
 from __future__ import annotations
@@ -51,4 +53,14 @@ class SeriesAwareDestination(Destination, Protocol):
 
     def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
         """{SOP Instance UID: SOP Class UID} of what the destination holds of the series."""
+        ...
+
+
+
+class BatchingDestination(Destination, Protocol):
+    """A destination whose :meth:`put` queues (e.g. one STOW-RS request for many instances)."""
+
+    def flush(self) -> dict[str, str]:
+        """Store what is queued; {SOP Instance UID: why} of each instance queued since the last flush that
+        was not stored."""
         ...

@@ -3,7 +3,10 @@
 Every UID is checked (:func:`xds_core.identifiers.is_dicom_uid`, PS3.5 9.1: digits and dots, at most
 64 characters) before it becomes a path component, so a hostile manifest cannot name ``..`` or ``/``.
 :meth:`FilesDestination.put` writes whole or not at all: a temp file in the target directory, fsync,
-rename over the final name, fsync of the directory (POSIX rename is atomic within a file system).
+rename over the final name (POSIX rename is atomic within a file system).  The directories are fsynced
+once, when the destination is closed, not after every file: the renames then reach the disk together
+(a power cut before that loses only renames, i.e. files the next run fetches again, never a partial
+file under a final name).
 :meth:`FilesDestination.has` counts a file only when it is a complete Part 10 object with the
 manifest's SOP Instance UID and SOP Class UID (:func:`consumer.part10.read_identity`, header only).
 """
@@ -28,6 +31,7 @@ class FilesDestination:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._renamed_in: set[Path] = set()  # directories whose renames are not yet fsynced
 
     def path_of(self, ref: InstanceRef) -> Path:
         """Where ``ref`` is (or goes); :class:`DestinationError` when a UID is not a DICOM UID."""
@@ -60,7 +64,7 @@ class FilesDestination:
                 os.close(fd)
             os.replace(temp, target)
             temp = None
-            _fsync_directory(target.parent)
+            self._renamed_in.add(target.parent)
         except OSError as exc:
             if temp is not None:
                 with contextlib.suppress(OSError):
@@ -69,7 +73,11 @@ class FilesDestination:
             raise DestinationError(f"cannot store SOP Instance {ref.sop_instance_uid} at {target}: {reason}") from exc
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Make the renames durable: one fsync per directory written to."""
+        pending, self._renamed_in = self._renamed_in, set()
+        for directory in sorted(pending):
+            with contextlib.suppress(OSError):  # a directory removed meanwhile: nothing left to make durable
+                _fsync_directory(directory)
 
 
 def _write_all(fd: int, data: bytes) -> None:

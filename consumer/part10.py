@@ -1,27 +1,44 @@
 """Checking a DICOM Part 10 file (PS3.10 7.1) before it is stored or counted as present.
 
-:func:`read_identity` reads the File Meta Information and the dataset's element headers - never the
-values past a small size, so a large image costs a few seeks, not its pixels - and returns the SOP
-Instance UID and SOP Class UID.  A file is *complete* when the preamble and ``DICM`` prefix are there
-(PS3.10 7.1), the dataset parses, and no element's value runs past the end of the file (a truncated
-transfer or a crash mid-write).
+:func:`read_identity` walks the file's element headers (PS3.5 7.1: tag, VR, length come before each
+value) without decoding values, except the two it returns: a large image costs a few hundred header
+reads and seeks, never its pixels, and no dataset is built.  A file is *complete* when the preamble
+and ``DICM`` prefix are there (PS3.10 7.1), the File Meta Information has its group length and
+Transfer Syntax UID, every element, sequence item and encapsulated fragment ends inside the file, and
+the last one ends exactly at its end (a truncated transfer or a crash mid-write fails).
+
+The walk covers the little-endian syntaxes every archive uses (Implicit VR, Explicit VR and all
+encapsulated ones, PS3.5 A.1-A.4); Deflated (A.5) and the retired Explicit VR Big Endian are read with
+pydicom instead.  All input is hostile: lengths are checked against the file size before any seek,
+nesting depth and element count are bounded.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import data_element_generator
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
-#: Values larger than this are skipped with a seek, not read (PS3.5 7.1: the length comes first).
-_DEFER_SIZE = 4096
-#: PS3.10 7.1: 128-byte preamble + "DICM"; then (0002,0000) is 12 bytes (explicit VR little endian).
-_GROUP_LENGTH_END = 128 + 4 + 12
+#: PS3.5 7.1.2: explicit VRs whose length is 4 bytes after 2 reserved ones (Table 7.1-1).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+_IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+_EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1")  # Deflated Explicit VR LE, Deflated Image Frame
+#: Bounds for hostile input: sequences nest at most this deep, a file has at most this many elements.
+MAX_DEPTH = 32
+MAX_ELEMENTS = 2_000_000
+#: A UID value longer than this is not a UID (PS3.5 9.1: 64 characters; padding allowed).
+_MAX_UID_VALUE = 66
+_HEADER = struct.Struct("<HH")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
 
 
 class Part10Error(ValueError):
@@ -31,42 +48,145 @@ class Part10Error(ValueError):
 def read_identity(path: Path) -> tuple[str, str]:
     """(SOP Instance UID, SOP Class UID) of the complete Part 10 file at ``path``.
 
-    :raises Part10Error: no ``DICM`` prefix, no File Meta Information, unparsable, truncated, or
+    :raises Part10Error: no ``DICM`` prefix, no File Meta Information, malformed, truncated, or
         without the dataset's SOP Instance UID (0008,0018) / SOP Class UID (0008,0016).
+    :raises OSError: the file cannot be read.
     """
+    size = os.stat(path).st_size
+    with open(path, "rb", buffering=64 * 1024) as fp:
+        transfer_syntax = _read_file_meta(fp, size)
+        if transfer_syntax == _EXPLICIT_VR_BIG_ENDIAN or transfer_syntax in _DEFLATED:
+            return _read_identity_with_pydicom(fp, size)
+        walk = _Walk(fp, size)
+        walk.dataset(implicit=transfer_syntax == _IMPLICIT_VR_LITTLE_ENDIAN, depth=0, nested=False)
+    sop_instance, sop_class = walk.found.get(_SOP_INSTANCE, ""), walk.found.get(_SOP_CLASS, "")
+    if not (sop_instance and sop_class):
+        raise Part10Error("no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016) in the dataset")
+    return sop_instance, sop_class
+
+
+def _read_file_meta(fp: BinaryIO, size: int) -> str:
+    """Check the preamble, prefix and File Meta Information (always Explicit VR Little Endian, PS3.10 7.1);
+    leave ``fp`` at the dataset's first byte and return its Transfer Syntax UID."""
+    head = fp.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise Part10Error("not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix (PS3.10 7.1)")
+    first = fp.read(12)
+    if len(first) < 12 or first[:4] != b"\x02\x00\x00\x00" or first[4:6] != b"UL":
+        raise Part10Error("no File Meta Information Group Length (0002,0000) first in the File Meta Information "
+                          "(PS3.10 7.1)")
+    meta_end = 144 + _U32.unpack(first[8:12])[0]
+    if meta_end > size:
+        raise Part10Error(f"truncated: the File Meta Information ends at byte {meta_end}, the file has {size}")
+    transfer_syntax = ""
+    while fp.tell() < meta_end:
+        header = fp.read(8)
+        if len(header) < 8:
+            raise Part10Error("truncated in the File Meta Information")
+        group, element = _HEADER.unpack(header[:4])
+        vr = header[4:6]
+        length = _U32.unpack(fp.read(4))[0] if vr in _LONG_VRS else _U16.unpack(header[6:8])[0]
+        if group != 0x0002 or fp.tell() + length > meta_end:
+            raise Part10Error(f"malformed File Meta Information at ({group:04X},{element:04X})")
+        value = fp.read(length)
+        if element == 0x0010:
+            transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
+    if not transfer_syntax:
+        raise Part10Error("no Transfer Syntax UID (0002,0010) in the File Meta Information (PS3.10 7.1)")
+    return transfer_syntax
+
+
+class _Walk:
+    """The element headers of a dataset, values skipped by seeks (the SOP UIDs excepted)."""
+
+    def __init__(self, fp: BinaryIO, size: int) -> None:
+        self.fp, self.size = fp, size
+        self.count = 0
+        self.found: dict[int, str] = {}
+
+    def _read(self, n: int) -> bytes:
+        data = self.fp.read(n)
+        if len(data) < n:
+            raise Part10Error(f"truncated: an element header runs past the end of the file ({self.size} bytes)")
+        return data
+
+    def _skip(self, length: int) -> None:
+        end = self.fp.tell() + length
+        if end > self.size:
+            raise Part10Error(f"truncated: an element ends at byte {end}, the file has {self.size} bytes")
+        self.fp.seek(length, os.SEEK_CUR)
+
+    def dataset(self, *, implicit: bool, depth: int, nested: bool) -> None:
+        """Elements until the end of the file (top level) or the item delimiter (an item of undefined
+        length)."""
+        if depth > MAX_DEPTH:
+            raise Part10Error(f"sequences nested deeper than {MAX_DEPTH}")
+        while True:
+            if not nested and self.fp.tell() == self.size:
+                return
+            group, element = _HEADER.unpack(self._read(4))
+            tag = group << 16 | element
+            self.count += 1
+            if self.count > MAX_ELEMENTS:
+                raise Part10Error(f"more than {MAX_ELEMENTS} elements")
+            if group == 0xFFFE:  # item / delimiters: 4-byte length, no VR (PS3.5 7.5)
+                length = _U32.unpack(self._read(4))[0]
+                if nested and tag == _ITEM_END and length == 0:
+                    return
+                raise Part10Error(f"unexpected ({group:04X},{element:04X}) in a dataset")
+            if implicit:
+                vr = b""
+                length = _U32.unpack(self._read(4))[0]
+            else:
+                vr = self._read(2)
+                if vr in _LONG_VRS:
+                    self._read(2)
+                    length = _U32.unpack(self._read(4))[0]
+                else:
+                    length = _U16.unpack(self._read(2))[0]
+            if length == _UNDEFINED_LENGTH:
+                # A sequence, encapsulated pixel data, or UN of undefined length (implicit VR inside,
+                # PS3.5 6.2.2): items until the sequence delimiter.
+                self.items(implicit=implicit or vr == b"UN", depth=depth + 1)
+            elif tag in (_SOP_INSTANCE, _SOP_CLASS) and depth == 0:
+                if length > _MAX_UID_VALUE:
+                    raise Part10Error(f"({group:04X},{element:04X}) of {length} bytes is not a UID")
+                self.found[tag] = self._read(length).rstrip(b"\x00 ").decode("ascii", "replace")
+            else:
+                self._skip(length)
+
+    def items(self, *, implicit: bool, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise Part10Error(f"sequences nested deeper than {MAX_DEPTH}")
+        while True:
+            group, element = _HEADER.unpack(self._read(4))
+            tag = group << 16 | element
+            length = _U32.unpack(self._read(4))[0]
+            self.count += 1
+            if self.count > MAX_ELEMENTS:
+                raise Part10Error(f"more than {MAX_ELEMENTS} elements")
+            if tag == _SEQUENCE_END:
+                return
+            if tag != _ITEM:
+                raise Part10Error(f"({group:04X},{element:04X}) where a sequence item or delimiter belongs")
+            if length == _UNDEFINED_LENGTH:
+                self.dataset(implicit=implicit, depth=depth + 1, nested=True)
+            else:
+                self._skip(length)
+
+
+def _read_identity_with_pydicom(fp: BinaryIO, size: int) -> tuple[str, str]:
+    """Deflated and big-endian datasets: pydicom reads them (whole; they are rare)."""
+    fp.seek(0)
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as fp:
-            ds = dcmread(fp, stop_before_pixels=True, defer_size=_DEFER_SIZE)
-            meta = ds.file_meta
-            transfer_syntax = meta.get("TransferSyntaxUID")
-            group_length = meta.get("FileMetaInformationGroupLength")
-            if transfer_syntax is None or group_length is None:
-                raise Part10Error("no Transfer Syntax UID (0002,0010) or File Meta Information Group Length "
-                                  "(0002,0000) in the File Meta Information (PS3.10 7.1)")
-            sop_instance = str(ds.get("SOPInstanceUID", "")).strip()
-            sop_class = str(ds.get("SOPClassUID", "")).strip()
-            if not (sop_instance and sop_class):
-                raise Part10Error("no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016) in the dataset")
-            if not transfer_syntax.is_deflated:
-                fp.seek(_GROUP_LENGTH_END + int(group_length))
-                end = last = fp.tell()
-                for element in data_element_generator(fp, transfer_syntax.is_implicit_VR,
-                                                      transfer_syntax.is_little_endian, defer_size=_DEFER_SIZE):
-                    last = fp.tell()  # past the value (read, or skipped by a seek)
-                    if isinstance(element, RawDataElement) and element.length != _UNDEFINED_LENGTH:
-                        last = element.value_tell + element.length
-                    end = max(end, last)
-                if end > size:
-                    raise Part10Error(f"truncated: an element ends at byte {end}, the file has {size} bytes")
-                if last < size:  # the walk stopped on a partial element header
-                    raise Part10Error(f"truncated: {size - last} bytes at the end are no whole element")
-    except Part10Error:
-        raise
+        ds = dcmread(fp)
+        ds.PixelData if "PixelData" in ds else None  # noqa: B018 - the value read to its end
     except InvalidDicomError as exc:
         raise Part10Error(f"not a DICOM Part 10 file: {exc}") from None
-    except OSError:
-        raise
     except Exception as exc:  # pydicom raises many types for garbage input
         raise Part10Error(f"unreadable DICOM: {type(exc).__name__}: {exc}") from None
+    sop_instance = str(ds.get("SOPInstanceUID", "")).strip()
+    sop_class = str(ds.get("SOPClassUID", "")).strip()
+    if not (sop_instance and sop_class):
+        raise Part10Error("no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016) in the dataset")
     return sop_instance, sop_class

@@ -208,6 +208,8 @@ class _Run:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.timeout = timeout
+        #: Instances a batching destination took but has not confirmed yet: SOP Instance UID -> (ref, size).
+        self._queued: dict[str, tuple[InstanceRef, int]] = {}
 
     # ---------------------------------------------------------------- one series
 
@@ -274,6 +276,7 @@ class _Run:
             if failure is None:
                 break
             last_failure = failure
+        self._flush()
         if pending:
             message = (f"{len(pending)} instance(s) not retrieved from {url} after {counts.attempts} attempt(s): "
                        f"{last_failure}")
@@ -426,7 +429,28 @@ class _Run:
             return
         self.counts.retrieved += 1
         self.report.bytes += size
+        if getattr(self.destination, "flush", None) is not None:
+            self._queued[ref.sop_instance_uid] = (ref, size)
         self._event("instance", ref.study_instance_uid, ref.sop_instance_uid)
+
+    def _flush(self) -> None:
+        """A destination that stores in batches (STOW-RS) says at the end of each series which of the
+        instances it took were not stored: those count as failed, not retrieved."""
+        flush = getattr(self.destination, "flush", None)
+        queued, self._queued = self._queued, {}
+        if flush is None:
+            return
+        try:
+            failures = dict(flush())
+        except DestinationError as exc:
+            failures = {uid: str(exc) for uid in queued}
+        for uid, text in failures.items():
+            if uid not in queued:
+                continue
+            ref, size = queued[uid]
+            self.counts.retrieved -= 1
+            self.report.bytes -= size
+            self._fail(ref, DESTINATION_ERROR, text)
 
     def _fail(self, ref: InstanceRef, code: str, text: str, *, location: str | None = None) -> None:
         self.report.errors.append(RetrievalError(code, ref.sop_instance_uid if location is None else location, text,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import requests
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -26,6 +27,12 @@ AFFINITY = "1.3.6.1.4.1.21367.2005.13.20.1000"
 IDENTITY = "XDSI_CONSUMER@HOSPITAL_B"
 LOCAL = LocalPatient("HOSPB-0042", "HOSPB", universal_entity_id="1.2.3.4.5.42", patient_name="Multi^Mister")
 RECONCILIATION = ImportReconciliation(LOCAL, IDENTITY, AFFINITY)
+
+
+def flushed(destination: Destination) -> dict[str, str]:
+    """What a batching destination (STOW-RS) did not store of what it queued; {} for the others."""
+    flush = getattr(destination, "flush", None)
+    return {} if flush is None else flush()
 
 
 def _ref(path: Path) -> InstanceRef:
@@ -64,6 +71,7 @@ def test_import_files_the_study_under_the_local_patient_with_uids_and_pixels_unc
 
     for uid, path in nist_files.items():
         destination.put(refs[uid], path)
+    assert flushed(destination) == {}
 
     assert all(destination.has(ref) for ref in refs.values())
     assert empty_import_pacs.study_patient_ids(NIST_STUDY_UID) == ["HOSPB-0042"]
@@ -99,6 +107,7 @@ def test_what_the_pacs_holds_of_a_series_comes_in_one_answer(destination: Destin
               if ref.series_instance_uid == series[0]][:5]
     for ref, path in stored:
         destination.put(ref, path)
+    assert flushed(destination) == {}
     held = destination.series_present(NIST_STUDY_UID, series[0])  # type: ignore[attr-defined]
     assert held == {ref.sop_instance_uid: ref.sop_class_uid for ref, _ in stored}
     assert destination.series_present(NIST_STUDY_UID, series[1]) == {}  # type: ignore[attr-defined]
@@ -109,7 +118,9 @@ def test_an_instance_imported_twice_is_stored_once(destination: Destination, emp
                                                     nist_files: dict[str, Path]) -> None:  # noqa: F811
     uid, path = next(iter(nist_files.items()))
     destination.put(_ref(path), path)
+    assert flushed(destination) == {}
     destination.put(_ref(path), path)
+    assert flushed(destination) == {}
     assert list(empty_import_pacs.instance_files(NIST_STUDY_UID)) == [uid]
 
 
@@ -118,6 +129,7 @@ def test_has_is_false_for_an_instance_of_another_sop_class(destination: Destinat
                                                            nist_files: dict[str, Path]) -> None:  # noqa: F811
     path = next(iter(nist_files.values()))
     destination.put(_ref(path), path)
+    assert flushed(destination) == {}
     ref = _ref(path)
     assert destination.has(ref)
     assert not destination.has(InstanceRef(ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid,
@@ -151,12 +163,40 @@ def test_a_pacs_refusing_the_association_is_a_destination_error(empty_import_pac
 
 
 @pytest.mark.pacs
+def test_stow_sends_in_batches_and_says_which_instances_were_not_stored(empty_import_pacs: ImportPacs,
+                                                                     nist_files: dict[str, Path]) -> None:  # noqa: F811
+    posts: list[int] = []
+    session = requests.Session()
+    session.hooks["response"].append(lambda r, *a, **k: posts.append(r.status_code) if r.request.method == "POST"
+                                      else None)
+    dest = DicomwebImport(empty_import_pacs.dicomweb_url, RECONCILIATION, session=session, batch_instances=10)
+    paths = list(nist_files.values())
+    for path in paths[:25]:
+        dest.put(_ref(path), path)
+    assert len(posts) == 2  # two full batches went out while queuing
+    assert dest.flush() == {} and len(posts) == 3
+    assert len(empty_import_pacs.instance_files(NIST_STUDY_UID)) == 25
+    # A part the archive cannot store (not DICOM) is named; every instance not named is in the PACS.
+    good = [_ref(path) for path in paths[25:30]]
+    for path in paths[25:30]:
+        dest.put(_ref(path), path)
+    broken = InstanceRef(NIST_STUDY_UID, good[0].series_instance_uid, "1.2.3.4.5.6.7.8.9", good[0].sop_class_uid)
+    dest._queue.append((broken, b"not a DICOM object"))  # past put()'s own checks, as a broken peer would be
+    failures = dest.flush()
+    assert broken.sop_instance_uid in failures and "STOW-RS" in failures[broken.sop_instance_uid]
+    held = set(empty_import_pacs.instance_files(NIST_STUDY_UID))
+    assert {ref.sop_instance_uid for ref in good} - set(failures) <= held
+    dest.close()
+
+
+@pytest.mark.pacs
 def test_stow_to_a_wrong_url_is_a_destination_error_with_the_http_status(empty_import_pacs: ImportPacs,
                                                                          nist_files: dict[str, Path]) -> None:  # noqa: F811
     path = next(iter(nist_files.values()))
     dest = DicomwebImport(f"{empty_import_pacs.rest_url}/no-dicom-web-here", RECONCILIATION)
-    with pytest.raises(DestinationError, match="HTTP 404"):
-        dest.put(_ref(path), path)
+    dest.put(_ref(path), path)  # queued
+    (why,) = dest.flush().values()
+    assert "HTTP 404" in why
     with pytest.raises(DestinationError, match="HTTP 404"):
         dest.has(_ref(path))
 

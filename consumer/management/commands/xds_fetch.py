@@ -69,6 +69,10 @@ class CountingDestination:
     def close(self) -> None:
         self.inner.close()
 
+    def __getattr__(self, name: str) -> Any:
+        # What else the destination offers (series_present, flush) stays visible through the counter.
+        return getattr(self.inner, name)
+
 
 class ProgressLine:
     """instances, MB, MB/s, ETA on one rewritten stderr line."""
