@@ -35,8 +35,9 @@ class Destination(Protocol):
         """True when ``ref`` is already stored, complete and matching the manifest."""
         ...
 
-    def put(self, ref: InstanceRef, part10: Path) -> None:
-        """Store the Part 10 file ``part10`` (already checked against ``ref``); whole or not at all.
+    def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
+        """Store the Part 10 object ``part10`` (a file, or its bytes; already checked against ``ref``); whole
+        or not at all.
 
         Raises :class:`DestinationError`; the file at ``part10`` stays the caller's.
         """

@@ -49,16 +49,19 @@ class FilesDestination:
         except (Part10Error, OSError):
             return False
 
-    def put(self, ref: InstanceRef, part10: Path) -> None:
+    def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
         target = self.path_of(ref)
         temp: str | None = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(prefix=f".{ref.sop_instance_uid}.", suffix=".part", dir=target.parent)
             try:
-                with open(part10, "rb") as source:
-                    while chunk := source.read(_COPY_CHUNK):
-                        _write_all(fd, chunk)
+                if isinstance(part10, bytes | bytearray | memoryview):
+                    _write_all(fd, part10)
+                else:
+                    with open(part10, "rb") as source:
+                        while chunk := source.read(_COPY_CHUNK):
+                            _write_all(fd, chunk)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -80,7 +83,7 @@ class FilesDestination:
                 _fsync_directory(directory)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """``os.write`` until all of ``data`` is written (a write may be short)."""
     view = memoryview(data)
     while view:

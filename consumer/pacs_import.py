@@ -37,18 +37,24 @@ import io
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import requests
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 
 from consumer.destinations import DestinationError, InstanceRef
 from consumer.dicom_import import STORE_WARNINGS, DicomImportError, StoreRequestor, StoreScp, Timeouts
+from consumer.part10 import Part10Error, UnsupportedLayout, read_layout
 from xds_core.metadata.values import CX
 
 logger = logging.getLogger("consumer.pacs_import")
@@ -152,15 +158,77 @@ def reconcile(ds: Dataset, reconciliation: ImportReconciliation, *, now: dt.date
     return ds
 
 
-def read_reconciled(part10: Path, reconciliation: ImportReconciliation) -> Dataset:
-    """Read a Part 10 file (pixel data as stored bytes: not decoded) and reconcile it."""
+def read_reconciled(part10: Path | bytes, reconciliation: ImportReconciliation) -> Dataset:
+    """Read a Part 10 object (a file or its bytes; pixel data as stored bytes: not decoded) and reconcile it."""
+    name = part10.name if isinstance(part10, Path) else "the instance"
     try:
-        ds = pydicom.dcmread(part10)
+        ds = pydicom.dcmread(part10 if isinstance(part10, Path) else io.BytesIO(part10))
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for a bad file
-        raise DestinationError(f"{part10.name} is not a readable DICOM Part 10 file: {exc}") from exc
+        raise DestinationError(f"{name} is not a readable DICOM Part 10 file: {exc}") from exc
     if "TransferSyntaxUID" not in ds.file_meta:
-        raise DestinationError(f"{part10.name} has no Transfer Syntax UID in its File Meta Information")
+        raise DestinationError(f"{name} has no Transfer Syntax UID in its File Meta Information")
     return reconcile(ds, reconciliation)
+
+
+#: What an import reconciliation may change (PS3.3 C.12.1.1.9), as tags, and the one it reads besides.
+_PATIENT_NAME, _PATIENT_ID, _ISSUER, _ISSUER_QUALIFIERS = 0x00100010, 0x00100020, 0x00100021, 0x00100024
+_ORIGINAL_ATTRIBUTES = 0x04000561
+_SPECIFIC_CHARACTER_SET = 0x00080005
+_RECONCILED_GROUPS = (0x0010, 0x0400)
+
+
+def reconciled_part10(source: Path | bytes, reconciliation: ImportReconciliation, ref: InstanceRef, *,
+                      now: dt.datetime | None = None) -> bytes:
+    """The Part 10 object ``source`` coerced to the local patient (:func:`reconcile`), as bytes.
+
+    Only the patient-identity elements and the Original Attributes Sequence are decoded, changed and
+    encoded again; every other element (pixel data included) is copied byte for byte from the original
+    and the File Meta Information is kept: the splice costs a header walk, not a decode and re-encode of
+    the whole dataset.  Deflated and big-endian objects go through pydicom whole.  The object must be
+    the instance ``ref`` names (:class:`DestinationError` otherwise).
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        layout = read_layout(data)
+    except UnsupportedLayout:
+        ds = read_reconciled(data, reconciliation)
+        _check_ref(ds, ref)
+        return part10_bytes(ds)
+    except Part10Error as exc:
+        raise DestinationError(f"instance {ref.sop_instance_uid} is not a complete DICOM Part 10 object: "
+                               f"{exc}") from exc
+    if (layout.sop_instance_uid, layout.sop_class_uid) != (ref.sop_instance_uid, ref.sop_class_uid):
+        raise DestinationError(f"the file is not instance {ref.sop_instance_uid} of SOP Class {ref.sop_class_uid}")
+    touched = {_PATIENT_ID, _ISSUER, _ISSUER_QUALIFIERS, _ORIGINAL_ATTRIBUTES}
+    if reconciliation.local_patient.patient_name is not None:
+        touched.add(_PATIENT_NAME)
+    # Retired group lengths (PS3.5 7.2) of the groups that change would be wrong afterwards: dropped.
+    dropped = {group << 16 for group in _RECONCILED_GROUPS}
+    read = [(tag, start, end) for tag, start, end in layout.elements
+            if tag in touched or tag == _SPECIFIC_CHARACTER_SET]
+    try:
+        small = read_dataset(io.BytesIO(b"".join(data[start:end] for _, start, end in read)),
+                             layout.implicit_vr, True)
+        reconcile(small, reconciliation, now=now)
+        encodings = convert_encodings(small.get("SpecificCharacterSet") or "ISO_IR 6")
+        new: list[tuple[int, bytes]] = []
+        for tag in sorted(t for t in touched if t in small):
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, layout.implicit_vr
+            write_data_element(out, small[tag], encodings)
+            new.append((tag, out.getvalue()))
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for malformed values
+        raise DestinationError(f"instance {ref.sop_instance_uid}: its patient attributes cannot be coerced: "
+                               f"{type(exc).__name__}: {exc}") from exc
+    pieces: list[bytes | memoryview] = [data[:layout.dataset_start]]
+    view = memoryview(data)
+    for tag, start, end in layout.elements:
+        while new and new[0][0] < tag:
+            pieces.append(new.pop(0)[1])
+        if tag not in touched and tag not in dropped:
+            pieces.append(view[start:end])
+    pieces.extend(encoded for _, encoded in new)
+    return b"".join(pieces)
 
 
 def part10_bytes(ds: Dataset) -> bytes:
@@ -201,7 +269,7 @@ class DicomImport:
         except DicomImportError as exc:
             raise DestinationError(str(exc)) from exc
 
-    def put(self, ref: InstanceRef, part10: Path) -> None:
+    def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
         ds = read_reconciled(part10, self.reconciliation)
         _check_ref(ds, ref)
         try:
@@ -251,6 +319,9 @@ class DicomwebImport:
         self.base = base_url.rstrip("/")
         self.reconciliation = reconciliation
         self.session = session or requests.Session()
+        #: The sender thread's session: a caller's own session is used for it too (the caller then sees every
+        #: request), otherwise one of its own, so that a query never shares a connection with a STOW in flight.
+        self._given_session = session is not None
         self.timeout = timeout
         self._boundary = boundary
         self.batch_instances, self.batch_bytes = max(1, batch_instances), batch_bytes
@@ -258,6 +329,11 @@ class DicomwebImport:
         self._queued_bytes = 0
         self._failed: dict[str, str] = {}
         self.stored = 0
+        # One batch travels while the next is filled (the RAD-69 answer keeps streaming in meanwhile): a
+        # single sender thread with its own HTTP session, at most one request in flight.
+        self._sender: ThreadPoolExecutor | None = None
+        self._in_flight: Future[None] | None = None
+        self._send_session: requests.Session | None = None
 
     def has(self, ref: InstanceRef) -> bool:
         # All-instances resource with the three UIDs as matching keys (PS3.18 10.6.1.2): a 404 then means a
@@ -300,27 +376,40 @@ class DicomwebImport:
                 for row in rows if isinstance(row, dict) and _json_value(row, "00080018")
                 and _json_value(row, "0020000E") in (series_uid, None)}
 
-    def put(self, ref: InstanceRef, part10: Path) -> None:
+    def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
         """Reconcile and queue the instance (a full batch is sent at once); a failure to store it comes
         back from :meth:`flush`."""
-        ds = read_reconciled(part10, self.reconciliation)
-        _check_ref(ds, ref)
-        data = part10_bytes(ds)
+        data = reconciled_part10(part10, self.reconciliation, ref)
         self._queue.append((ref, data))
         self._queued_bytes += len(data)
         if len(self._queue) >= self.batch_instances or self._queued_bytes >= self.batch_bytes:
             self._send()
 
     def flush(self) -> dict[str, str]:
-        """Send what is queued; {SOP Instance UID: why} of every instance queued since the last flush that
-        was not stored."""
+        """Send what is queued and wait for it; {SOP Instance UID: why} of every instance queued since the
+        last flush that was not stored."""
         if self._queue:
             self._send()
+        self._wait()
         failed, self._failed = self._failed, {}
         return failed
 
     def _send(self) -> None:
+        """Hand the queued batch to the sender (after the one in flight has been answered)."""
         batch, self._queue, self._queued_bytes = self._queue, [], 0
+        self._wait()
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stow-rs")
+            self._send_session = self.session if self._given_session else requests.Session()
+        self._in_flight = self._sender.submit(self._post, batch)
+
+    def _wait(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()  # _post records failures itself; it does not raise
+
+    def _post(self, batch: list[tuple[InstanceRef, bytes]]) -> None:
+        session = self._send_session or self.session
         boundary = self._boundary()
         head = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
         body = b"".join(head + data + b"\r\n" for _, data in batch) + f"--{boundary}--\r\n".encode("ascii")
@@ -328,9 +417,12 @@ class DicomwebImport:
         headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
                    "Accept": "application/dicom+json"}
         try:
-            response = self.session.post(url, data=body, headers=headers, timeout=self.timeout)
+            response = session.post(url, data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
             self._failed.update({ref.sop_instance_uid: f"STOW-RS {url}: {exc}" for ref, _ in batch})
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the batch is reported, not lost
+            self._failed.update({ref.sop_instance_uid: f"STOW-RS {url}: {type(exc).__name__}" for ref, _ in batch})
             return
         stored = self._check(url, response, [ref for ref, _ in batch])
         self.stored += len(stored)
@@ -374,6 +466,12 @@ class DicomwebImport:
     def close(self) -> None:
         if self._queue:  # a caller that never flushed: store what is queued rather than drop it
             self._send()
+        self._wait()
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+        if self._send_session is not None and self._send_session is not self.session:
+            self._send_session.close()
         self.session.close()
         if self.stored:
             logger.info("import transport=stow-rs url=%s stored=%d", self.base, self.stored)

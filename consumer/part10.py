@@ -15,10 +15,12 @@ nesting depth and element count are bounded.
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -45,123 +47,185 @@ class Part10Error(ValueError):
     """Not a complete DICOM Part 10 object; the message says what is wrong."""
 
 
-def read_identity(path: Path) -> tuple[str, str]:
-    """(SOP Instance UID, SOP Class UID) of the complete Part 10 file at ``path``.
+def read_identity(source: Path | bytes) -> tuple[str, str]:
+    """(SOP Instance UID, SOP Class UID) of the complete Part 10 object in ``source`` (a file, or its bytes).
 
     :raises Part10Error: no ``DICM`` prefix, no File Meta Information, malformed, truncated, or
         without the dataset's SOP Instance UID (0008,0018) / SOP Class UID (0008,0016).
     :raises OSError: the file cannot be read.
     """
-    size = os.stat(path).st_size
-    with open(path, "rb", buffering=64 * 1024) as fp:
-        transfer_syntax = _read_file_meta(fp, size)
-        if transfer_syntax == _EXPLICIT_VR_BIG_ENDIAN or transfer_syntax in _DEFLATED:
-            return _read_identity_with_pydicom(fp, size)
-        walk = _Walk(fp, size)
-        walk.dataset(implicit=transfer_syntax == _IMPLICIT_VR_LITTLE_ENDIAN, depth=0, nested=False)
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _identity(memoryview(source))
+    with open(source, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if size == 0:
+            raise Part10Error("not a DICOM Part 10 file: it is empty")
+        # Mapped, not read: the walk touches the pages of the element headers only, never the pixels.
+        with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped, memoryview(mapped) as view:
+            try:
+                return _identity(view)
+            finally:
+                view.release()
+
+
+@dataclass(frozen=True)
+class Part10Layout:
+    """Where things are in a complete Part 10 object (little-endian, not deflated): for splicing it."""
+
+    dataset_start: int
+    transfer_syntax: str
+    implicit_vr: bool
+    #: (tag, start, end) of each top-level element of the dataset, in file order.
+    elements: list[tuple[int, int, int]]
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+class UnsupportedLayout(Part10Error):
+    """A Deflated or Explicit VR Big Endian object: complete perhaps, but not walked (read it with pydicom)."""
+
+
+def read_layout(data: bytes | memoryview) -> Part10Layout:
+    """The layout of the complete Part 10 object ``data``; :class:`Part10Error` as for :func:`read_identity`,
+    :class:`UnsupportedLayout` for the syntaxes the walk does not cover."""
+    buffer = memoryview(data)
+    start, transfer_syntax = _read_file_meta(buffer)
+    if transfer_syntax == _EXPLICIT_VR_BIG_ENDIAN or transfer_syntax in _DEFLATED:
+        raise UnsupportedLayout(f"transfer syntax {transfer_syntax} is not walked")
+    spans: list[tuple[int, int, int]] = []
+    implicit = transfer_syntax == _IMPLICIT_VR_LITTLE_ENDIAN
+    walk = _Walk(buffer, start, spans)
+    walk.dataset(implicit=implicit, depth=0, nested=False)
+    sop_instance, sop_class = walk.found.get(_SOP_INSTANCE, ""), walk.found.get(_SOP_CLASS, "")
+    if not (sop_instance and sop_class):
+        raise Part10Error("no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016) in the dataset")
+    return Part10Layout(start, transfer_syntax, implicit, spans, sop_instance, sop_class)
+
+
+def _identity(buffer: memoryview) -> tuple[str, str]:
+    start, transfer_syntax = _read_file_meta(buffer)
+    if transfer_syntax == _EXPLICIT_VR_BIG_ENDIAN or transfer_syntax in _DEFLATED:
+        return _read_identity_with_pydicom(bytes(buffer))
+    walk = _Walk(buffer, start)
+    walk.dataset(implicit=transfer_syntax == _IMPLICIT_VR_LITTLE_ENDIAN, depth=0, nested=False)
     sop_instance, sop_class = walk.found.get(_SOP_INSTANCE, ""), walk.found.get(_SOP_CLASS, "")
     if not (sop_instance and sop_class):
         raise Part10Error("no SOP Instance UID (0008,0018) or SOP Class UID (0008,0016) in the dataset")
     return sop_instance, sop_class
 
 
-def _read_file_meta(fp: BinaryIO, size: int) -> str:
+def _read_file_meta(buffer: memoryview) -> tuple[int, str]:
     """Check the preamble, prefix and File Meta Information (always Explicit VR Little Endian, PS3.10 7.1);
-    leave ``fp`` at the dataset's first byte and return its Transfer Syntax UID."""
-    head = fp.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
+    return where the dataset starts and its Transfer Syntax UID."""
+    size = len(buffer)
+    if size < 144 or bytes(buffer[128:132]) != b"DICM":
         raise Part10Error("not a DICOM Part 10 file: no 128-byte preamble and 'DICM' prefix (PS3.10 7.1)")
-    first = fp.read(12)
-    if len(first) < 12 or first[:4] != b"\x02\x00\x00\x00" or first[4:6] != b"UL":
+    if bytes(buffer[132:138]) != b"\x02\x00\x00\x00UL":
         raise Part10Error("no File Meta Information Group Length (0002,0000) first in the File Meta Information "
                           "(PS3.10 7.1)")
-    meta_end = 144 + _U32.unpack(first[8:12])[0]
+    meta_end = 144 + _U32.unpack_from(buffer, 140)[0]
     if meta_end > size:
         raise Part10Error(f"truncated: the File Meta Information ends at byte {meta_end}, the file has {size}")
     transfer_syntax = ""
-    while fp.tell() < meta_end:
-        header = fp.read(8)
-        if len(header) < 8:
+    pos = 144
+    while pos < meta_end:
+        if pos + 8 > meta_end:
             raise Part10Error("truncated in the File Meta Information")
-        group, element = _HEADER.unpack(header[:4])
-        vr = header[4:6]
-        length = _U32.unpack(fp.read(4))[0] if vr in _LONG_VRS else _U16.unpack(header[6:8])[0]
-        if group != 0x0002 or fp.tell() + length > meta_end:
+        group, element = _HEADER.unpack_from(buffer, pos)
+        vr = bytes(buffer[pos + 4:pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > meta_end:
+                raise Part10Error("truncated in the File Meta Information")
+            length, pos = _U32.unpack_from(buffer, pos + 8)[0], pos + 12
+        else:
+            length, pos = _U16.unpack_from(buffer, pos + 6)[0], pos + 8
+        if group != 0x0002 or pos + length > meta_end:
             raise Part10Error(f"malformed File Meta Information at ({group:04X},{element:04X})")
-        value = fp.read(length)
         if element == 0x0010:
-            transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
+            transfer_syntax = bytes(buffer[pos:pos + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        pos += length
     if not transfer_syntax:
         raise Part10Error("no Transfer Syntax UID (0002,0010) in the File Meta Information (PS3.10 7.1)")
-    return transfer_syntax
+    return meta_end, transfer_syntax
 
 
 class _Walk:
-    """The element headers of a dataset, values skipped by seeks (the SOP UIDs excepted)."""
+    """The element headers of a dataset in ``buffer`` from ``pos``; values skipped (the SOP UIDs excepted).
+    With ``spans``, each top-level element's (tag, start, end) is recorded there."""
 
-    def __init__(self, fp: BinaryIO, size: int) -> None:
-        self.fp, self.size = fp, size
+    def __init__(self, buffer: memoryview, pos: int, spans: list[tuple[int, int, int]] | None = None) -> None:
+        self.buffer, self.pos, self.size = buffer, pos, len(buffer)
         self.count = 0
         self.found: dict[int, str] = {}
+        self.spans = spans
 
-    def _read(self, n: int) -> bytes:
-        data = self.fp.read(n)
-        if len(data) < n:
-            raise Part10Error(f"truncated: an element header runs past the end of the file ({self.size} bytes)")
-        return data
-
-    def _skip(self, length: int) -> None:
-        end = self.fp.tell() + length
-        if end > self.size:
-            raise Part10Error(f"truncated: an element ends at byte {end}, the file has {self.size} bytes")
-        self.fp.seek(length, os.SEEK_CUR)
+    def _need(self, n: int) -> None:
+        if self.pos + n > self.size:
+            raise Part10Error(f"truncated: an element runs past the end of the file ({self.size} bytes)")
 
     def dataset(self, *, implicit: bool, depth: int, nested: bool) -> None:
         """Elements until the end of the file (top level) or the item delimiter (an item of undefined
         length)."""
         if depth > MAX_DEPTH:
             raise Part10Error(f"sequences nested deeper than {MAX_DEPTH}")
+        buffer, size = self.buffer, self.size
         while True:
-            if not nested and self.fp.tell() == self.size:
+            pos = self.pos
+            if not nested and pos == size:
                 return
-            group, element = _HEADER.unpack(self._read(4))
+            if pos + 8 > size:
+                raise Part10Error(f"truncated: an element header runs past the end of the file ({size} bytes)")
+            group, element = _HEADER.unpack_from(buffer, pos)
             tag = group << 16 | element
             self.count += 1
             if self.count > MAX_ELEMENTS:
                 raise Part10Error(f"more than {MAX_ELEMENTS} elements")
             if group == 0xFFFE:  # item / delimiters: 4-byte length, no VR (PS3.5 7.5)
-                length = _U32.unpack(self._read(4))[0]
+                length = _U32.unpack_from(buffer, pos + 4)[0]
+                self.pos = pos + 8
                 if nested and tag == _ITEM_END and length == 0:
                     return
                 raise Part10Error(f"unexpected ({group:04X},{element:04X}) in a dataset")
             if implicit:
                 vr = b""
-                length = _U32.unpack(self._read(4))[0]
+                length, pos = _U32.unpack_from(buffer, pos + 4)[0], pos + 8
             else:
-                vr = self._read(2)
+                vr = bytes(buffer[pos + 4:pos + 6])
                 if vr in _LONG_VRS:
-                    self._read(2)
-                    length = _U32.unpack(self._read(4))[0]
+                    if pos + 12 > size:
+                        raise Part10Error(f"truncated: an element header runs past the end of the file ({size} bytes)")
+                    length, pos = _U32.unpack_from(buffer, pos + 8)[0], pos + 12
                 else:
-                    length = _U16.unpack(self._read(2))[0]
+                    length, pos = _U16.unpack_from(buffer, pos + 6)[0], pos + 8
+            element_start = self.pos
+            self.pos = pos
             if length == _UNDEFINED_LENGTH:
                 # A sequence, encapsulated pixel data, or UN of undefined length (implicit VR inside,
                 # PS3.5 6.2.2): items until the sequence delimiter.
                 self.items(implicit=implicit or vr == b"UN", depth=depth + 1)
-            elif tag in (_SOP_INSTANCE, _SOP_CLASS) and depth == 0:
+                if self.spans is not None and depth == 0:
+                    self.spans.append((tag, element_start, self.pos))
+                continue
+            if pos + length > size:
+                raise Part10Error(f"truncated: an element ends at byte {pos + length}, the file has {size} bytes")
+            if tag in (_SOP_INSTANCE, _SOP_CLASS) and depth == 0:
                 if length > _MAX_UID_VALUE:
                     raise Part10Error(f"({group:04X},{element:04X}) of {length} bytes is not a UID")
-                self.found[tag] = self._read(length).rstrip(b"\x00 ").decode("ascii", "replace")
-            else:
-                self._skip(length)
+                self.found[tag] = bytes(buffer[pos:pos + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+            self.pos = pos + length
+            if self.spans is not None and depth == 0:
+                self.spans.append((tag, element_start, self.pos))
 
     def items(self, *, implicit: bool, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise Part10Error(f"sequences nested deeper than {MAX_DEPTH}")
+        buffer = self.buffer
         while True:
-            group, element = _HEADER.unpack(self._read(4))
+            self._need(8)
+            group, element = _HEADER.unpack_from(buffer, self.pos)
             tag = group << 16 | element
-            length = _U32.unpack(self._read(4))[0]
+            length = _U32.unpack_from(buffer, self.pos + 4)[0]
+            self.pos += 8
             self.count += 1
             if self.count > MAX_ELEMENTS:
                 raise Part10Error(f"more than {MAX_ELEMENTS} elements")
@@ -172,14 +236,14 @@ class _Walk:
             if length == _UNDEFINED_LENGTH:
                 self.dataset(implicit=implicit, depth=depth + 1, nested=True)
             else:
-                self._skip(length)
+                self._need(length)
+                self.pos += length
 
 
-def _read_identity_with_pydicom(fp: BinaryIO, size: int) -> tuple[str, str]:
+def _read_identity_with_pydicom(data: bytes) -> tuple[str, str]:
     """Deflated and big-endian datasets: pydicom reads them (whole; they are rare)."""
-    fp.seek(0)
     try:
-        ds = dcmread(fp)
+        ds = dcmread(io.BytesIO(data))
         ds.PixelData if "PixelData" in ds else None  # noqa: B018 - the value read to its end
     except InvalidDicomError as exc:
         raise Part10Error(f"not a DICOM Part 10 file: {exc}") from None

@@ -24,7 +24,6 @@ PartialSuccess status are reported, not raised.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -298,18 +297,16 @@ class _Run:
 
         def on_part(attachment: Attachment) -> None:
             # Streaming: an attachment whose own header names a pending instance is stored right away.
-            path = self._file_of(attachment)
+            source = self._content_of(attachment)
             try:
-                identity = read_identity(path)
+                identity = read_identity(source)
             except (Part10Error, OSError):
                 identity = None  # decided once the root names it
             ref = pending.get(identity[0]) if identity else None
             if ref is not None and identity == (ref.sop_instance_uid, ref.sop_class_uid):
                 del pending[ref.sop_instance_uid]
-                self._store(ref, path, attachment.size)
+                self._store(ref, source, attachment.size)
                 attachment.close()
-            elif path != attachment.path:
-                path.unlink(missing_ok=True)
 
         requested = list(pending)
         # RAD TF-3 4.69.5 / DICOM PS3.15 A.5.3.7: the consumer's side of RAD-69 (DICOM Instances Transferred).
@@ -374,9 +371,9 @@ class _Run:
             except (ValueError, KeyError) as exc:
                 self._fail(ref, ErrorCode.InvalidDocumentContent.value, f"no content for the document: {exc}")
                 continue
-            path = self._file_of(attachment)
+            source = self._content_of(attachment)
             try:
-                identity = read_identity(path)
+                identity = read_identity(source)
                 if identity != (ref.sop_instance_uid, ref.sop_class_uid):
                     raise Part10Error(f"it is SOP Instance {identity[0]} of SOP Class {identity[1]}, the manifest "
                                       f"names SOP Instance {ref.sop_instance_uid} of SOP Class {ref.sop_class_uid}")
@@ -384,10 +381,8 @@ class _Run:
                 self._fail(ref, ErrorCode.InvalidDocumentContent.value,
                            f"the returned document is not the complete Part 10 object the manifest names: {exc}")
             else:
-                self._store(ref, path, attachment.size)
+                self._store(ref, source, attachment.size)
             finally:
-                if path != attachment.path:
-                    path.unlink(missing_ok=True)
                 attachment.close()
         if status == ResponseStatus.FAILURE.value and not errors and pending:
             self.report.errors.append(RetrievalError(ErrorCode.XDSRepositoryError.value, location,
@@ -412,18 +407,16 @@ class _Run:
         except DestinationError:
             return None
 
-    def _file_of(self, attachment: Attachment) -> Path:
-        """A file holding the attachment: its spill file, or one written now (an in-memory part)."""
+    @staticmethod
+    def _content_of(attachment: Attachment) -> Path | bytes:
+        """The attachment's spill file, or its bytes when it was small enough to stay in memory."""
         if attachment.path is not None:
             return attachment.path
-        fd, name = tempfile.mkstemp(prefix="part-", suffix=".dcm", dir=self.spool)
-        with os.fdopen(fd, "wb") as out:
-            out.write(attachment.read_bytes())
-        return Path(name)
+        return attachment.read_bytes()
 
-    def _store(self, ref: InstanceRef, path: Path, size: int) -> None:
+    def _store(self, ref: InstanceRef, source: Path | bytes, size: int) -> None:
         try:
-            self.destination.put(ref, path)
+            self.destination.put(ref, source)
         except DestinationError as exc:
             self._fail(ref, DESTINATION_ERROR, str(exc))
             return

@@ -2,8 +2,11 @@
 
 For each requested instance (DocumentUniqueId = SOP Instance UID, RAD TF-3 4.69) the PACS is
 asked - one C-GET / C-MOVE / WADO-RS request per series, never per instance - and the
-instance is delivered in one of the requested transfer syntaxes: as stored when that is one
-of them, transcoded otherwise (:mod:`imaging_source.dicom.transcode`).
+instance is delivered in the consumer's most preferred requested transfer syntax we can
+provide (the TransferSyntaxUIDList is in preference order, RAD TF-3 4.69.4.1.2): as received
+when it already is in that syntax, transcoded otherwise (:mod:`imaging_source.dicom.transcode`).
+When the most preferred syntax is a lossless compression, the WADO-RS request asks the PACS
+for it (``transfer-syntax=<uid>``, so the PACS compresses; ``*`` again if it refuses).
 
 Per-document errors (RAD TF-3 4.69.4.2.3 via Gazelle assertions RAD69-016/019: severity Error,
 ``location`` = the SOP Instance UID, no DocumentResponse for it); the others are still
@@ -26,6 +29,7 @@ Domain code: configuration comes in as :class:`ImagingSourceConfig`, built by th
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 import uuid
@@ -34,16 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
+
 from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import FetchStream
 from imaging_source.dicom.find import FindError, locate_instance
 from imaging_source.dicom.instances import FetchedInstance, FetchError, FetchResult, SeriesFetch
 from imaging_source.dicom.transcode import (
+    TargetChoice,
     TranscodeError,
-    choose_target,
     known_transfer_syntax,
-    transcode,
+    pacs_transfer_syntax,
+    transcode_dataset,
 )
 from imaging_source.dicom.wado_rs import RequestAhead, send_ahead
 from xds_core import audit
@@ -108,14 +115,18 @@ def retrieve_imaging_document_set(request: RetrieveImagingDocumentSetRequest, co
 
 
 def send_first_series_ahead(config: ImagingSourceConfig, study_uid: str, series_uid: str,
-                            sop_uids: list[str]) -> RequestAhead | None:
+                            sop_uids: list[str], transfer_syntaxes: list[str] | None = None) -> RequestAhead | None:
     """Ask the PACS for a request's first series now (:func:`~imaging_source.dicom.wado_rs.send_ahead`).
 
+    ``transfer_syntaxes``: the request's TransferSyntaxUIDList, in order (the PACS is asked for the
+    most preferred one when it is a lossless compression, :func:`pacs_transfer_syntax`).
     The answer is used by the retrieval when its checks leave that series' fetch as asked
-    here, and cancelled otherwise - a guess that costs nothing when it is wrong.
+    here (same path, same Accept), and cancelled otherwise - a guess that costs nothing when it is wrong.
     """
+    wanted = [uid.strip() for uid in transfer_syntaxes or ()]
     return send_ahead(config.dicom, SeriesFetch(study_uid.strip(), series_uid.strip(),
-                                                list(dict.fromkeys(uid.strip() for uid in sop_uids))))
+                                                list(dict.fromkeys(uid.strip() for uid in sop_uids))),
+                      transfer_syntax=pacs_transfer_syntax(wanted))
 
 
 class StreamingRetrieve:
@@ -191,7 +202,8 @@ class _Retrieval:
         good_series: set[tuple[str, str]] = set()  # (study, series) UIDs found to be DICOM UIDs
         requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
         self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
-        self.pass_through = frozenset(self.known_ts)  # delivered as stored, no transcoder consulted
+        # The consumer's order decides (RAD TF-3 4.69.4.1.2); the fast-path decision is cached per source syntax.
+        self.choice = TargetChoice(self.known_ts)
 
         # ``ahead``: the PACS was asked for the first series before this request was parsed
         # (send_first_series_ahead); the fetch uses that request if the checks below leave its
@@ -243,7 +255,8 @@ class _Retrieval:
                 groups.setdefault((item.study_uid, item.series_uid), []).append(item.sop_uid)
                 self.by_key.setdefault((item.series_uid, item.sop_uid), item)
             series = [SeriesFetch(study, series_uid, uids) for (study, series_uid), uids in groups.items()]
-            self.stream = FetchStream(config.dicom, series, accept_transfer_syntaxes=self.known_ts, ahead=ahead)
+            self.stream = FetchStream(config.dicom, series, accept_transfer_syntaxes=self.known_ts, ahead=ahead,
+                                      wado_transfer_syntax=pacs_transfer_syntax(self.known_ts))
             self.fetched = self.stream.result
         elif ahead is not None:
             ahead.cancel()  # nothing to fetch after all
@@ -281,15 +294,15 @@ class _Retrieval:
             self.patient_id = patient_id_of_part10(instance.data if instance.data is not None else instance.path)
         content_id = f"{self.parts}{self.cid_suffix}"
         try:
-            if instance.data is not None and instance.transfer_syntax_uid in self.pass_through:
+            if instance.data is not None and self.choice.passes_through(instance.transfer_syntax_uid, instance.data):
                 part, changed = OutgoingPart(content_id, DICOM_MIME_TYPE, instance.data), 0  # the common case
             else:
-                part, changed = _deliver(instance, self.known_ts, content_id)
+                part, changed = _deliver(instance, self.choice, content_id)
         except TranscodeError as exc:
             # We serve these syntaxes in general (pass-through), just not for this instance.
             self.errors[item.index] = _error(
                 WadoErrorCode.CannotProvideInTransferSyntax,
-                f"instance {item.sop_uid} is stored as {instance.transfer_syntax_uid} and cannot be provided"
+                f"instance {item.sop_uid} came from the PACS as {instance.transfer_syntax_uid} and cannot be provided"
                 f" in {', '.join(self.known_ts)}: {exc}", item.sop_uid)
             instance.discard()
             return None
@@ -372,18 +385,37 @@ def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> Re
                   item.sop_uid)
 
 
-def _deliver(instance: FetchedInstance, requested: list[str], content_id: str) -> tuple[OutgoingPart, int]:
-    """The MTOM part for one instance: pass-through when possible, else transcoded. -> (part, 1 if transcoded)."""
-    target = choose_target(instance.transfer_syntax_uid, requested)
+def _deliver(instance: FetchedInstance, choice: TargetChoice, content_id: str) -> tuple[OutgoingPart, int]:
+    """The MTOM part for one instance: pass-through when possible, else transcoded. -> (part, 1 if transcoded).
+
+    The choice is made knowing whether the instance has pixel data (an SR asked for with JPEG-LS first
+    goes out uncompressed), which takes parsing it - done only when the cached first choice
+    (:meth:`TargetChoice.passes_through`) does not already pass it through.
+    """
+    source = instance.transfer_syntax_uid
+    content = instance.data if instance.data is not None else instance.path
+    assert content is not None
+    ds = None
+    if choice.passes_through(source, content):
+        target: str | None = source
+    else:
+        data = instance.read_bytes()
+        try:
+            ds = dcmread(io.BytesIO(data))
+        except Exception as exc:  # pydicom raises many kinds on a damaged instance
+            raise TranscodeError(f"unreadable instance: {exc}") from exc
+        target = choice.final(source, ds)
+        del data
     if target is None:
-        raise TranscodeError(f"no decoder for {instance.transfer_syntax_uid} or no encoder for the requested ones")
-    if target == instance.transfer_syntax_uid:
+        raise TranscodeError(f"no decoder for {source} or no encoder for the requested ones")
+    if target == source:
         if instance.data is not None:
             return OutgoingPart(content_id, DICOM_MIME_TYPE, instance.data), 0
         assert instance.path is not None
         return OutgoingPart(content_id, DICOM_MIME_TYPE, _consume_file(instance.path),
                             size=instance.path.stat().st_size), 0
-    data = transcode(instance.read_bytes(), target)
+    assert ds is not None
+    data = transcode_dataset(ds, target)
     instance.discard()
     return OutgoingPart(content_id, DICOM_MIME_TYPE, data), 1
 

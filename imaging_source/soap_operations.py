@@ -20,7 +20,12 @@ from imaging_source.retrieve_imaging_document_set import (
     stream_imaging_document_set,
 )
 from xds_core import ns
-from xds_core.ebxml.parse import first_series_request, parse_retrieve_imaging_document_set_request
+from xds_core.ebxml.parse import (
+    I_TRANSFER_SYNTAX_UID,
+    I_TRANSFER_SYNTAX_UID_LIST,
+    first_series_request,
+    parse_retrieve_imaging_document_set_request,
+)
 from xds_core.ebxml.responses import retrieve_document_set_response, retrieve_document_set_response_xml
 from xds_core.errors import ErrorCode
 from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
@@ -28,6 +33,14 @@ from xds_core.ns import q
 from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.soap.streaming import GatheredResponse, RootLastResponse
 from xds_core.vocabulary import Action
+
+
+def _transfer_syntaxes(body: etree._Element) -> list[str]:
+    """The request's TransferSyntaxUIDs in order, read without parsing the rest of the request."""
+    syntaxes = body.find(I_TRANSFER_SYNTAX_UID_LIST)
+    if syntaxes is None:
+        return []
+    return [(uid.text or "").strip() for uid in syntaxes.iterchildren(I_TRANSFER_SYNTAX_UID)]
 
 
 def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapResponse:
@@ -38,8 +51,13 @@ def retrieve_imaging_document_set_operation(request: SoapRequest) -> SoapRespons
     config = ImagingSourceConfig.from_settings(settings)
     # The PACS starts on the first series before the request is parsed and checked (500
     # DocumentRequests: ~1-2 ms that would otherwise come before the PACS's own ~20 ms).
+    # Sent with the Accept the fetch will use: the TransferSyntaxUIDList (the consumer's preference,
+    # RAD TF-3 4.69.4.1.2) is a child of the root after the StudyRequests - found by walking the
+    # root's few children, not the documents - and a lossless compression first in it has the PACS
+    # compress (transcode.pacs_transfer_syntax).  The fetch checks the Accept and cancels a mismatch.
     first = first_series_request(request.body, max_documents=AHEAD_UIDS)
-    ahead = send_first_series_ahead(config, *first) if first is not None else None
+    ahead = (send_first_series_ahead(config, *first, transfer_syntaxes=_transfer_syntaxes(request.body))
+             if first is not None else None)
     try:
         parsed = parse_retrieve_imaging_document_set_request(request.body, tolerant=True)
     except BaseException:

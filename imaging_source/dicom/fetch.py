@@ -61,8 +61,13 @@ class FetchStream:
 
     def __init__(self, config: DicomConfig, series: Sequence[SeriesFetch], *,
                  accept_transfer_syntaxes: Sequence[str] = (), memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                 method: FetchMethod | None = None, ahead: RequestAhead | None = None) -> None:
-        """``ahead``: a request already sent by :func:`send_ahead`; used if it is this fetch's first one."""
+                 method: FetchMethod | None = None, ahead: RequestAhead | None = None,
+                 wado_transfer_syntax: str | None = None) -> None:
+        """``ahead``: a request already sent by :func:`send_ahead`; used if it is this fetch's first one.
+
+        ``wado_transfer_syntax``: WADO-RS asks the PACS for the instances in this syntax (it
+        transcodes; as stored if it refuses), else as stored.  C-GET / C-MOVE ignore it.
+        """
         self.config = config
         self.series = list(series)
         self.accept = list(accept_transfer_syntaxes)
@@ -73,6 +78,7 @@ class FetchStream:
             studies.setdefault(s.series_instance_uid, set()).add(s.study_instance_uid)
         self.collector = Collector(self.wanted, memory_limit, Path(config.spool_dir) / "tmp", studies)
         self._ahead = ahead
+        self.wado_transfer_syntax = wado_transfer_syntax
 
     @property
     def result(self) -> FetchResult:
@@ -100,7 +106,7 @@ class FetchStream:
             if not self.config.dicomweb_url:
                 raise FetchError("fetch method wado-rs needs DICOMWEB_URL")
             # Instance by instance, straight from the reading loop (nothing else adds to the collector).
-            yield from fetch_wado(self.config, self.series, self.collector, ahead)
+            yield from fetch_wado(self.config, self.series, self.collector, ahead, self.wado_transfer_syntax)
         else:
             # A DIMSE retrieve delivers on pynetdicom's threads: take what has arrived at each step.
             steps = (fetch_c_get(self.config, self.series, self.collector, self.accept)

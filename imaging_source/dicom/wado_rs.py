@@ -11,6 +11,7 @@ import base64
 import http.client
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -31,6 +32,34 @@ AHEAD_UIDS = WADO_PER_INSTANCE_MAX + 1
 #: without it Orthanc transcodes compressed instances to Explicit VR Little Endian.
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
+#: Answers to a request naming one transfer syntax that mean "not that one": 406 Not Acceptable
+#: (PS3.18 8.7.3.5 / 10.4.3), 400 (Orthanc 1.10.1 for a syntax it does not know), 500/501 (Orthanc
+#: 1.10.1 for a syntax it cannot encode - JPEG 2000, RLE, JPEG Baseline: "Error encountered within
+#: the plugin engine", measured).  The request is then sent again with :data:`WADO_ACCEPT`.
+REFUSED_STATUSES = frozenset({400, 406, 500, 501})
+#: Seconds a PACS's refusal of a transfer syntax is remembered (asked with ``*`` meanwhile).
+REFUSAL_MEMORY = 600.0
+#: (PACS base URL, transfer syntax) -> when the PACS refused it.
+_refused: dict[tuple[str, str], float] = {}
+
+
+def wado_accept(transfer_syntax: str | None) -> str:
+    """The Accept of a WADO-RS instances request: the instances in ``transfer_syntax`` (the PACS
+    transcodes), or as stored (``None`` -> ``transfer-syntax=*``), PS3.18 8.7.3.5.2."""
+    if transfer_syntax is None:
+        return WADO_ACCEPT
+    return f'multipart/related; type="application/dicom"; transfer-syntax={transfer_syntax}'
+
+
+def _asked_syntax(base: SplitResult, transfer_syntax: str | None) -> str | None:
+    """``transfer_syntax`` unless this PACS refused it lately (then None: as stored)."""
+    if transfer_syntax is None:
+        return None
+    when = _refused.get((base.geturl(), transfer_syntax))
+    if when is not None and time.monotonic() - when < REFUSAL_MEMORY:
+        return None
+    return transfer_syntax
+
 
 def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
     """The WADO-RS paths for one series: the series (PS3.18 10.4.1), or its few instances one by one."""
@@ -42,17 +71,22 @@ def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
 
 
 def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Collector,
-                ahead: _WadoGet | None = None) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
+                ahead: _WadoGet | None = None, transfer_syntax: str | None = None,
+                ) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
     """Generator: each kept instance with its key as soon as its part is in, while the PACS sends the rest.
 
     The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
     (:func:`xds_core.multipart.iter_parts`): each instance is a view into the
     chunk it arrived in, passed on as is when no transcoding is needed.  ``ahead``: the
-    request for the first target, already sent (:func:`send_ahead`).
+    request for the first target, already sent (:func:`send_ahead`).  ``transfer_syntax``: ask the
+    PACS for the instances in it (:func:`wado_accept`); when the PACS refuses
+    (:data:`REFUSED_STATUSES`) the request goes again for the instances as stored, and so do
+    the fetch's next ones.  Either way the caller checks each instance's transfer syntax.
     """
     base = urlsplit(config.dicomweb_url.rstrip("/"))
+    asked = _asked_syntax(base, transfer_syntax)
     first = _wado_targets(base, series[0])[0] if series else None
-    if ahead is not None and (ahead.base != base or ahead.path != first):
+    if ahead is not None and (ahead.base != base or ahead.path != first or ahead.accept != wado_accept(asked)):
         ahead.cancel()  # the request sent ahead is not this fetch's first one after all
         ahead = None
     for item in series:
@@ -61,8 +95,16 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                 if ahead is not None:
                     request, ahead = ahead, None
                 else:
-                    request = _WadoGet(base, target)
+                    request = _WadoGet(base, target, wado_accept(asked))
                 response = request.response()
+                if asked is not None and response.status in REFUSED_STATUSES:
+                    logger.info("WADO-RS: the PACS answered %d to transfer-syntax=%s; asking for the instances"
+                                " as stored (transcoded here)", response.status, asked)
+                    _refused[(base.geturl(), asked)] = time.monotonic()
+                    asked = None
+                    response.read()  # a small error body: read, so the connection can be kept
+                    _wado_release(base, response)
+                    response = _WadoGet(base, target, WADO_ACCEPT).response()
             except (OSError, http.client.HTTPException) as exc:
                 collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
                 continue
@@ -102,7 +144,7 @@ def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
     return connection
 
 
-def send_ahead(config: DicomConfig, item: SeriesFetch) -> RequestAhead | None:
+def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | None = None) -> RequestAhead | None:
     """Ask the PACS for ``item`` now; pass the result to :class:`FetchStream` (``ahead=``), which reads it.
 
     A PACS takes a while before the first byte of a series (Orthanc: ~20 ms for 500
@@ -111,15 +153,16 @@ def send_ahead(config: DicomConfig, item: SeriesFetch) -> RequestAhead | None:
     the request has the PACS working in the meantime.  WADO-RS only (a DIMSE retrieve needs
     its association served while it runs): None otherwise, or when the request cannot be
     sent now - the fetch then sends it again and reports any failure.  ``item`` needs only
-    its first :data:`AHEAD_UIDS` SOP Instance UIDs.  A request the fetch
-    does not use (its first series turned out different) is cancelled by the fetch;
-    :meth:`RequestAhead.cancel` drops one that never reaches a fetch.
+    its first :data:`AHEAD_UIDS` SOP Instance UIDs; ``transfer_syntax`` is the fetch's own
+    (:func:`fetch_wado`).  A request the fetch does not use (its first series or its Accept
+    turned out different) is cancelled by the fetch; :meth:`RequestAhead.cancel` drops one that
+    never reaches a fetch.
     """
     if config.fetch_method != FetchMethod.WADO_RS or not config.dicomweb_url or not item.sop_instance_uids:
         return None
     base = urlsplit(config.dicomweb_url.rstrip("/"))
     try:
-        return _WadoGet(base, _wado_targets(base, item)[0])
+        return _WadoGet(base, _wado_targets(base, item)[0], wado_accept(_asked_syntax(base, transfer_syntax)))
     except FetchError as exc:  # not a UID: the retrieval refuses it per document, nothing to send
         logger.info("WADO-RS request not sent ahead: %s", exc)
         return None
@@ -136,13 +179,14 @@ class _WadoGet:
     connection.
     """
 
-    def __init__(self, base: SplitResult, path: str) -> None:
+    def __init__(self, base: SplitResult, path: str, accept: str = WADO_ACCEPT) -> None:
         self.base = base
         self.path = path
+        self.accept = accept
         self.connection, self.reused = self._send()
 
     def _send(self) -> tuple[http.client.HTTPConnection, bool]:
-        headers = {"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
+        headers = {"Accept": self.accept, "Accept-Encoding": "identity"}  # identity: no gzip of 20 MB of pixels
         if self.base.username:
             token = base64.b64encode(
                 f"{unquote(self.base.username)}:{unquote(self.base.password or '')}".encode()).decode()

@@ -108,3 +108,45 @@ class HoldingProxy(LoopbackProxy):
     def close(self) -> None:
         self.release.set()
         super().close()
+
+
+class TransferSyntaxProxy(LoopbackProxy):
+    """An HTTP proxy that records each request's Accept and, with ``refuse``, answers 406 Not Acceptable
+    to any Accept naming a specific transfer syntax (PS3.18 8.7.3.5.2), as a PACS that does not
+    transcode would; everything else goes to the PACS.  One request per connection (``Connection: close``
+    is put in the forwarded request, so the PACS closes after its answer)."""
+
+    def __init__(self, upstream_port: int, *, refuse: bool) -> None:
+        self.refuse = refuse
+        self.accepts: list[str] = []  # the Accept of every GET, in order
+        self.refused = 0
+        super().__init__(upstream_port)
+
+    def relay(self, client: socket.socket) -> None:
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            accept = headers.get("accept", "")
+            self.accepts.append(accept)
+            if self.refuse and "transfer-syntax=" in accept and "transfer-syntax=*" not in accept:
+                self.refused += 1
+                body = b"no such transfer-syntax"
+                client.sendall(b"HTTP/1.1 406 Not Acceptable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                return
+            forwarded = [line for line in lines if not line.lower().startswith("connection:")]
+            request = "\r\n".join([*forwarded, "Connection: close", "", ""]).encode("latin-1")
+            with socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                upstream.sendall(request)
+                while data := upstream.recv(65536):
+                    client.sendall(data)
+        except OSError:
+            pass  # the client dropped its request
+        finally:
+            client.close()

@@ -61,8 +61,8 @@ class CountingDestination:
     def has(self, ref: InstanceRef) -> bool:
         return self.inner.has(ref)
 
-    def put(self, ref: InstanceRef, part10: Path) -> None:
-        size = part10.stat().st_size
+    def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
+        size = part10.stat().st_size if isinstance(part10, Path) else len(part10)
         self.inner.put(ref, part10)
         self.bytes += size
 
