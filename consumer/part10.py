@@ -39,6 +39,8 @@ MAX_ELEMENTS = 2_000_000
 #: A UID value longer than this is not a UID (PS3.5 9.1: 64 characters; padding allowed).
 _MAX_UID_VALUE = 66
 _HEADER = struct.Struct("<HH")
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")  # tag, VR, 2-byte length (PS3.5 7.1.2)
+_IMPLICIT_HEADER = struct.Struct("<HHI")  # tag, 4-byte length (PS3.5 7.1.3)
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 
@@ -165,56 +167,60 @@ class _Walk:
 
     def dataset(self, *, implicit: bool, depth: int, nested: bool) -> None:
         """Elements until the end of the file (top level) or the item delimiter (an item of undefined
-        length)."""
+        length).  The hot loop of the consumer: locals only, one struct call per element header."""
         if depth > MAX_DEPTH:
             raise Part10Error(f"sequences nested deeper than {MAX_DEPTH}")
-        buffer, size = self.buffer, self.size
+        buffer, size, found = self.buffer, self.size, self.found
+        spans = self.spans if depth == 0 else None
+        header = _IMPLICIT_HEADER.unpack_from if implicit else _EXPLICIT_HEADER.unpack_from
+        u32 = _U32.unpack_from
+        pos, count = self.pos, self.count
         while True:
-            pos = self.pos
             if not nested and pos == size:
+                self.pos, self.count = pos, count
                 return
             if pos + 8 > size:
                 raise Part10Error(f"truncated: an element header runs past the end of the file ({size} bytes)")
-            group, element = _HEADER.unpack_from(buffer, pos)
-            tag = group << 16 | element
-            self.count += 1
-            if self.count > MAX_ELEMENTS:
+            count += 1
+            if count > MAX_ELEMENTS:
                 raise Part10Error(f"more than {MAX_ELEMENTS} elements")
+            if implicit:
+                group, element, length = header(buffer, pos)
+                vr = b""
+                value = pos + 8
+            else:
+                group, element, vr, length = header(buffer, pos)
+                value = pos + 8
+                if vr in _LONG_VRS and group != 0xFFFE:
+                    if pos + 12 > size:
+                        raise Part10Error(f"truncated: an element header runs past the end of the file ({size} "
+                                          "bytes)")
+                    length, value = u32(buffer, pos + 8)[0], pos + 12
             if group == 0xFFFE:  # item / delimiters: 4-byte length, no VR (PS3.5 7.5)
-                length = _U32.unpack_from(buffer, pos + 4)[0]
-                self.pos = pos + 8
-                if nested and tag == _ITEM_END and length == 0:
+                length = u32(buffer, pos + 4)[0]
+                if nested and element == 0xE00D and length == 0:
+                    self.pos, self.count = pos + 8, count
                     return
                 raise Part10Error(f"unexpected ({group:04X},{element:04X}) in a dataset")
-            if implicit:
-                vr = b""
-                length, pos = _U32.unpack_from(buffer, pos + 4)[0], pos + 8
-            else:
-                vr = bytes(buffer[pos + 4:pos + 6])
-                if vr in _LONG_VRS:
-                    if pos + 12 > size:
-                        raise Part10Error(f"truncated: an element header runs past the end of the file ({size} bytes)")
-                    length, pos = _U32.unpack_from(buffer, pos + 8)[0], pos + 12
-                else:
-                    length, pos = _U16.unpack_from(buffer, pos + 6)[0], pos + 8
-            element_start = self.pos
-            self.pos = pos
             if length == _UNDEFINED_LENGTH:
                 # A sequence, encapsulated pixel data, or UN of undefined length (implicit VR inside,
                 # PS3.5 6.2.2): items until the sequence delimiter.
+                self.pos, self.count = value, count
                 self.items(implicit=implicit or vr == b"UN", depth=depth + 1)
-                if self.spans is not None and depth == 0:
-                    self.spans.append((tag, element_start, self.pos))
+                if spans is not None:
+                    spans.append((group << 16 | element, pos, self.pos))
+                pos, count = self.pos, self.count
                 continue
-            if pos + length > size:
-                raise Part10Error(f"truncated: an element ends at byte {pos + length}, the file has {size} bytes")
-            if tag in (_SOP_INSTANCE, _SOP_CLASS) and depth == 0:
+            end = value + length
+            if end > size:
+                raise Part10Error(f"truncated: an element ends at byte {end}, the file has {size} bytes")
+            if group == 0x0008 and (element == 0x0016 or element == 0x0018) and depth == 0:
                 if length > _MAX_UID_VALUE:
                     raise Part10Error(f"({group:04X},{element:04X}) of {length} bytes is not a UID")
-                self.found[tag] = bytes(buffer[pos:pos + length]).rstrip(b"\x00 ").decode("ascii", "replace")
-            self.pos = pos + length
-            if self.spans is not None and depth == 0:
-                self.spans.append((tag, element_start, self.pos))
+                found[group << 16 | element] = bytes(buffer[value:end]).rstrip(b"\x00 ").decode("ascii", "replace")
+            if spans is not None:
+                spans.append((group << 16 | element, pos, end))
+            pos = end
 
     def items(self, *, implicit: bool, depth: int) -> None:
         if depth > MAX_DEPTH:
