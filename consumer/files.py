@@ -15,23 +15,41 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from consumer.destinations import DestinationError, InstanceRef
 from consumer.part10 import Part10Error, read_identity
 from xds_core.identifiers import is_dicom_uid
 
+logger = logging.getLogger(__name__)
+
 _COPY_CHUNK = 1024 * 1024
 
 
 class FilesDestination:
-    """Stores each instance at ``root/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm``."""
+    """Stores each instance at ``root/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm``.
 
-    def __init__(self, root: Path) -> None:
+    With ``writers`` > 0, an instance handed over as bytes is written by one of that many threads while the
+    retrieval reads the next ones (file creation and fsync wait on the disk, not on the CPU); what could not
+    be written comes back from :meth:`flush` (:class:`~consumer.destinations.BatchingDestination`).  At most
+    ``max_pending_bytes`` wait to be written.  A file source (a spill file the caller removes afterwards) is
+    always written before :meth:`put` returns.
+    """
+
+    def __init__(self, root: Path, *, writers: int = 0, max_pending_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = Path(root)
         self._renamed_in: set[Path] = set()  # directories whose renames are not yet fsynced
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="files") if writers > 0 else None
+        self._pending: list[tuple[str, int, Future[None]]] = []
+        self._pending_bytes = 0
+        self.max_pending_bytes = max_pending_bytes
+        self._failed: dict[str, str] = {}
 
     def path_of(self, ref: InstanceRef) -> Path:
         """Where ``ref`` is (or goes); :class:`DestinationError` when a UID is not a DICOM UID."""
@@ -51,6 +69,32 @@ class FilesDestination:
 
     def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
         target = self.path_of(ref)
+        if self._pool is None or not isinstance(part10, bytes | bytearray | memoryview):
+            self._write(ref, target, part10)
+            return
+        data = bytes(part10)
+        while self._pending and self._pending_bytes + len(data) > self.max_pending_bytes:
+            self._settle(self._pending.pop(0))
+        self._pending.append((ref.sop_instance_uid, len(data), self._pool.submit(self._write, ref, target, data)))
+        self._pending_bytes += len(data)
+
+    def flush(self) -> dict[str, str]:
+        """Wait for the writers; {SOP Instance UID: why} of each instance handed over since the last flush
+        that could not be written."""
+        while self._pending:
+            self._settle(self._pending.pop(0))
+        failed, self._failed = self._failed, {}
+        return failed
+
+    def _settle(self, pending: tuple[str, int, Future[None]]) -> None:
+        uid, size, future = pending
+        self._pending_bytes -= size
+        try:
+            future.result()
+        except DestinationError as exc:
+            self._failed[uid] = str(exc)
+
+    def _write(self, ref: InstanceRef, target: Path, part10: Path | bytes) -> None:
         temp: str | None = None
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +111,8 @@ class FilesDestination:
                 os.close(fd)
             os.replace(temp, target)
             temp = None
-            self._renamed_in.add(target.parent)
+            with self._lock:
+                self._renamed_in.add(target.parent)
         except OSError as exc:
             if temp is not None:
                 with contextlib.suppress(OSError):
@@ -76,8 +121,14 @@ class FilesDestination:
             raise DestinationError(f"cannot store SOP Instance {ref.sop_instance_uid} at {target}: {reason}") from exc
 
     def close(self) -> None:
-        """Make the renames durable: one fsync per directory written to."""
-        pending, self._renamed_in = self._renamed_in, set()
+        """Finish the writes, and make the renames durable: one fsync per directory written to."""
+        for uid, why in self.flush().items():  # a caller that never flushed still hears of it, in the log
+            logger.warning("files destination: instance %s not written: %s", uid, why)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._lock:
+            pending, self._renamed_in = self._renamed_in, set()
         for directory in sorted(pending):
             with contextlib.suppress(OSError):  # a directory removed meanwhile: nothing left to make durable
                 _fsync_directory(directory)

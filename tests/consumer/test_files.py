@@ -128,3 +128,58 @@ def test_a_missing_source_file_is_a_destination_error(tmp_path: Path, ref: Insta
     with pytest.raises(DestinationError, match=ref.sop_instance_uid):
         destination.put(ref, tmp_path / "nowhere.dcm")
     assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- writer threads
+
+def _instances(count: int) -> list[tuple[InstanceRef, bytes]]:
+    import io
+
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(IMAGE)
+    out = []
+    for _ in range(count):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append((InstanceRef(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SOPClassUID),
+                    buffer.getvalue()))
+    return out
+
+
+def test_writer_threads_write_every_instance_by_the_flush(tmp_path: Path) -> None:
+    instances = _instances(30)
+    destination = FilesDestination(tmp_path, writers=2, max_pending_bytes=200_000)  # a few in flight at most
+    for ref, data in instances:
+        destination.put(ref, data)
+    assert destination.flush() == {}
+    for ref, data in instances:
+        assert destination.has(ref) and destination.path_of(ref).read_bytes() == data
+    destination.close()
+    assert len(leftovers(tmp_path)) == 30  # no temp file left
+
+
+def test_a_writer_threads_failure_comes_back_from_the_flush_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    instances = _instances(6)
+    doomed = instances[3][0]
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if doomed.sop_instance_uid in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    destination = FilesDestination(tmp_path, writers=2)
+    for ref, data in instances:
+        destination.put(ref, data)  # nothing raised here: the failure is the writer's
+    failed = destination.flush()
+    assert list(failed) == [doomed.sop_instance_uid] and "ENOSPC" in failed[doomed.sop_instance_uid]
+    assert destination.flush() == {}  # reported once
+    destination.close()
+    monkeypatch.undo()
+    assert not destination.has(doomed)
+    assert sum(destination.has(ref) for ref, _ in instances) == 5
+    assert len(leftovers(tmp_path)) == 5

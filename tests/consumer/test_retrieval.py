@@ -305,9 +305,10 @@ def test_a_corrupt_dicom_part_is_not_written_and_is_listed(
     assert all(originals[uid] == data for uid, data in kept.items())
 
 
+@pytest.mark.parametrize("writers", [0, 2], ids=["inline", "writer-threads"])
 def test_disk_full_at_the_writer_leaves_no_partial_file_and_is_reported(
         ids_root_last: Server, manifest: Manifest, originals: dict[str, bytes], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, writers: int) -> None:
     victim = manifest.studies[0].series[1].instances[2].sop_instance_uid
     real_write = os.write
 
@@ -318,7 +319,9 @@ def test_disk_full_at_the_writer_leaves_no_partial_file_and_is_reported(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    report = retrieve(manifest, tmp_path, ids_root_last.endpoint("imaging-source"))
+    report = retrieve_manifest(manifest, FilesDestination(tmp_path, writers=writers),
+                               resolve_imaging_source=resolver(ids_root_last.endpoint("imaging-source")),
+                               transfer_syntaxes=SYNTAXES)
     monkeypatch.undo()
 
     assert report.partial

@@ -107,6 +107,8 @@ DEFAULT_LOCAL_PATIENT = "B-1002^^^&1.3.6.1.4.1.21367.13.82.1&ISO"
 WAN_LINK = WanLink(rate=100e6, delay=0.020)
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 STOW_BATCH = 100
+#: Writer threads of the consumer's files destination: what ``xds_fetch --out`` uses.
+FILE_WRITERS = 2
 BIG_SIDE = 512
 BIG_PER_SERIES = 1000
 
@@ -693,7 +695,8 @@ class Command(BaseCommand):
         def consumer() -> float:
             out = fresh()
             try:
-                seconds, outcome = self.consumer_run(sites, BENCH_PATIENT, study, FilesDestination(out), resolvers,
+                destination = FilesDestination(out, writers=FILE_WRITERS)
+                seconds, outcome = self.consumer_run(sites, BENCH_PATIENT, study, destination, resolvers,
                                                      syntaxes=transfer_syntaxes(False), timeout=timeout)
                 consumer_bytes.append(outcome.bytes)
                 if len(received_files(out)) != n:
@@ -825,7 +828,8 @@ class Command(BaseCommand):
             runs["n"] += 1
             target = work / f"wan-{name}-{runs['n']}"
             down = proxy.bytes_down
-            seconds, outcome = self.consumer_run(sites, patient, study, FilesDestination(target), resolvers,
+            destination = FilesDestination(target, writers=FILE_WRITERS)
+            seconds, outcome = self.consumer_run(sites, patient, study, destination, resolvers,
                                                  syntaxes=syntaxes, timeout=timeout)
             files = received_files(target)
             result = {"seconds_total": round(seconds, 4), "seconds_rad69": round(outcome.seconds, 4),
@@ -962,7 +966,8 @@ class Command(BaseCommand):
             with RssSampler(0.05) as rss:
                 begun = time.perf_counter()
                 probe = ProgressProbe(begun, self.say, count)
-                seconds, outcome = self.consumer_run(sites, BENCH_PATIENT, study, FilesDestination(out), resolvers,
+                destination = FilesDestination(out, writers=FILE_WRITERS)
+                seconds, outcome = self.consumer_run(sites, BENCH_PATIENT, study, destination, resolvers,
                                                      syntaxes=transfer_syntaxes(False), timeout=options["timeout"],
                                                      probe=probe, started=begun)
             stored = sum(p.stat().st_size for p in received_files(out))

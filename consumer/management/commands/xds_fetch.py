@@ -242,7 +242,7 @@ class Command(BaseCommand):
         if options.get("out"):
             from consumer.files import FilesDestination
 
-            return FilesDestination(options["out"])
+            return FilesDestination(options["out"], writers=2)  # file creation and fsync overlap the reading
         from consumer.pacs_import import DicomImport, DicomwebImport, reconciliation_for
 
         reconciliation = reconciliation_for(options["local_patient"], found.patient_id or options["patient"],
