@@ -131,7 +131,7 @@ class FilesDestination:
             pending, self._renamed_in = self._renamed_in, set()
         for directory in sorted(pending):
             with contextlib.suppress(OSError):  # a directory removed meanwhile: nothing left to make durable
-                _fsync_directory(directory)
+                fsync_directory(directory)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -141,7 +141,7 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make the rename durable (POSIX: a directory entry reaches the disk with the directory's fsync)."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:

@@ -336,34 +336,29 @@ class DicomwebImport:
         self._send_session: requests.Session | None = None
 
     def has(self, ref: InstanceRef) -> bool:
-        # All-instances resource with the three UIDs as matching keys (PS3.18 10.6.1.2): a 404 then means a
-        # wrong URL, never "unknown study" (servers differ on the latter for /studies/{uid}/... paths).
-        url = f"{self.base}/instances"
-        params = {"StudyInstanceUID": ref.study_instance_uid, "SeriesInstanceUID": ref.series_instance_uid,
-                  "SOPInstanceUID": ref.sop_instance_uid}
-        try:
-            response = self.session.get(url, params=params, headers={"Accept": "application/dicom+json"},
-                                        timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise DestinationError(f"QIDO-RS {url}: {exc}") from exc
-        if response.status_code == 204 or (response.status_code == 200 and not response.content.strip()):
-            return False
-        if response.status_code != 200:
-            raise DestinationError(f"QIDO-RS {url}: HTTP {response.status_code}")
         return any(_json_value(row, "00080018") == ref.sop_instance_uid
-                   and _json_value(row, "00080016") == ref.sop_class_uid for row in response.json())
+                   and _json_value(row, "00080016") == ref.sop_class_uid
+                   for row in self._instances({"StudyInstanceUID": ref.study_instance_uid,
+                                               "SeriesInstanceUID": ref.series_instance_uid,
+                                               "SOPInstanceUID": ref.sop_instance_uid}))
 
     def series_present(self, study_uid: str, series_uid: str) -> dict[str, str]:
         """{SOP Instance UID: SOP Class UID} of the series in the PACS: one QIDO-RS for a whole series."""
+        rows = self._instances({"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid, "limit": "100000"})
+        return {str(_json_value(row, "00080018")): str(_json_value(row, "00080016") or "")
+                for row in rows if _json_value(row, "00080018") and _json_value(row, "0020000E") in (series_uid, None)}
+
+    def _instances(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        """QIDO-RS on the all-instances resource with the UIDs as matching keys (PS3.18 10.6.1.2): a 404 then
+        means a wrong URL, never "unknown study" (servers differ on the latter for /studies/{uid}/... paths)."""
         url = f"{self.base}/instances"
-        params = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid, "limit": "100000"}
         try:
             response = self.session.get(url, params=params, headers={"Accept": "application/dicom+json"},
                                         timeout=self.timeout)
         except requests.RequestException as exc:
             raise DestinationError(f"QIDO-RS {url}: {exc}") from exc
         if response.status_code == 204 or (response.status_code == 200 and not response.content.strip()):
-            return {}
+            return []
         if response.status_code != 200:
             raise DestinationError(f"QIDO-RS {url}: HTTP {response.status_code}")
         try:
@@ -372,9 +367,7 @@ class DicomwebImport:
             raise DestinationError(f"QIDO-RS {url}: the answer is not DICOM JSON") from None
         if not isinstance(rows, list):
             raise DestinationError(f"QIDO-RS {url}: the answer is not a list of instances")
-        return {str(_json_value(row, "00080018")): str(_json_value(row, "00080016") or "")
-                for row in rows if isinstance(row, dict) and _json_value(row, "00080018")
-                and _json_value(row, "0020000E") in (series_uid, None)}
+        return [row for row in rows if isinstance(row, dict)]
 
     def put(self, ref: InstanceRef, part10: Path | bytes) -> None:
         """Reconcile and queue the instance (a full batch is sent at once); a failure to store it comes

@@ -79,7 +79,7 @@ from pydicom.uid import JPEGLSLossless, generate_uid
 from consumer.destinations import Destination
 from consumer.directory import resolve
 from consumer.fetch import ManifestOutcome, Resolvers, fetch_into, resolver, transfer_syntaxes
-from consumer.files import FilesDestination
+from consumer.files import FilesDestination, fsync_directory
 from consumer.find import FindQuery, FoundManifest, find_manifests
 from consumer.models import EndpointKind
 from consumer.pacs_import import DicomwebImport, reconciliation_for
@@ -449,14 +449,6 @@ def orthanc_instance_count(dicomweb: str, study_uid: str) -> int:
     return total
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def received_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.dcm") if p.is_file())
 
@@ -718,7 +710,7 @@ class Command(BaseCommand):
                         fh.flush()
                         os.fsync(fh.fileno())
                     written += len(body)
-                _fsync_dir(out)
+                fsync_directory(out)
                 seconds = time.perf_counter() - started
                 direct_bytes.append(written)
                 if count != n:
