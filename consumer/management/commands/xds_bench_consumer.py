@@ -513,6 +513,8 @@ class Command(BaseCommand):
         parser.add_argument("--instances", type=int, default=500, help="instances of the benchmark study")
         parser.add_argument("--big-gb", type=float, default=2.0, help="size of the big study in GB (1e9 bytes)")
         parser.add_argument("--skip-big", action="store_true", help="leave the big-study measurement out")
+        parser.add_argument("--wan-slices", type=int, default=100,
+                            help="512x512 slices of the informative WAN study (0: leave it out)")
         parser.add_argument("--site-a-env", type=Path, default=base / "var" / "demo" / "hospital-a.env",
                             help="Hospital A's env file (KEY=VALUE), written by `make run`")
         parser.add_argument("--local-patient", default=DEFAULT_LOCAL_PATIENT,
@@ -808,7 +810,29 @@ class Command(BaseCommand):
             self.say(f"[wan] {WAN_LINK.describe()}: RAD-69 to Hospital A through {proxy_url}")
             for name, patient, study in (("nist", NIST_PATIENT, NIST_STUDY), ("bench", BENCH_PATIENT, bench_uid)):
                 out["studies"][name] = self.wan_study(sites, options, name, patient, study, resolvers, proxy, work)
+            if options["wan_slices"]:
+                out["studies"]["ct512"] = self.wan_slices(sites, options, resolvers, proxy, work)
         return out
+
+    def wan_slices(self, sites: Sites, options: dict[str, Any], resolvers: Resolvers, proxy: DelayingProxy,
+                   work: Path) -> dict[str, Any]:
+        """The WAN measurement once more on slices of a real CT's size (512x512, 16 bit: the big study's
+        generator), where the link, not the per-instance work, decides: CT_small's 128x128 slices are 32 kB.
+        Informative; the issue's goal is judged on the NIST and the benchmark study."""
+        study, per_instance, parts = big_study(options["wan_slices"], sites.a_issuer, seed=7)
+        self.say(f"[wan:ct512] study {study}: {options['wan_slices']} slices of {per_instance / MB:.2f} MB into "
+                 "Orthanc A, published at A")
+        try:
+            stow(sites.a_dicomweb, parts, batch=40)
+            self.publish_at_a(sites, study)
+            figures = self.wan_study(sites, options, "ct512", BENCH_PATIENT, study, resolvers, proxy, work)
+            figures["informative"] = True
+            return figures
+        finally:
+            try:
+                orthanc_remove(sites.a_dicomweb, study)
+            except (requests.RequestException, CommandError) as exc:
+                self.stderr.write(f"[wan:ct512] study {study} left in Orthanc A: {exc}")
 
     def wan_study(self, sites: Sites, options: dict[str, Any], name: str, patient: str, study: str,
                   resolvers: Resolvers, proxy: DelayingProxy, work: Path) -> dict[str, Any]:
@@ -995,8 +1019,9 @@ class Command(BaseCommand):
                  Goal("PACS import at B: direct copy / consumer time", figures["pacs"]["ratio_direct_over_consumer"],
                       ">=", GOAL_PACS_RATIO)]
         for name, study in figures["wan"]["studies"].items():
-            goals.append(Goal(f"WAN {name}: compressed / raw RAD-69 time", study["ratio_compressed_over_raw"], "<=",
-                              GOAL_WAN_COMPRESSED_OVER_RAW))
+            if not study.get("informative"):
+                goals.append(Goal(f"WAN {name}: compressed / raw RAD-69 time", study["ratio_compressed_over_raw"],
+                                  "<=", GOAL_WAN_COMPRESSED_OVER_RAW))
             goals.append(Goal(f"WAN {name}: pixels of the compressed run bit-exact", study["bit_exact"], "==", True))
         big = figures.get("big") or {}
         if not big.get("skipped"):
@@ -1025,7 +1050,9 @@ class Command(BaseCommand):
             rows.append([f"WAN {name} ({study['instances']} inst), compressed vs raw",
                          f"compressed {study['compressed_rad69_seconds_median']:.3f} s [{syntaxes}]",
                          f"raw {study['raw_rad69_seconds_median']:.3f} s",
-                         f"{study['ratio_compressed_over_raw']:.2f}", study["goal"], yes(study["meets_goal"])])
+                         f"{study['ratio_compressed_over_raw']:.2f}",
+                         f"({study['goal']})" if study.get("informative") else study["goal"],
+                         "info" if study.get("informative") else yes(study["meets_goal"])])
             rows.append([f"WAN {name}: pixels after compress", f"bit_exact={study['bit_exact']}",
                          f"{study['bit_exact_instances_compared']} compared", "", "bit-exact", yes(study["bit_exact"])])
             diag = study["diagnostic_jpegls_only"]
