@@ -92,8 +92,8 @@ def read_manifest(source: bytes | str | Path | Dataset) -> Manifest:
                 retrieve_url=_text(series_item, "RetrieveURL") or None,
             )
             for sop in series_item.get("ReferencedSOPSequence") or []:
-                series.instances.append(ManifestInstance(_text(sop, "ReferencedSOPClassUID"),
-                                                         _text(sop, "ReferencedSOPInstanceUID")))
+                series.instances.append(ManifestInstance(_uid(sop, _REFERENCED_SOP_CLASS_UID),
+                                                         _uid(sop, _REFERENCED_SOP_INSTANCE_UID)))
             study.series.append(series)
         studies.append(study)
     title_seq = ds.get("ConceptNameCodeSequence")
@@ -112,6 +112,22 @@ def read_manifest(source: bytes | str | Path | Dataset) -> Manifest:
         document_title=title,
         studies=studies,
     )
+
+
+#: Referenced SOP Class UID (0008,1150) and Referenced SOP Instance UID (0008,1155): read once per instance.
+_REFERENCED_SOP_CLASS_UID, _REFERENCED_SOP_INSTANCE_UID = 0x00081150, 0x00081155
+
+
+def _uid(ds: Dataset, tag: int) -> str:
+    """A UI value straight from the element as read (``Dataset.get_item``: no conversion to a DataElement;
+    a manifest of thousands of instances converts two elements per instance otherwise)."""
+    element = ds.get_item(tag)
+    if element is None:
+        return ""
+    value = element.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip("\x00 ")
+    return "" if value is None else str(value).strip()
 
 
 def _text(ds: Dataset, keyword: str) -> str:
