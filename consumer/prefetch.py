@@ -218,7 +218,9 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
     outcome = outcome_of(found)
     retrieved = get_manifest(found, resolvers, outcome, timeout=config.timeout)
     if retrieved is not None:
-        retrieve_into(retrieved, destination, resolvers, outcome, syntaxes=transfer_syntaxes(compress=True),
+        # Uncompressed, the syntaxes an archive stores as they come: a prior lands in this PACS as the other
+        # site holds it (a study stored in Explicit VR stays byte for byte the same pixel data).
+        retrieve_into(retrieved, destination, resolvers, outcome, syntaxes=transfer_syntaxes(compress=False),
                       timeout=config.timeout)
     else:
         destination.close()
