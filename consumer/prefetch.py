@@ -132,7 +132,7 @@ def _found_from(payload: dict[str, Any]) -> FoundManifest:
 
 
 def _local_patient(payload: dict[str, Any]) -> tuple[str, str]:
-    """(local patient CX, Issuer of Patient ID) of the procedure, from its Patient ID and Issuer."""
+    """(Patient ID, Issuer of Patient ID) of the procedure at this site; PermanentJobError without an id."""
     patient_id, issuer = _payload_text(payload, "local_patient_id"), _payload_text(payload, "local_issuer",
                                                                                       required=False)
     return patient_id, issuer
@@ -144,7 +144,7 @@ def plan_prefetch(job: Job, config: PrefetchConfig, *, now: datetime | None = No
     affinity = _payload_text(payload, "affinity_patient_id")
     if CX.problems(affinity):
         raise PermanentJobError("affinity_patient_id is not a CX id^^^&OID&ISO")
-    _local_patient(payload)
+    _local_patient(payload)  # refused now, not after the search, when the import could not use it
     codes = [c for c in payload.get("event_codes", []) if isinstance(c, str)]
     trigger = _payload_text(payload, "trigger")[:64]
     try:
