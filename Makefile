@@ -13,13 +13,13 @@ export PYTHONDONTWRITEBYTECODE := 1
         conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
 
 help:
-	@echo "make run     set everything up and start every actor on http://127.0.0.1:$(PORT)"
+	@echo "make run     set everything up and start the two-hospital demo affinity domain (XDS_DEMO=false: one node on :$(PORT))"
 	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
-	@echo "make bench   run all benchmarks against the server 'make run' starts"
+	@echo "make bench   run the registry/repository/imaging benchmarks against 'XDS_DEMO=false make run'"
 	@echo "make bench-ab BASE=rev  interleaved A/B benchmark of two commits"
 	@echo "make bench-consumer  Hospital B's consumer vs direct DICOMweb copies, WAN, 2 GB study (needs 'make run')"
 	@echo "make lint    ruff + import rules"
-	@echo "make conformance  replay the NIST conformance corpus against 'make run'"
+	@echo "make conformance  replay the NIST conformance corpus against 'XDS_DEMO=false make run'"
 
 # --- setup ----------------------------------------------------------------------------
 $(STAMP): requirements.txt requirements-dev.txt
