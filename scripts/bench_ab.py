@@ -71,7 +71,9 @@ class Side:
     def env(self, pacs_env: dict[str, str]) -> dict[str, str]:
         return {**os.environ, **pacs_env, "DATABASE_URL": self.database_url, "PORT": str(self.port),
                 "HL7_PORT": str(self.hl7_port), "DICOM_PORT": str(self.dicom_port), "XDS_VAR_DIR": str(self.var_dir),
-                "XDS_RUN_PACS": "false", "PYTHONDONTWRITEBYTECODE": "1"}
+                "XDS_RUN_PACS": "false", "PYTHONDONTWRITEBYTECODE": "1",
+                # One node with every actor (`make run` starts the two-hospital demo by default).
+                "XDS_DEMO": "false"}
 
 
 def say(text: str) -> None:
