@@ -17,7 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from imaging_source.models import PatientMapping, Publication, ReconciliationItem
+from imaging_source.models import PatientMapping, PerformedProcedureStep, Publication, ReconciliationItem
 from imaging_source.patient_mapping import check_affinity_patient_id, set_mapping
 from imaging_source.publish import Outcome, PublishConfig, PublishResult, publish, study_from_json
 from imaging_source.study import StudyRef
@@ -42,6 +42,7 @@ class PatientMappingForm(forms.ModelForm):
 class PatientMappingAdmin(admin.ModelAdmin):
     form = PatientMappingForm
     list_display = ["local_patient_id", "local_issuer", "affinity_patient_id", "note", "updated_at"]
+    list_filter = ["local_issuer", "note"]
     search_fields = ["local_patient_id", "affinity_patient_id", "note"]
 
 
@@ -219,3 +220,19 @@ def _current_mapping(local_id: str, issuer: str) -> str:
     row = PatientMapping.objects.filter(local_patient_id=local_id, local_issuer__in=[issuer, ""]).order_by(
         "-local_issuer").first()
     return row.affinity_patient_id if row else ""
+
+
+@admin.register(PerformedProcedureStep)
+class PerformedProcedureStepAdmin(admin.ModelAdmin):
+    """The MPPS steps the DICOM listener received: read-only (they change only by N-CREATE / N-SET)."""
+
+    list_display = ["sop_instance_uid", "status", "created_at", "updated_at"]
+    list_filter = ["status", "created_at"]
+    search_fields = ["=sop_instance_uid"]
+    readonly_fields = ["sop_instance_uid", "status", "attributes", "created_at", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

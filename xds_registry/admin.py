@@ -194,3 +194,12 @@ class AssociationAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     readonly_fields = ["entry_uuid", "lid", "association_type", "source_kind", "source_uuid", "target_kind",
                        "target_uuid", "submission_set_status", "patient_id", "status", "registered", "stored_xml"]
+
+
+@admin.register(m.RegistryCode)
+class RegistryCodeAdmin(ReadOnlyAdmin):
+    """The index of multi-valued query attributes (eventCodeList, confidentialityCode, ...): for diagnosis."""
+
+    list_display = ["object_kind", "object_id", "attribute", "value"]
+    list_filter = ["object_kind", "attribute"]
+    search_fields = ["=value", "=object_id"]
