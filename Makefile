@@ -31,15 +31,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-# Debian packages: Orthanc + DICOMweb plugin + dcmtk (the local PACS and an independent DICOM peer).
+# Debian packages: Orthanc + DICOMweb plugin + dcmtk (the local PACS and an independent DICOM peer),
+# chromium + chromium-driver (the portal's browser tests) and npm (axe-core for their accessibility checks).
 system-deps:
 	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null \
-	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
-	  echo "installing orthanc, orthanc-dicomweb, dcmtk (apt)"; \
+	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ ! -x /usr/bin/chromium ] \
+	    || [ ! -x /usr/bin/chromedriver ] || ! command -v npm >/dev/null; then \
+	  echo "installing orthanc, orthanc-dicomweb, dcmtk, chromium, chromium-driver, npm (apt)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
-	    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk curl >/dev/null; \
+	    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk curl chromium chromium-driver \
+	    $$(command -v npm >/dev/null || echo npm) >/dev/null; \
 	fi
+
+# axe-core (package.json, exact pin; package-lock.json) for the browser tests' accessibility checks.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 migrate: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
@@ -50,12 +58,12 @@ run: $(STAMP) system-deps
 	PORT=$(PORT) $(PY) -m config.supervisor
 
 # --- test -----------------------------------------------------------------------------
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps node_modules/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-sqlite: test
 
-test-pg: $(STAMP) system-deps
+test-pg: $(STAMP) system-deps node_modules/.installed
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/xdsi} $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -164,3 +164,30 @@ def xds_code(value: str) -> tuple[str, str, str]:
     if len(parts) < 3 or not parts[0] or parts[1] or not parts[2] or len(parts) > 4:
         raise ValueError("expected code^^scheme^display, e.g. IMAGES^^1.3.6.1.4.1.19376.1.2.6.1^Images")
     return parts[0], parts[2], parts[3] if len(parts) == 4 else ""
+
+
+def site_key(value: str) -> str:
+    """A node's site key: lower-case letters, digits and '-', 1-63 characters, starting with a letter or digit."""
+    value = value.strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+        raise ValueError("a site key is 1-63 lower-case letters, digits and '-'")
+    return value
+
+
+def named_urls(value: str) -> list[tuple[str, str]]:
+    """``Name=http://host:port, ...`` -> [(name, url)]; each URL http(s) with a host, names unique."""
+    from urllib.parse import urlsplit
+
+    out: list[tuple[str, str]] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, address = item.partition("=")
+        name, address = name.strip(), address.strip().rstrip("/")
+        parts = urlsplit(address)
+        if not sep or not name or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{item!r} is not Name=http(s)://host[:port]")
+        if any(name == seen for seen, _ in out):
+            raise ValueError(f"{name!r} is named twice")
+        out.append((name, address))
+    return out

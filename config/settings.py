@@ -218,6 +218,29 @@ XDS_PREFETCH_MATCH = env.choice(
     "or same body part, from the manifest's eventCodeList), modality, anatomy, or any.",
     ("modality-or-anatomy", "modality", "anatomy", "any"))
 
+# --- Web portal (portal/) -----------------------------------------------------------------
+XDS_SITE_KEY = env.custom(
+    "XDS_SITE_KEY", "local", "This node's site key (lower-case letters, digits, '-'): the hospital a portal user "
+    "must belong to to import into this site's PACS or to operate its imaging source.", env.site_key)
+XDS_SITE_NAME = env.string("XDS_SITE_NAME", "XDS-I.b node", "This node's name, shown on the portal's pages.")
+XDS_PORTAL_PEERS = env.custom(
+    "XDS_PORTAL_PEERS", "", "The affinity domain's other nodes the portal's front page shows (their /healthz), "
+    "comma-separated Name=http://host:port.", env.named_urls)
+XDS_PORTAL_ZIP_CONCURRENCY = env.integer(
+    "XDS_PORTAL_ZIP_CONCURRENCY", 2, "Zip downloads of studies served at once by this node (more wait for a "
+    "503 Retry-After).", minimum=1, maximum=64)
+XDS_AFFINITY_DOMAIN_AUTHORITY = env.oid(
+    "XDS_AFFINITY_DOMAIN_AUTHORITY", "1.3.6.1.4.1.21367.2005.13.20.1000",
+    "The affinity domain's patient id assigning authority (CX.4 OID): a bare id typed in the portal's patient "
+    "search becomes id^^^&<this>&ISO. Default: the NIST/IHE demo affinity domain.")
+XDS_PORTAL_JOURNAL = env.boolean(
+    "XDS_PORTAL_JOURNAL", True, "Keep the transactions journal the portal's front page shows (var/journal/"
+    "transactions.jsonl, one JSON line per audited transaction, no patient data, rotated at ~1 MB). Not "
+    "installed under pytest.")
+DEMO_PASSWORD = env.string(
+    "DEMO_PASSWORD", "", "`make run`: the demo portal users' password (empty: one is generated and printed "
+    "once, when the users are created).")
+
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
 XDS_DEMO = env.boolean(
     "XDS_DEMO", True, "`make run` starts the two-hospital demo affinity domain (domain registry + repository, "
@@ -292,11 +315,15 @@ INSTALLED_APPS = [
     "consumer",
     # The two-hospital demo affinity domain `make run` starts (demo/: sites, demo data).
     "demo",
+    # The web portal (portal/): the clinician's and operator's pages, above the actors.
+    "portal",
     # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin's CSS) from STATIC_ROOT, which `make run` fills with collectstatic.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -318,6 +345,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.access.site",
             ],
         },
     },
@@ -325,7 +353,7 @@ TEMPLATES = [
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     # Repository documents: content-addressed files (xds_repository.storage).  Point
     # BACKEND at any Django storage (e.g. an object store) to move them.
     "xds_documents": {
@@ -334,6 +362,17 @@ STORAGES = {
     },
 }
 
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
+# Several nodes share one host name on one machine (the demo: 127.0.0.1:8000/8001/8002) and cookies do not
+# tell ports apart: each node's session and CSRF cookies carry its port, so logging in to one does not log
+# the browser out of another.
+SESSION_COOKIE_NAME = f"xds_session_{PORT}"
+CSRF_COOKIE_NAME = f"xds_csrf_{PORT}"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 8 * 3600  # a working day
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -349,5 +388,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # pydicom logs a value it cannot parse at WARNING, quoting the value, and in a garbled header that can be
+    # a patient's name or id: operational logs carry no patient data, so only its errors are kept.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "pydicom": {"level": "ERROR"}},
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -245,6 +246,46 @@ def run_single() -> int:
         supervisor.stop()
 
 
+#: Written (mode 0600, no password in it) once the demo's portal users exist: later starts do not make a new
+#: password, and the banner says the one printed at first start still holds.
+PORTAL_USERS_MARKER = "portal-users"
+#: The demo user the banner invites to log in (Hospital B's clinician: the issue's walk).
+PORTAL_LOGIN_USER = "clinician-b"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """The demo portal users' password for this start: the environment the xds_demo_load runs get, and what
+    the banner says about it."""
+
+    env: dict[str, str]
+    text: str
+    generated: bool = False
+
+
+def demo_login(demo_dir: Path, demo_password: str) -> DemoLogin:
+    """``DEMO_PASSWORD`` when set (it reaches xds_demo_load through the environment); else a new password at
+    first start (the users do not exist yet: no marker), printed once; else the one printed then still holds."""
+    if demo_password:
+        return DemoLogin({}, f"log in as {PORTAL_LOGIN_USER} / the password in DEMO_PASSWORD")
+    if not (demo_dir / PORTAL_USERS_MARKER).exists():
+        password = secrets.token_urlsafe(12)
+        return DemoLogin({"DEMO_PASSWORD": password}, f"log in as {PORTAL_LOGIN_USER} / {password} "
+                         "(printed once; DEMO_PASSWORD sets it)", generated=True)
+    return DemoLogin({}, f"log in as {PORTAL_LOGIN_USER}, password: as printed at first start "
+                         "(DEMO_PASSWORD=... resets it)")
+
+
+def mark_portal_users(demo_dir: Path) -> None:
+    """Note that the demo's portal users exist (the marker holds no password)."""
+    marker = demo_dir / PORTAL_USERS_MARKER
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("The demo portal users exist; their password was printed at first start (DEMO_PASSWORD resets "
+                 "it).\n")
+    marker.chmod(0o600)
+
+
 def run_demo() -> int:
     """The two-hospital affinity domain; serving within ~30 s of a warm start (everything installed)."""
     from demo.sites import demo_sites, endpoint_directory, write_env_files
@@ -266,6 +307,7 @@ def run_demo() -> int:
     hospitals = [site for site in sites if site.is_hospital]
     domain = next(site for site in sites if site.key == "domain")
     manage = [PYTHON, "manage.py"]
+    login = demo_login(demo_dir, settings.DEMO_PASSWORD)
     supervisor = Supervisor()
     try:
         with ThreadPoolExecutor(max_workers=len(hospitals)) as pool:
@@ -278,22 +320,24 @@ def run_demo() -> int:
                   "dom-setup")
         for site in sites:
             label = "dom-" if site.key == "domain" else f"{site.key[-1]}-"
-            workers = 2 if site.is_hospital else settings.WEB_CONCURRENCY
+            workers = int(site.env["WEB_CONCURRENCY"]) if site.is_hospital else settings.WEB_CONCURRENCY
             supervisor.start(node_services(site.http_port, workers, site.services, prefix=label,
                                            env=site_env[site.key]))
         _wait_for(f"{domain.base_url}/xds/registry?wsdl", supervisor)
-        _run_step(manage + ["xds_demo_load", "domain"], "demo patients into the registry", site_env["domain"],
-                  "dom-demo")
+        _run_step(manage + ["xds_demo_load", "domain"], "demo patients into the registry",
+                  {**site_env["domain"], **login.env}, "dom-demo")
         for hospital in hospitals:
             _wait_for(f"{hospital.base_url}/xds/imaging-source?wsdl", supervisor)
         _parallel([(manage + ["xds_demo_load", h.key, "--endpoints", str(endpoints_file)],
-                    f"demo studies of {h.title}: its PACS, then RAD-68", site_env[h.key], f"{h.key[-1]}-demo")
-                   for h in hospitals])
+                    f"demo studies of {h.title}: its PACS, then RAD-68", {**site_env[h.key], **login.env},
+                    f"{h.key[-1]}-demo") for h in hospitals])
+        mark_portal_users(demo_dir)
         b = next(h for h in hospitals if h.key == "hospital-b")
         scheduled, modality = SCHEDULED_EXAMPLE
         print(banner(sites, env_files, affinity_cx(NIST_PATIENT.affinity_id), NIST_STUDY_UID, b,
                      B_NIST.local_cx(), B_NIST.local_id, B_NIST.issuer, time.monotonic() - began,
-                     scheduled=(scheduled.local_id, scheduled.issuer, modality)), flush=True)
+                     scheduled=(scheduled.local_id, scheduled.issuer, modality), portal_login=login.text),
+              flush=True)
         return supervisor.wait()
     finally:
         supervisor.stop()
@@ -301,12 +345,15 @@ def run_demo() -> int:
 
 def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, study_uid: str, importer: Any,
            local_patient: str, local_id: str, issuer: str, seconds: float,
-           scheduled: tuple[str, str, str] | None = None) -> str:
+           scheduled: tuple[str, str, str] | None = None, portal_login: str = "") -> str:
     """What ``make run`` prints once the demo serves: every address, and the commands to try."""
     python = _shown(Path(PYTHON)) if Path(PYTHON).is_relative_to(BASE_DIR) else PYTHON
     lines = ["", f"XDS-I.b demo affinity domain serving ({seconds:.0f}s). Ctrl-C stops everything.", ""]
+    if portal_login:
+        lines += [f"Portal: {importer.base_url}/  {portal_login}", ""]
     for site in sites:
         lines.append(f"{site.title}   (settings: {_shown(env_files[site.key])})")
+        lines.append(f"  Portal               {site.base_url}/   (health: {site.base_url}/healthz)")
         if site.key == "domain":
             lines += [f"  Document Registry    {site.base_url}/xds/registry     (ITI-18, ITI-42; ?wsdl)",
                       f"  Document Repository  {site.base_url}/xds/repository   (ITI-41, ITI-43) "

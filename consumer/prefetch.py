@@ -23,11 +23,14 @@ Job errors name outcomes and error codes only, never patient data.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from consumer.fetch import (
     Resolvers,
@@ -39,6 +42,7 @@ from consumer.fetch import (
 )
 from consumer.find import FindError, FindQuery, FoundManifest, find_manifests
 from consumer.models import EndpointKind, PriorImport, PriorImportState
+from consumer.retrieval import ProgressEvent
 from jobs.api import enqueue
 from jobs.models import Job
 from jobs.registry import JobError, PermanentJobError
@@ -218,10 +222,15 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
     outcome = outcome_of(found)
     retrieved = get_manifest(found, resolvers, outcome, timeout=config.timeout)
     if retrieved is not None:
+        record.requested = outcome.requested or record.requested
+        record.present = 0
+        # The latest asker (a procedure's prefetch, or "portal:<user>" for a clinician's import) is the trigger.
+        record.trigger = str(job.payload.get("trigger", "") or record.trigger)[:64]
+        record.save(update_fields=["requested", "present", "trigger", "updated_at"])
         # Uncompressed, the syntaxes an archive stores as they come: a prior lands in this PACS as the other
         # site holds it (a study stored in Explicit VR stays byte for byte the same pixel data).
         retrieve_into(retrieved, destination, resolvers, outcome, syntaxes=transfer_syntaxes(compress=False),
-                      timeout=config.timeout)
+                      progress=ImportProgress(record.pk), timeout=config.timeout)
     else:
         destination.close()
     codes = sorted({e["code"] for e in outcome.errors})
@@ -236,6 +245,41 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
     if not outcome.ok:
         raise JobError(f"prior {found.unique_id}: {record.state} ({record.detail or 'no error code'})")
     return record
+
+
+class ImportProgress:
+    """The retrieval's progress into :attr:`PriorImport.present` while it runs, at most once per ``interval``
+    seconds (a page such as the portal's import status shows it), and at each series' end.
+
+    The retrieval reports per series (``done`` of ``total``: present + retrieved so far); the count of the
+    import is the series finished before plus the current one's ``done``."""
+
+    def __init__(self, record_pk: int, *, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.record_pk = record_pk
+        self.interval = interval
+        self.clock = clock
+        self.finished = 0  # instances present of the series before the current one
+        self.series = ""
+        self.done = 0
+        self.total = 0
+        self._saved_at: float | None = None
+        self._saved = -1
+
+    @property
+    def present(self) -> int:
+        return self.finished + self.done
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.series_instance_uid != self.series:
+            self.finished += self.done
+            self.series, self.done = event.series_instance_uid, 0
+        self.done, self.total = max(self.done, event.done), event.total
+        now = self.clock()
+        series_end = self.done >= self.total
+        if self.present != self._saved and (series_end or self._saved_at is None
+                                            or now - self._saved_at >= self.interval):
+            PriorImport.objects.filter(pk=self.record_pk).update(present=self.present, updated_at=timezone.now())
+            self._saved_at, self._saved = now, self.present
 
 
 # --- the job handlers (settings read per job: the worker may outlive an operator's change) -------------

@@ -106,7 +106,9 @@ def demo_sites(settings: Any, database_url: str = "") -> list[Site]:
         {**common, "XDS_VAR_DIR": str(domain_var),
          "DATABASE_URL": site_database_url(database_url, "domain", domain_var),
          "PORT": str(settings.PORT), "HL7_PORT": str(settings.HL7_PORT), "XDS_RUN_HL7": "true",
-         "XDS_RUN_DICOM": "false", "XDS_RUN_JOBS": "false"},
+         "XDS_RUN_DICOM": "false", "XDS_RUN_JOBS": "false",
+         # No PACS here: the defaults would name Hospital A's Orthanc (127.0.0.1:4242 / :8042).
+         "DICOM_PACS": "", "DICOMWEB_URL": ""},
         ("web", "hl7"))]
     ports = {"A": (settings.HOSPITAL_A_HTTP_PORT, settings.HOSPITAL_A_DICOM_PORT, settings.HOSPITAL_A_PACS_DICOM_PORT,
                    settings.HOSPITAL_A_PACS_HTTP_PORT),
@@ -120,7 +122,9 @@ def demo_sites(settings: Any, database_url: str = "") -> list[Site]:
         env = {
             **common, "XDS_VAR_DIR": str(site_var),
             "DATABASE_URL": site_database_url(database_url, hospital.key, site_var),
-            "PORT": str(http_port), "WEB_CONCURRENCY": "2",
+            # Sync workers: a RAD-69 answer or a portal zip download holds one for its whole length, and two
+            # zips may run at once (XDS_PORTAL_ZIP_CONCURRENCY): two more serve the pages meanwhile.
+            "PORT": str(http_port), "WEB_CONCURRENCY": "4",
             "XDS_RUN_HL7": "false", "XDS_RUN_DICOM": "true", "XDS_RUN_JOBS": "true",
             # The domain's actors, over HTTP: RAD-68 to the repository, ITI-18 to the registry.
             "XDS_REPOSITORY_URL": f"{domain_url}/xds/repository",
@@ -143,6 +147,13 @@ def demo_sites(settings: Any, database_url: str = "") -> list[Site]:
         sites.append(Site(hospital.key, hospital.title, http_port, env, ("web", "dicom", "jobs"), pacs=pacs,
                           dicom_ae_title=ae, dicom_port=dicom_port, imaging_source_id=hospital.imaging_source_id,
                           patient_authority=hospital.patient_authority))
+    # Every site's portal: who it is, the other nodes it shows (their /healthz), the affinity domain's
+    # patient-id authority (a bare id typed in the patient search is read as of this authority).
+    for site in sites:
+        site.env.update({
+            "XDS_SITE_KEY": site.key, "XDS_SITE_NAME": site.title,
+            "XDS_PORTAL_PEERS": ",".join(f"{other.title}={other.base_url}" for other in sites if other is not site),
+            "XDS_AFFINITY_DOMAIN_AUTHORITY": AFFINITY_AUTHORITY})
     return sites
 
 

@@ -18,8 +18,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
 from imaging_source.models import PatientMapping, PerformedProcedureStep, Publication, ReconciliationItem
-from imaging_source.patient_mapping import check_affinity_patient_id, set_mapping
-from imaging_source.publish import Outcome, PublishConfig, PublishResult, publish, study_from_json
+from imaging_source.patient_mapping import check_affinity_patient_id
+from imaging_source.publish import Outcome, PublishConfig, PublishResult, publish
 from imaging_source.study import StudyRef
 from kos.builder import ManifestError
 from xds_core.identifiers import is_dicom_uid
@@ -177,16 +177,20 @@ class ReconciliationItemAdmin(admin.ModelAdmin):
         form = ResolveForm(request.POST if "apply" in request.POST else None,
                            initial={"affinity_patient_id": _current_mapping(local_id, issuer)})
         if "apply" in request.POST and form.is_valid():
-            set_mapping(local_id, form.cleaned_data["affinity_patient_id"], issuer=issuer,
-                        note="reconciliation queue")
-            config = _publish_config()
-            results = []
-            for item in items:
-                try:
-                    results.append(publish(self._study_of(item), config, trigger="reconciliation"))
-                except ManifestError as exc:
-                    self.message_user(request, f"{item.study_instance_uid}: {exc}", messages.ERROR)
-            _report(self, request, results)
+            from imaging_source.dicom.config import DicomConfig
+            from imaging_source.operations import resolve_reconciliation
+
+            try:
+                # One home for "map, then publish every open item of the patient" (the portal's too).
+                resolution = resolve_reconciliation(items[0].pk, form.cleaned_data["affinity_patient_id"],
+                                                    publish_config=_publish_config(),
+                                                    dicom=DicomConfig.from_settings(settings))
+            except (LookupError, ValueError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
+            for error in resolution.errors:
+                self.message_user(request, error, messages.ERROR)
+            _report(self, request, resolution.results)
             return None
         context = {
             **self.admin_site.each_context(request),
@@ -205,15 +209,6 @@ class ReconciliationItemAdmin(admin.ModelAdmin):
         count = queryset.filter(status=ReconciliationItem.Status.OPEN).update(
             status=ReconciliationItem.Status.DISCARDED, resolved_at=timezone.now(), updated_at=timezone.now())
         self.message_user(request, f"{count} item(s) discarded")
-
-    @staticmethod
-    def _study_of(item: ReconciliationItem) -> StudyRef:
-        """The study as the PACS has it now; the stored snapshot when the PACS cannot be asked."""
-        try:
-            study = _find_study(item.study_instance_uid)
-        except Exception:  # no PACS configured or reachable: the snapshot is what was found
-            study = None
-        return study or study_from_json(item.study)
 
 
 def _current_mapping(local_id: str, issuer: str) -> str:

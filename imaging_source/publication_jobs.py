@@ -29,7 +29,7 @@ from xds_core.identifiers import is_dicom_uid
 
 PUBLISH_STUDY = "imaging_source.publish_study"
 #: Publication.trigger values a job may carry (Publication.trigger is 32 characters).
-TRIGGERS = ("mpps", "stable", "admin", "command")
+TRIGGERS = ("mpps", "stable", "admin", "command", "portal")
 #: RAD-68 outcomes (Publication.response_status) worth another attempt: nobody answered.
 _TRANSIENT_STATUSES = ("transport-error", "no-response")
 

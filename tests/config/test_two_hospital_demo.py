@@ -237,3 +237,40 @@ def test_a_worklist_entry_at_hospital_b_prefetches_the_patients_prior_before_the
     original = _instances(demo.orthanc("A"), prior.study_instance_uid)
     assert {uid: _sha1(ds.PixelData) for uid, ds in imported.items()} == {
         uid: _sha1(ds.PixelData) for uid, ds in original.items()}
+
+
+def test_hospital_bs_portal_takes_the_printed_password_and_shows_the_other_nodes(demo: Demo) -> None:
+    """The banner's portal line, as a person reads it: open the URL, log in with the printed password (a real
+    session with the CSRF token of the login form), see the overview with the domain and Hospital A up."""
+    (line,) = [x for x in demo.output if x.startswith("Portal: ")]
+    match = re.fullmatch(r"Portal: (http://127\.0\.0\.1:(\d+)/)  log in as clinician-b / (\S+) \(printed once; "
+                         r"DEMO_PASSWORD sets it\)", line.strip())
+    assert match, line
+    url, port, password = match.group(1), int(match.group(2)), match.group(3)
+    assert port == demo.ports["HOSPITAL_B_HTTP_PORT"]
+    marker = Path(demo.env["XDS_VAR_DIR"]) / "demo" / "portal-users"
+    assert marker.stat().st_mode & 0o077 == 0 and password not in marker.read_text()
+
+    session = requests.Session()
+    login = session.get(f"{url}login/", timeout=30)
+    assert login.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+    answer = session.post(f"{url}login/", data={"username": "clinician-b", "password": password,
+                                                "csrfmiddlewaretoken": token, "next": "/"},
+                          headers={"Referer": f"{url}login/"}, timeout=30, allow_redirects=False)
+    assert answer.status_code == 302, answer.text[:500]
+    home = session.get(url, timeout=30)
+    assert home.status_code == 200 and 'id="sites"' in home.text
+    sites = home.text[home.text.index('id="sites"'):home.text.index('id="counts"')]
+    for name, port_name in (("Hospital A", "HOSPITAL_A_HTTP_PORT"), ("Affinity domain", "PORT")):
+        assert name in sites and f"http://127.0.0.1:{demo.ports[port_name]}/" in sites
+    assert sites.count('<td class="ok">up</td>') == 2, sites
+    assert "Hospital B" in home.text and "clinician-b" in home.text
+    # /healthz: public, and Hospital B's parts all answer.
+    health = requests.get(f"{url}healthz", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert health.json()["components"]["dicom_listener"]["state"] == "up"
+    # The domain's journal holds the demo's transactions (RAD-68's ITI-41 / ITI-42), without patient ids.
+    domain_journal = Path(demo.env["XDS_VAR_DIR"]) / "demo" / "domain" / "journal" / "transactions.jsonl"
+    text = domain_journal.read_text()
+    assert '"transaction":"ITI-41"' in text and B_NIST.local_id not in text and "IDS-AD002" not in text

@@ -117,3 +117,17 @@ def test_schedule_refuses_without_a_worklist_or_with_a_bad_modality(settings, tm
 
     item = pydicom.dcmread(written)
     assert item.PatientID == "B-1" and item.ScheduledProcedureStepSequence[0].Modality == "CT"
+
+
+def test_every_site_knows_its_key_name_the_other_nodes_and_the_affinity_authority(tmp_path: Path) -> None:
+    from demo.sites import AFFINITY_AUTHORITY
+
+    sites = demo_sites(_settings(tmp_path))
+    for site in sites:
+        assert (site.env["XDS_SITE_KEY"], site.env["XDS_SITE_NAME"]) == (site.key, site.title)
+        assert site.env["XDS_AFFINITY_DOMAIN_AUTHORITY"] == AFFINITY_AUTHORITY
+        peers = env.named_urls(site.env["XDS_PORTAL_PEERS"])  # what the setting will parse
+        assert peers == [(other.title, other.base_url) for other in sites if other is not site]
+        env.site_key(site.env["XDS_SITE_KEY"])
+    domain = sites[0]
+    assert domain.env["DICOM_PACS"] == domain.env["DICOMWEB_URL"] == ""  # no PACS: not Hospital A's by default

@@ -12,6 +12,7 @@ Run with the site's environment (``XDS_ENV_FILE=var/demo/<site>.env``), after it
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
         site = options["site"]
+        self.portal_users()
         if site == "domain":
             for patient in PATIENTS:
                 call_command("xds_patient", "add", affinity_cx(patient.affinity_id), "--family", patient.family,
@@ -54,6 +56,19 @@ class Command(BaseCommand):
                      stdout=self.stdout, stderr=self.stderr)
         self.stdout.write(f"demo {site}: {len(studies)} studies in its PACS and published "
                           f"in {time.monotonic() - started:.1f}s")
+
+    def portal_users(self) -> None:
+        """Every site's portal knows both hospitals and has the demo users: ``clinician-a`` (Hospital A),
+        ``clinician-b`` (Hospital B) and ``admin`` (superuser; of the site's own hospital on a hospital node).
+        Their password is ``DEMO_PASSWORD`` when set (the supervisor generates one at first start); without
+        it, users that exist keep theirs."""
+        password = ["--password-env", "DEMO_PASSWORD"] if os.environ.get("DEMO_PASSWORD") else []
+        for hospital in HOSPITALS:
+            call_command("xds_portal_user", "add", f"clinician-{hospital.letter.lower()}", "--hospital",
+                         hospital.key, "--hospital-name", hospital.title, *password, stdout=self.stdout)
+        own = next((h for h in HOSPITALS if h.key == settings.XDS_SITE_KEY), None)
+        membership = ["--hospital", own.key, "--hospital-name", own.title] if own else []
+        call_command("xds_portal_user", "add", "admin", *membership, "--superuser", *password, stdout=self.stdout)
 
     def upload(self, study: DemoStudy) -> None:
         """STOW-RS the study into this site's PACS unless it holds every instance already (QIDO-RS)."""
