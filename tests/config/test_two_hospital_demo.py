@@ -14,131 +14,26 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import shlex
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pydicom
 import pytest
 import requests
 
 from demo.studies import B_NIST, NIST_STUDY_UID
+from tests.demo_process import Demo, delete_study, running_demo
 
-BASE_DIR = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.pacs]
-START_TIMEOUT = 180
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@dataclass
-class Demo:
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    ports: dict[str, int]
-    output: list[str] = field(default_factory=list)
-
-    def text(self) -> str:
-        return "\n".join(self.output)
-
-    def line(self, needle: str) -> str:
-        (line,) = [x for x in self.output if needle in x and "XDS_ENV_FILE=" in x]
-        return line.strip()
-
-    def run_printed(self, line: str) -> subprocess.CompletedProcess[str]:
-        """Run a line the supervisor printed (``VAR=value python manage.py ...``) as a shell would."""
-        words = shlex.split(line)
-        assignments = {}
-        while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
-            key, _, value = words.pop(0).partition("=")
-            assignments[key] = value
-        return subprocess.run(words, cwd=BASE_DIR, env={**self.env, **assignments}, capture_output=True, text=True,
-                              timeout=300)
-
-    def orthanc(self, hospital: str) -> str:
-        return f"http://127.0.0.1:{self.ports[f'HOSPITAL_{hospital}_PACS_HTTP_PORT']}"
-
-
-def _pump(stream, sink: list[str]) -> None:  # noqa: ANN001
-    for line in iter(stream.readline, ""):
-        sink.append(line.rstrip("\n"))
-
-
-def _demo_database_url(tmp_path: Path) -> tuple[str, str | None]:
-    """On the PostgreSQL pass, the sites' databases are this test's own (``<name>_<site>``, dropped after)."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return "", None
-    parts = urlsplit(url)
-    name = f"xdsi_demo_e2e_{os.getpid()}"
-    return urlunsplit(parts._replace(path=f"/{name}")), name
-
-
-def _drop_databases(url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as connection:
-        for (db,) in connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_%",)):
-            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    tmp_path = tmp_path_factory.mktemp("two-hospital-demo")
-    names = ["PORT", "HL7_PORT", "HOSPITAL_A_HTTP_PORT", "HOSPITAL_A_DICOM_PORT", "HOSPITAL_A_PACS_DICOM_PORT",
-             "HOSPITAL_A_PACS_HTTP_PORT", "HOSPITAL_B_HTTP_PORT", "HOSPITAL_B_DICOM_PORT", "HOSPITAL_B_PACS_DICOM_PORT",
-             "HOSPITAL_B_PACS_HTTP_PORT"]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    database_url, database_name = _demo_database_url(tmp_path)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("XDS_", "DICOM", "HOSPITAL_")) and key not in ("DATABASE_URL", "PORT")}
-    env.update({key: str(value) for key, value in ports.items()})
-    env.update({"XDS_DEMO": "true", "XDS_VAR_DIR": str(tmp_path / "var"), "WEB_CONCURRENCY": "2",
-                "SECRET_KEY": "two-hospital-demo-test-key-" + "x" * 30, "PYTHONUNBUFFERED": "1"})
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    process = subprocess.Popen([sys.executable, "-m", "config.supervisor"], cwd=BASE_DIR, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Demo(process, env, ports)
-    threading.Thread(target=_pump, args=(process.stdout, running.output), daemon=True).start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not any("demo affinity domain serving" in line for line in running.output):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the demo did not start:\n" + "\n".join(running.output[-60:]))
-            time.sleep(0.2)
-        time.sleep(0.5)  # the rest of the banner
+    with running_demo(tmp_path_factory.mktemp("two-hospital-demo") / "var", "demo_e2e") as running:
         yield running
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        if database_url and database_name:
-            _drop_databases(database_url, database_name)
 
 
 def _instances(orthanc: str, study_uid: str) -> dict[str, pydicom.Dataset]:
@@ -153,12 +48,6 @@ def _instances(orthanc: str, study_uid: str) -> dict[str, pydicom.Dataset]:
 
 def _sha1(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
-
-
-def _delete_study(orthanc: str, study_uid: str) -> None:
-    for hit in requests.post(f"{orthanc}/tools/lookup", data=study_uid, timeout=30).json():
-        if hit["Type"] == "Study":
-            requests.delete(f"{orthanc}/studies/{hit['ID']}", timeout=60).raise_for_status()
 
 
 def test_the_printed_fetch_line_imports_hospital_as_study_into_hospital_bs_pacs(demo: Demo) -> None:
@@ -197,7 +86,7 @@ def test_the_printed_fetch_line_imports_hospital_as_study_into_hospital_bs_pacs(
 
 def test_an_mpps_in_progress_at_hospital_b_prefetches_the_study_by_itself(demo: Demo) -> None:
     b = demo.orthanc("B")
-    _delete_study(b, NIST_STUDY_UID)
+    delete_study(b, NIST_STUDY_UID)
     assert _instances(b, NIST_STUDY_UID) == {}
 
     sent = demo.run_printed(demo.line("xds_demo_mpps"))

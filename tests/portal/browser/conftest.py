@@ -1,6 +1,6 @@
 """Fixtures of the browser tests: one demo affinity domain for the package, one Chromium per module.
 
-The demo is ``make run``'s (``config.supervisor``, XDS_DEMO=true) on free ports with a known
+The demo is ``make run``'s (``config.supervisor``, XDS_DEMO=true; tests/demo_process.py) on free ports with a known
 ``DEMO_PASSWORD``; the browser is Debian's Chromium through chromium-driver, headless, fresh profile.
 Screenshots land in ``<VAR_DIR>/artifacts/screenshots`` (CI keeps them); a failing test leaves one of the
 page it failed on there too (``FAILED-<test>.png``).
@@ -17,16 +17,17 @@ import pytest
 from django.conf import settings
 from selenium.webdriver.chrome.webdriver import WebDriver
 
+from tests.demo_process import Demo, running_demo
 from tests.portal.browser import support
-from tests.portal.browser.support import DEMO_PASSWORD, Demo
+from tests.portal.browser.support import DEMO_PASSWORD
 
 
 @pytest.fixture(scope="package")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """The two-hospital demo, started once for every browser test (torn down after the package)."""
     support.axe_source()  # no axe-core: fail before spending the demo's start-up
-    with support.running_demo(tmp_path_factory.mktemp("browser-demo") / "var",
-                              {"DEMO_PASSWORD": DEMO_PASSWORD}) as running:
+    with running_demo(tmp_path_factory.mktemp("browser-demo") / "var", "browser",
+                      {"DEMO_PASSWORD": DEMO_PASSWORD}) as running:
         yield running
 
 

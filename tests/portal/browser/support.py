@@ -1,26 +1,18 @@
 """Helpers of the browser tests: the two-hospital demo as ``make run`` starts it, Debian's Chromium driven by
 Selenium through chromium-driver (paths given, nothing downloaded), screenshots, axe-core and keyboard moves.
 
-The demo start mirrors ``tests/config/test_two_hospital_demo.py`` (the real ``config.supervisor`` on free
-ports, its own VAR dir and, on the PostgreSQL pass, its own databases dropped after).
+The demo itself (the real ``config.supervisor`` on free ports) is started by tests/demo_process.py, shared
+with ``tests/config/test_two_hospital_demo.py``; ``Demo`` and ``delete_study`` are re-exported from there.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -35,6 +27,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.demo_process import Demo as Demo  # re-exported: the browser tests import it from here
+from tests.demo_process import delete_study as delete_study
+
 BASE_DIR = Path(__file__).resolve().parents[3]
 AXE_JS = BASE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 #: The demo users' password the tests start the demo with (``DEMO_PASSWORD``; xds_demo_load creates the users).
@@ -42,105 +37,8 @@ DEMO_PASSWORD = "browser-test-demo-password"
 #: Hospital B's and Hospital A's demo users (xds_demo_load; both exist on every site's node).
 CLINICIAN_B = "clinician-b"
 CLINICIAN_A = "clinician-a"
-DEMO_START_TIMEOUT = 180
 #: axe-core impacts that fail a page (issue #12: 0 serious or critical violations per page).
 FAILING_IMPACTS = ("serious", "critical")
-PORT_NAMES = ["PORT", "HL7_PORT", "HOSPITAL_A_HTTP_PORT", "HOSPITAL_A_DICOM_PORT", "HOSPITAL_A_PACS_DICOM_PORT",
-              "HOSPITAL_A_PACS_HTTP_PORT", "HOSPITAL_B_HTTP_PORT", "HOSPITAL_B_DICOM_PORT",
-              "HOSPITAL_B_PACS_DICOM_PORT", "HOSPITAL_B_PACS_HTTP_PORT"]
-
-
-# --- the demo affinity domain ------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@dataclass
-class Demo:
-    """A running two-hospital demo: its supervisor process, environment, ports and output so far."""
-
-    process: subprocess.Popen[str]
-    env: dict[str, str]
-    ports: dict[str, int]
-    output: list[str] = field(default_factory=list)
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output[-lines:])
-
-    def portal(self, hospital: str) -> str:
-        """A hospital node's portal (its web server), ``hospital`` "A" or "B"."""
-        return f"http://127.0.0.1:{self.ports[f'HOSPITAL_{hospital}_HTTP_PORT']}"
-
-    def orthanc(self, hospital: str) -> str:
-        return f"http://127.0.0.1:{self.ports[f'HOSPITAL_{hospital}_PACS_HTTP_PORT']}"
-
-
-def _pump(stream: Any, sink: list[str]) -> None:
-    for line in iter(stream.readline, ""):
-        sink.append(line.rstrip("\n"))
-
-
-def _demo_database_url(suffix: str) -> tuple[str, str | None]:
-    """On the PostgreSQL pass the sites' databases are the test's own (``<name>_<site>``, dropped after)."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return "", None
-    name = f"xdsi_{suffix}_{os.getpid()}"
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}")), name
-
-
-def _drop_databases(url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as connection:
-        for (db,) in connection.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_%",)):
-            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
-
-
-@contextmanager
-def running_demo(var_dir: Path, extra_env: dict[str, str] | None = None, db_suffix: str = "browser") -> Iterator[Demo]:
-    """``make run``'s demo affinity domain on free ports until the block ends (then SIGTERM, as Ctrl-C)."""
-    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
-    database_url, database_name = _demo_database_url(db_suffix)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("XDS_", "DICOM", "HOSPITAL_")) and key not in ("DATABASE_URL", "PORT")}
-    env.update({key: str(value) for key, value in ports.items()})
-    env.update({"XDS_DEMO": "true", "XDS_VAR_DIR": str(var_dir), "WEB_CONCURRENCY": "2",
-                "SECRET_KEY": "browser-test-demo-key-" + "x" * 30, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    process = subprocess.Popen([sys.executable, "-m", "config.supervisor"], cwd=BASE_DIR, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    demo = Demo(process, env, ports)
-    threading.Thread(target=_pump, args=(process.stdout, demo.output), daemon=True).start()
-    try:
-        deadline = time.monotonic() + DEMO_START_TIMEOUT
-        while not any("demo affinity domain serving" in line for line in demo.output):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the demo did not start:\n" + demo.tail())
-            time.sleep(0.2)
-        time.sleep(0.5)  # the rest of the banner
-        yield demo
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        if database_url and database_name:
-            _drop_databases(database_url, database_name)
 
 
 # --- Orthanc (the hospitals' PACS), to check what an import did ----------------------------------------
@@ -151,13 +49,6 @@ def qido_study(orthanc: str, study_uid: str) -> list[dict[str, Any]]:
     response = requests.get(f"{orthanc}/dicom-web/studies", params={"StudyInstanceUID": study_uid}, timeout=30)
     response.raise_for_status()
     return response.json() if response.content else []
-
-
-def delete_study(orthanc: str, study_uid: str) -> None:
-    """Remove a study from an Orthanc (its REST API), so that an import must bring it back."""
-    for hit in requests.post(f"{orthanc}/tools/lookup", data=study_uid, timeout=30).json():
-        if hit["Type"] == "Study":
-            requests.delete(f"{orthanc}/studies/{hit['ID']}", timeout=60).raise_for_status()
 
 
 # --- Chromium ---------------------------------------------------------------------------------------
