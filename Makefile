@@ -9,7 +9,7 @@ PORT ?= 8000
 PACS := imaging_source/pacs/local-pacs.sh
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help run test test-pg test-sqlite lint bench bench-ab bench-registry bench-repository bench-imaging bench-consumer \
+.PHONY: help run test test-pg test-sqlite lint bench bench-ab bench-registry bench-repository bench-imaging bench-consumer bench-portal \
         conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
 
 help:
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   run the registry/repository/imaging benchmarks against 'XDS_DEMO=false make run'"
 	@echo "make bench-ab BASE=rev  interleaved A/B benchmark of two commits"
 	@echo "make bench-consumer  Hospital B's consumer vs direct DICOMweb copies, WAN, 2 GB study (needs 'make run')"
+	@echo "make bench-portal  Hospital B's portal: page server times, thumbnails, ITI-18 under load (needs 'make run', DEMO_PASSWORD)"
 	@echo "make lint    ruff + import rules"
 	@echo "make conformance  replay the NIST conformance corpus against 'XDS_DEMO=false make run'"
 
@@ -88,6 +89,10 @@ bench-imaging: $(STAMP)
 bench-consumer: $(STAMP)
 	XDS_ENV_FILE=var/demo/hospital-b.env $(PY) manage.py xds_bench_consumer $(BENCH_ARGS)
 
+# Hospital B's portal in the demo affinity domain `make run` starts (DEMO_PASSWORD as at first start) -> var/bench/portal.json
+bench-portal: $(STAMP)
+	XDS_ENV_FILE=var/demo/hospital-b.env $(PY) manage.py xds_bench_portal $(BENCH_ARGS)
+
 # Interleaved A/B of two commits on this machine (hot-path changes): make bench-ab BASE=<rev> [HEAD=<rev>] [PAIRS=5]
 bench-ab: $(STAMP) system-deps
 	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<rev> [HEAD=<rev>] [PAIRS=5]"; exit 2; }
@@ -107,4 +112,4 @@ pacs-stop:
 	bash $(PACS) stop
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache node_modules

@@ -321,6 +321,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every middleware below counts: the portal's pages carry Server-Timing (its benchmark reads it).
+    "portal.middleware.ServerTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin's CSS) from STATIC_ROOT, which `make run` fills with collectstatic.
     "whitenoise.middleware.WhiteNoiseMiddleware",
