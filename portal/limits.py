@@ -4,7 +4,9 @@ A zip download holds one RAD-69 retrieval and one long HTTP response for minutes
 worker processes, so an in-process counter would cap each process, not the node.  Each slot is a file
 ``<directory>/<name>-<i>.lock`` locked with ``flock(LOCK_EX | LOCK_NB)``: the kernel holds the lock for the
 open file and drops it when the file is closed or the process dies, so a crashed worker never leaks a
-slot.  Taking a slot never waits: none free means "try later" (HTTP 503 with Retry-After).
+slot.  :func:`try_acquire` never waits; :func:`acquire` waits a moment (a download that just ended frees its
+slot only when the server closes its response, a little after the client has the last byte); none free then
+means "try later" (HTTP 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 _NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
@@ -72,3 +75,13 @@ def try_acquire(directory: Path, name: str, count: int) -> Slot | None:
             raise
         return Slot(fd, path)
     return None
+
+
+def acquire(directory: Path, name: str, count: int, *, wait: float, poll: float = 0.05) -> Slot | None:
+    """:func:`try_acquire`, tried again every ``poll`` seconds for at most ``wait`` seconds."""
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        slot = try_acquire(directory, name, count)
+        if slot is not None or time.monotonic() >= deadline:
+            return slot
+        time.sleep(poll)

@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 #: A zip download that finds every slot taken is told to come back after this many seconds.
 RETRY_AFTER = 30
+#: How long a zip download waits for a slot before that answer (a download that just ended frees its slot).
+ZIP_SLOT_WAIT = 2.0
 _STATUS_WORD = re.compile(r"[A-Za-z]+$")
 
 
@@ -183,7 +185,8 @@ def download(request: HttpRequest, repository_uid: str, document_uid: str) -> Ht
     row, _stale, error = _load(request, repository_uid, document_uid)
     if row is None:
         return _message(request, "Download not possible", error, 502)
-    slot = limits.try_acquire(Path(settings.VAR_DIR) / "locks", "zip", settings.XDS_PORTAL_ZIP_CONCURRENCY)
+    slot = limits.acquire(Path(settings.VAR_DIR) / "locks", "zip", settings.XDS_PORTAL_ZIP_CONCURRENCY,
+                          wait=ZIP_SLOT_WAIT)
     if slot is None:
         response = _message(request, "Too many downloads at once",
                             f"This node serves {settings.XDS_PORTAL_ZIP_CONCURRENCY} zip download(s) at a time "
