@@ -404,7 +404,8 @@ def zip_of(response) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
     for chunk in response.streaming_content:
         chunks += 1
         data += chunk
-    response.close()
+    # The test client's iterator closed the response at its end, with Django's request_finished handler
+    # (close_old_connections) held off; closing it again here would close the test's own database connection.
     return bytes(data), chunks
 
 
