@@ -51,6 +51,7 @@ from xds_core.vocabulary import (
     ClassificationScheme,
     IdentificationScheme,
     ObjectType,
+    QueryParameter,
     ReferenceIdType,
     ReturnType,
     StoredQuery,
@@ -66,12 +67,12 @@ _CX1_FORBIDDEN = frozenset("^&~\\|")
 _CX1_MARKUP = frozenset("<>\"'")
 
 # Stored query parameter names (ITI TF-2a Table 3.18.4.1.2.3.7.6-1, 3.18.4.1.2.3.7.1-1).
-P_PATIENT_ID = "$patientId"
-P_DE_PATIENT_ID = "$XDSDocumentEntryPatientId"
-P_DE_STATUS = "$XDSDocumentEntryStatus"
-P_SS_STATUS = "$XDSSubmissionSetStatus"
-P_FOLDER_STATUS = "$XDSFolderStatus"
-P_DE_TYPE = "$XDSDocumentEntryType"
+P_PATIENT_ID = QueryParameter.PATIENT_ID
+P_DE_PATIENT_ID = QueryParameter.DE_PATIENT_ID
+P_DE_STATUS = QueryParameter.DE_STATUS
+P_SS_STATUS = QueryParameter.SS_STATUS
+P_FOLDER_STATUS = QueryParameter.FOLDER_STATUS
+P_DE_TYPE = QueryParameter.DE_TYPE
 
 
 class BrowseError(Exception):

@@ -37,6 +37,7 @@ from xds_core.vocabulary import (
     DICOM_MIME_TYPE,
     Action,
     AvailabilityStatus,
+    QueryParameter,
     ReferenceIdType,
     ReturnType,
     StoredQuery,
@@ -50,12 +51,12 @@ MAX_SPLIT_DEPTH = 10
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 # Stored query parameter names (ITI TF-2a Table 3.18.4.1.2.3.7.1-1, 3.18.4.1.2.3.7.14-1).
-P_PATIENT_ID = "$XDSDocumentEntryPatientId"
-P_STATUS = "$XDSDocumentEntryStatus"
-P_FORMAT_CODE = "$XDSDocumentEntryFormatCode"
-P_CREATION_FROM = "$XDSDocumentEntryCreationTimeFrom"
-P_CREATION_TO = "$XDSDocumentEntryCreationTimeTo"
-P_REFERENCE_ID_LIST = "$XDSDocumentEntryReferenceIdList"
+P_PATIENT_ID = QueryParameter.DE_PATIENT_ID
+P_STATUS = QueryParameter.DE_STATUS
+P_FORMAT_CODE = QueryParameter.DE_FORMAT_CODE
+P_CREATION_FROM = QueryParameter.DE_CREATION_FROM
+P_CREATION_TO = QueryParameter.DE_CREATION_TO
+P_REFERENCE_ID_LIST = QueryParameter.DE_REFERENCE_ID_LIST
 
 
 class FindError(Exception):

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from consumer.find import FindError, FoundManifest, RegistryQuery
 from xds_core.identifiers import is_iso_oid
 from xds_core.metadata.objects import DocumentEntry
-from xds_core.vocabulary import DICOM_MIME_TYPE, ReferenceIdType, StoredQuery
+from xds_core.vocabulary import DICOM_MIME_TYPE, QueryParameter, ReferenceIdType, StoredQuery
 
-P_UNIQUE_ID = "$XDSDocumentEntryUniqueId"
+P_UNIQUE_ID = QueryParameter.DE_UNIQUE_ID
 
 
 class NoSuchManifest(FindError):

@@ -33,7 +33,7 @@ from enum import Enum
 
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.metadata.values import Code
-from xds_core.vocabulary import StoredQuery
+from xds_core.vocabulary import QueryParameter, StoredQuery
 
 
 class Kind(Enum):
@@ -72,56 +72,53 @@ class QuerySpec:
     at_least_one_of: tuple[tuple[str, ...], ...] = ()
 
 
-# --- parameter names (ITI TF-2a 3.18.4.1.2.3.7) -----------------------------------------------
+# --- parameter names (ITI TF-2a 3.18.4.1.2.3.7): declared once, in xds_core.vocabulary.QueryParameter -----
 
-DE_PATIENT_ID = "$XDSDocumentEntryPatientId"
-DE_CLASS_CODE = "$XDSDocumentEntryClassCode"
-DE_TYPE_CODE = "$XDSDocumentEntryTypeCode"
-DE_PRACTICE_SETTING_CODE = "$XDSDocumentEntryPracticeSettingCode"
-DE_CREATION_FROM = "$XDSDocumentEntryCreationTimeFrom"
-DE_CREATION_TO = "$XDSDocumentEntryCreationTimeTo"
-DE_SERVICE_START_FROM = "$XDSDocumentEntryServiceStartTimeFrom"
-DE_SERVICE_START_TO = "$XDSDocumentEntryServiceStartTimeTo"
-DE_SERVICE_STOP_FROM = "$XDSDocumentEntryServiceStopTimeFrom"
-DE_SERVICE_STOP_TO = "$XDSDocumentEntryServiceStopTimeTo"
-DE_HCFT_CODE = "$XDSDocumentEntryHealthcareFacilityTypeCode"
-DE_EVENT_CODE_LIST = "$XDSDocumentEntryEventCodeList"
-DE_CONFIDENTIALITY_CODE = "$XDSDocumentEntryConfidentialityCode"
-DE_AUTHOR_PERSON = "$XDSDocumentEntryAuthorPerson"
-DE_FORMAT_CODE = "$XDSDocumentEntryFormatCode"
-DE_STATUS = "$XDSDocumentEntryStatus"
-DE_TYPE = "$XDSDocumentEntryType"
-DE_DOCUMENT_AVAILABILITY = "$XDSDocumentEntryDocumentAvailability"
-DE_REFERENCE_ID_LIST = "$XDSDocumentEntryReferenceIdList"
-DE_ENTRY_UUID = "$XDSDocumentEntryEntryUUID"
-DE_UNIQUE_ID = "$XDSDocumentEntryUniqueId"
-DE_LOGICAL_ID = "$XDSDocumentEntryLogicalID"
-
-SS_PATIENT_ID = "$XDSSubmissionSetPatientId"
-SS_SOURCE_ID = "$XDSSubmissionSetSourceId"
-SS_SUBMISSION_TIME_FROM = "$XDSSubmissionSetSubmissionTimeFrom"
-SS_SUBMISSION_TIME_TO = "$XDSSubmissionSetSubmissionTimeTo"
-SS_AUTHOR_PERSON = "$XDSSubmissionSetAuthorPerson"
-SS_CONTENT_TYPE = "$XDSSubmissionSetContentType"
-SS_STATUS = "$XDSSubmissionSetStatus"
-SS_ENTRY_UUID = "$XDSSubmissionSetEntryUUID"
-SS_UNIQUE_ID = "$XDSSubmissionSetUniqueId"
-
-FOLDER_PATIENT_ID = "$XDSFolderPatientId"
-FOLDER_LAST_UPDATE_FROM = "$XDSFolderLastUpdateTimeFrom"
-FOLDER_LAST_UPDATE_TO = "$XDSFolderLastUpdateTimeTo"
-FOLDER_CODE_LIST = "$XDSFolderCodeList"
-FOLDER_STATUS = "$XDSFolderStatus"
-FOLDER_ENTRY_UUID = "$XDSFolderEntryUUID"
-FOLDER_UNIQUE_ID = "$XDSFolderUniqueId"
-FOLDER_LOGICAL_ID = "$XDSFolderLogicalID"
-
-PATIENT_ID = "$patientId"
-UUID = "$uuid"
-ASSOCIATION_TYPES = "$AssociationTypes"
-ASSOCIATION_STATUS = "$XDSAssociationStatus"
-HOME_COMMUNITY_ID = "$homeCommunityId"
-METADATA_LEVEL = "$MetadataLevel"
+DE_PATIENT_ID = QueryParameter.DE_PATIENT_ID
+DE_CLASS_CODE = QueryParameter.DE_CLASS_CODE
+DE_TYPE_CODE = QueryParameter.DE_TYPE_CODE
+DE_PRACTICE_SETTING_CODE = QueryParameter.DE_PRACTICE_SETTING_CODE
+DE_CREATION_FROM = QueryParameter.DE_CREATION_FROM
+DE_CREATION_TO = QueryParameter.DE_CREATION_TO
+DE_SERVICE_START_FROM = QueryParameter.DE_SERVICE_START_FROM
+DE_SERVICE_START_TO = QueryParameter.DE_SERVICE_START_TO
+DE_SERVICE_STOP_FROM = QueryParameter.DE_SERVICE_STOP_FROM
+DE_SERVICE_STOP_TO = QueryParameter.DE_SERVICE_STOP_TO
+DE_HCFT_CODE = QueryParameter.DE_HCFT_CODE
+DE_EVENT_CODE_LIST = QueryParameter.DE_EVENT_CODE_LIST
+DE_CONFIDENTIALITY_CODE = QueryParameter.DE_CONFIDENTIALITY_CODE
+DE_AUTHOR_PERSON = QueryParameter.DE_AUTHOR_PERSON
+DE_FORMAT_CODE = QueryParameter.DE_FORMAT_CODE
+DE_STATUS = QueryParameter.DE_STATUS
+DE_TYPE = QueryParameter.DE_TYPE
+DE_DOCUMENT_AVAILABILITY = QueryParameter.DE_DOCUMENT_AVAILABILITY
+DE_REFERENCE_ID_LIST = QueryParameter.DE_REFERENCE_ID_LIST
+DE_ENTRY_UUID = QueryParameter.DE_ENTRY_UUID
+DE_UNIQUE_ID = QueryParameter.DE_UNIQUE_ID
+DE_LOGICAL_ID = QueryParameter.DE_LOGICAL_ID
+SS_PATIENT_ID = QueryParameter.SS_PATIENT_ID
+SS_SOURCE_ID = QueryParameter.SS_SOURCE_ID
+SS_SUBMISSION_TIME_FROM = QueryParameter.SS_SUBMISSION_TIME_FROM
+SS_SUBMISSION_TIME_TO = QueryParameter.SS_SUBMISSION_TIME_TO
+SS_AUTHOR_PERSON = QueryParameter.SS_AUTHOR_PERSON
+SS_CONTENT_TYPE = QueryParameter.SS_CONTENT_TYPE
+SS_STATUS = QueryParameter.SS_STATUS
+SS_ENTRY_UUID = QueryParameter.SS_ENTRY_UUID
+SS_UNIQUE_ID = QueryParameter.SS_UNIQUE_ID
+FOLDER_PATIENT_ID = QueryParameter.FOLDER_PATIENT_ID
+FOLDER_LAST_UPDATE_FROM = QueryParameter.FOLDER_LAST_UPDATE_FROM
+FOLDER_LAST_UPDATE_TO = QueryParameter.FOLDER_LAST_UPDATE_TO
+FOLDER_CODE_LIST = QueryParameter.FOLDER_CODE_LIST
+FOLDER_STATUS = QueryParameter.FOLDER_STATUS
+FOLDER_ENTRY_UUID = QueryParameter.FOLDER_ENTRY_UUID
+FOLDER_UNIQUE_ID = QueryParameter.FOLDER_UNIQUE_ID
+FOLDER_LOGICAL_ID = QueryParameter.FOLDER_LOGICAL_ID
+PATIENT_ID = QueryParameter.PATIENT_ID
+UUID = QueryParameter.UUID
+ASSOCIATION_TYPES = QueryParameter.ASSOCIATION_TYPES
+ASSOCIATION_STATUS = QueryParameter.ASSOCIATION_STATUS
+HOME_COMMUNITY_ID = QueryParameter.HOME_COMMUNITY_ID
+METADATA_LEVEL = QueryParameter.METADATA_LEVEL
 
 
 def _p(name: str, kind: Kind, *, multiple: bool = False, and_or: bool = False) -> Param:

@@ -87,7 +87,7 @@ from xds_core import mllp
 from xds_core.affinity_domain import load_affinity_domain
 from xds_core.ebxml.serialize import adhoc_query_request, submit_objects_request
 from xds_core.metadata.values import CX
-from xds_core.vocabulary import Action, AvailabilityStatus, ReturnType, StoredQuery
+from xds_core.vocabulary import Action, AvailabilityStatus, QueryParameter, ReturnType, StoredQuery
 from xds_registry.management.commands.xds_bench_registry import SUCCESS, Prepared, soap_message
 from xds_registry.management.commands.xds_bench_registry_load import LoadPlan, codes_for, make_submission
 
@@ -431,7 +431,7 @@ def find_documents(patient: str, return_type: ReturnType) -> Prepared:
     return soap_message(Action.RegistryStoredQuery, adhoc_query_request(
         StoredQuery.FindDocuments.value,
         [("$XDSDocumentEntryPatientId", [f"'{patient}'"]),
-         ("$XDSDocumentEntryStatus", [f"('{AvailabilityStatus.APPROVED.value}')"])], return_type=return_type))
+         (QueryParameter.DE_STATUS, [f"('{AvailabilityStatus.APPROVED.value}')"])], return_type=return_type))
 
 
 # ============================================================================ the command
