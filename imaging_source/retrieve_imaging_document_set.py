@@ -17,12 +17,18 @@ situation                                               errorCode
 ======================================================  ===============================================
 RepositoryUniqueId empty or not ours                    XDSUnknownRepositoryId (ITI TF-3 Table 4.2.4.1-2)
 DocumentUniqueId / studyInstanceUID / seriesInstanceUID XDSDocumentUniqueIdError
-empty or not a DICOM UID, instance unknown, or in another
-study/series than requested
+empty or not a DICOM UID (the access gate,
+:mod:`imaging_source.access`), instance unknown, or in
+another study/series than requested
 no TransferSyntaxUID requested, or none is a known one  urn:dicom:wado:0006 (DICOM PS3.18 6.4.4)
 this instance cannot be produced in any requested one   urn:dicom:wado:0007 (DICOM PS3.18 6.4.4)
 PACS unreachable / failure for the whole series         XDSRepositoryError
 ======================================================  ===============================================
+
+Every UID of the request passes the access gate (:mod:`imaging_source.access`, PS3.5 §9.1) before
+any PACS call, the first series sent ahead included; a DocumentRequest with any UID that is not a
+DICOM UID is not attempted (its RegistryError lists every finding, location = its DocumentUniqueId
+as received) and the others are still retrieved.
 
 Domain code: configuration comes in as :class:`ImagingSourceConfig`, built by the view layer.
 """
@@ -40,6 +46,7 @@ from typing import Any
 
 from pydicom import dcmread
 
+from imaging_source.access import check_documents, check_series, check_transfer_syntaxes, describe
 from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import FetchStream
@@ -57,7 +64,6 @@ from xds_core import audit
 from xds_core.ebxml.messages import RetrieveImagingDocumentSetRequest
 from xds_core.ebxml.responses import DocumentResponse, document_response_xml
 from xds_core.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
-from xds_core.identifiers import is_dicom_uid
 from xds_core.soap.mtom import OutgoingPart
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
@@ -123,9 +129,13 @@ def send_first_series_ahead(config: ImagingSourceConfig, study_uid: str, series_
     The answer is used by the retrieval when its checks leave that series' fetch as asked
     here (same path, same Accept), and cancelled otherwise - a guess that costs nothing when it is wrong.
     """
-    wanted = [uid.strip() for uid in transfer_syntaxes or ()]
-    return send_ahead(config.dicom, SeriesFetch(study_uid.strip(), series_uid.strip(),
-                                                list(dict.fromkeys(uid.strip() for uid in sop_uids))),
+    # The access gate first (PS3.5 §9.1): nothing of a series with a non-UID is sent ahead; the
+    # retrieval answers for it per document.
+    checked = check_series(study_uid, series_uid, sop_uids)
+    if isinstance(checked, list):
+        return None
+    wanted = list(check_transfer_syntaxes(transfer_syntaxes or ()).uids)
+    return send_ahead(config.dicom, SeriesFetch(checked.study_uid, checked.series_uid, list(checked.sop_uids)),
                       transfer_syntax=pacs_transfer_syntax(wanted))
 
 
@@ -199,9 +209,9 @@ class _Retrieval:
         self.wanted: list[_Wanted] = []
         self.fetched = FetchResult()
         seen: set[tuple[str, str, str]] = set()
-        good_series: set[tuple[str, str]] = set()  # (study, series) UIDs found to be DICOM UIDs
         requested_ts = [uid for uid in dict.fromkeys(request.transfer_syntax_uids) if uid]
-        self.known_ts = [uid for uid in requested_ts if known_transfer_syntax(uid)]
+        # The access gate (PS3.5 §9.1): only DICOM UIDs can name a transfer syntax to ask the PACS for.
+        self.known_ts = [uid for uid in check_transfer_syntaxes(requested_ts).uids if known_transfer_syntax(uid)]
         # The consumer's order decides (RAD TF-3 4.69.4.1.2); the fast-path decision is cached per source syntax.
         self.choice = TargetChoice(self.known_ts)
 
@@ -213,8 +223,10 @@ class _Retrieval:
             ahead = None
 
         ours = config.repository_unique_id
-        for index, (study_uid, series_uid, doc) in enumerate(documents):
-            study_uid, series_uid = study_uid.strip(), series_uid.strip()
+        # The access gate: every UID of every DocumentRequest judged before any PACS call.
+        gate = check_documents([(study, series, doc.document_unique_id) for study, series, doc in documents])
+        for access, (_study, _series, doc) in zip(gate, documents, strict=True):
+            index = access.index
             sop_uid = doc.document_unique_id.strip()
             repository = doc.repository_unique_id.strip()
             if not repository or repository != ours:
@@ -222,17 +234,12 @@ class _Retrieval:
                 self.errors[index] = _error(ErrorCode.XDSUnknownRepositoryId,
                                             f"RepositoryUniqueId {repository!r} is not this Imaging Document Source "
                                             f"({config.repository_unique_id})", sop_uid)
-            elif not sop_uid:
-                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
-                                            "empty DocumentUniqueId (SOP Instance UID)", sop_uid)
-            elif not study_uid or not series_uid:
-                what = "studyInstanceUID" if not study_uid else "seriesInstanceUID"
-                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
-                                            f"empty {what} for instance {sop_uid}", sop_uid)
-            elif (bad := _not_a_uid(sop_uid, study_uid, series_uid, good_series)) is not None:
-                # PS3.5 §9.1: it names no instance, and it must not reach a WADO-RS path or a DIMSE key.
-                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError,
-                                            f"{bad!r} is not a DICOM UID (PS3.5 9.1)", sop_uid)
+            elif access.checked is None:
+                # PS3.5 §9.1: it names no instance and must reach no WADO-RS path or DIMSE key.  Not attempted;
+                # XDSDocumentUniqueIdError (ITI TF-3 Table 4.2.4.1-2) at location = the DocumentUniqueId as
+                # received (RAD TF-3 4.69.5, Gazelle RAD69-016), every finding in codeContext.
+                self.errors[index] = _error(ErrorCode.XDSDocumentUniqueIdError, describe(access.findings),
+                                            access.document_unique_id)
             elif not requested_ts:
                 self.errors[index] = _error(WadoErrorCode.UnsupportedTransferSyntax,
                                             "no TransferSyntaxUID requested (iherad:TransferSyntaxUIDList is empty)",
@@ -241,11 +248,11 @@ class _Retrieval:
                 self.errors[index] = _error(
                     WadoErrorCode.UnsupportedTransferSyntax,
                     f"none of the requested transfer syntaxes is supported: {', '.join(requested_ts)}", sop_uid)
-            elif (key := (study_uid, series_uid, sop_uid)) in seen:
+            elif (key := (access.checked.study_uid, access.checked.series_uid, access.checked.sop_uid)) in seen:
                 continue  # asked twice: returned once
             else:
                 seen.add(key)
-                self.wanted.append(_Wanted(index, study_uid, series_uid, sop_uid, repository, doc.home_community_id))
+                self.wanted.append(_Wanted(index, *key, repository, doc.home_community_id))
 
         self.stream: FetchStream | None = None
         self.by_key: dict[tuple[str, str], _Wanted] = {}
@@ -350,19 +357,6 @@ def _audited_studies(retrieval: _Retrieval) -> list[audit.ParticipantObject]:
         if item.index in retrieval.documents:
             sent.append(item.sop_uid)
     return audit.imaging_objects(retrieval.patient_id, studies)
-
-
-def _not_a_uid(sop_uid: str, study_uid: str, series_uid: str, good_series: set[tuple[str, str]]) -> str | None:
-    """The first of the UIDs that is not a DICOM UID (PS3.5 §9.1), or None.  A (study, series) pair found
-    good is remembered in ``good_series``: 500 instances of one series cost 502 checks, not 1500."""
-    if not is_dicom_uid(sop_uid):
-        return sop_uid
-    if (study_uid, series_uid) in good_series:
-        return None
-    bad = next((uid for uid in (study_uid, series_uid) if not is_dicom_uid(uid)), None)
-    if bad is None:
-        good_series.add((study_uid, series_uid))
-    return bad
 
 
 def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> RegistryError:

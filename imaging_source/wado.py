@@ -4,10 +4,13 @@ XDS-I.b gives consumers two ways to the images an Imaging Document Source's KOS 
 RAD-69 and RAD-55 (RAD TF-3 4.55; the NIST IDS tests ids_4805..ids_4809 use both).  The same PACS
 fetch as RAD-69 (:mod:`imaging_source.dicom.fetch`) delivers the instance; transcoding as RAD-69.
 
-Answers (PS3.18 §8.1 / RFC 7231): 200 + the Part 10 object; 400 for a request that is not WADO;
-404 when studyUID/seriesUID/objectUID do not name one instance of this source (also when one is
-empty - the NIST test ids_4809 case 4 expects 404 there - or not a DICOM UID); 406 for a contentType other than
-``application/dicom`` or a transferSyntax we cannot produce; 502 when the PACS cannot be reached.
+Answers (PS3.18 §8.1 / RFC 7231): 200 + the Part 10 object; 400 for a request that is not WADO, or
+whose studyUID/seriesUID/objectUID/transferSyntax is given but is not a DICOM UID (PS3.5 §9.1; a
+malformed request, PS3.18 §8.5.3 / RFC 7231 §6.5.1 - refused by the access gate,
+:mod:`imaging_source.access`, before any PACS call); 404 when studyUID/seriesUID/objectUID do not
+name one instance of this source (also when one is empty - the NIST test ids_4809 case 4 expects
+404 there); 406 for a contentType other than ``application/dicom`` or a transferSyntax we cannot
+produce; 502 when the PACS cannot be reached.
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
+from imaging_source.access import check_instance, check_transfer_syntaxes, describe
 from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import FetchStream
 from imaging_source.dicom.instances import FetchError, SeriesFetch
 from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
 from xds_core import audit
-from xds_core.identifiers import is_dicom_uid
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
 logger = logging.getLogger("imaging_source.rad55")
@@ -46,7 +49,8 @@ def wado_retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
     """One WADO-URI request (query parameters as a flat dict) -> the HTTP answer."""
     started = time.perf_counter()
     answer = _retrieve(params, dicom)
-    logger.info("rad55 status=%d object=%s bytes=%d ms=%.1f", answer.status, params.get("objectUID", ""),
+    # No UID in the log line: a SOP Instance UID names one patient's image (no patient data in logs).
+    logger.info("rad55 status=%d bytes=%d ms=%.1f", answer.status,
                 len(answer.body) if answer.status == 200 else 0, (time.perf_counter() - started) * 1000)
     return answer
 
@@ -58,16 +62,21 @@ def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
     # PS3.18 §8.1.5: the default for image objects is image/jpeg, which this source does not render.
     if DICOM_MIME_TYPE not in content_types:
         return _text(406, "only contentType=application/dicom is served")
-    study, series, sop = (params.get(k, "").strip() for k in ("studyUID", "seriesUID", "objectUID"))
-    if not (study and series and sop):
+    raw = [params.get(k, "") for k in ("studyUID", "seriesUID", "objectUID")]
+    if not all(value.strip() for value in raw):
+        # Empty names no instance: 404 (NIST ids_4809 case 4).
         return _text(404, "studyUID, seriesUID and objectUID must all be given")
-    # A value that is not a DICOM UID (PS3.5 §9.1) names no instance either (as an empty one, ids_4809
-    # case 4): 404, and it never reaches a WADO-RS path or a C-GET/C-MOVE identifier.
-    bad = next((uid for uid in (study, series, sop) if not is_dicom_uid(uid)), None)
-    if bad is not None:
-        return _text(404, f"{bad!r} is not a DICOM UID")
+    # The access gate (PS3.5 §9.1), before any PACS call: a value that is not a DICOM UID makes the
+    # request malformed - 400 Bad Request (PS3.18 §8.5.3; RFC 7231 §6.5.1), every finding named.
+    checked = check_instance(*raw)
+    syntax_given = params.get("transferSyntax", "")
+    syntaxes = check_transfer_syntaxes([syntax_given] if syntax_given.strip() else [])
+    findings = [*(checked if isinstance(checked, list) else ()), *syntaxes.findings]
+    if findings or isinstance(checked, list):
+        return _text(400, describe(findings))
+    study, series, sop = checked.study_uid, checked.series_uid, checked.sop_uid
     # PS3.18 §8.2.11: transferSyntax applies to application/dicom; default Explicit VR Little Endian.
-    syntax = params.get("transferSyntax", "").strip() or ExplicitVRLittleEndian
+    syntax = syntaxes.uids[0] if syntaxes.uids else ExplicitVRLittleEndian
     if not known_transfer_syntax(syntax):
         return _text(406, f"transfer syntax {syntax} is not supported")
     stream = FetchStream(dicom, [SeriesFetch(study, series, [sop])], accept_transfer_syntaxes=[syntax])

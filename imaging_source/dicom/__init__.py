@@ -6,5 +6,6 @@
 - :mod:`.fetch`     C-GET, C-MOVE to our SCP, or WADO-RS, one request per series, streaming
 - :mod:`.transcode` deliver in a requested transfer syntax (pydicom codecs)
 - :mod:`.scp`       C-STORE + MPPS + C-ECHO listener
+- :mod:`.received`  a received C-STORE data set, decoded with a bound on deflate inflation
 - :mod:`.status`    domain exception -> DIMSE status (PS3.4 / PS3.7)
 """

@@ -31,6 +31,8 @@ from imaging_source.dicom.ae import associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.find import STUDY_ROOT_FIND
 from imaging_source.dicom.instances import Collector, FetchError, SeriesFetch, checked_uids
+from imaging_source.dicom.received import decode_received
+from imaging_source.dicom.status import DicomServiceError
 from xds_core.identifiers import is_dicom_uid
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,9 @@ def fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: C
                           event.request.AffectedSOPInstanceUID, event.request.AffectedSOPClassUID,
                           event.context.transfer_syntax, study_uid=study_uid)
             return 0x0000
+        except DicomServiceError as exc:  # e.g. a deflate bomb (0xA7DF): refused, reported as missing
+            logger.warning("C-GET sub-operation refused: %s", exc)
+            return int(exc.status)
         except Exception:  # noqa: BLE001 - answer the PACS, report through the missing instance
             logger.exception("C-GET sub-operation could not be kept")
             return 0xA700
@@ -148,7 +153,11 @@ def _study_series_uids(event: Any) -> tuple[str, str]:
     """
     ts = event.context.transfer_syntax
     raw = event.request.DataSet
-    if ts.is_deflated or not hasattr(raw, "seek"):
+    if ts.is_deflated:
+        # Not event.dataset: pynetdicom inflates in one piece; decode_received refuses a bomb first.
+        ds = decode_received(event, stop_after=0x0020000E)
+        return str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
+    if not hasattr(raw, "seek"):
         ds = event.dataset
         return str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
     raw.seek(0)

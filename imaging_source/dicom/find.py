@@ -23,6 +23,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from imaging_source.access import NotADicomUid, pacs_path_segment
 from imaging_source.dicom.ae import POOL, associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.study import StudyRef, modifying_systems
@@ -257,6 +258,15 @@ def _fields(keywords: tuple[str, ...]) -> list[str]:
     return [f"{tag_for_keyword(k):08X}" for k in keywords]
 
 
+def _segment(uid: str) -> str:
+    """A UID as a QIDO-RS / WADO-RS path segment (:func:`imaging_source.access.pacs_path_segment`):
+    FindError for anything but a DICOM UID (PS3.5 §9.1)."""
+    try:
+        return pacs_path_segment(uid)
+    except NotADicomUid as exc:
+        raise FindError(str(exc)) from exc
+
+
 class QidoFinder(_StudyRowsFinder):
     """QIDO-RS (PS3.18 10.6) against ``config.dicomweb_url``."""
 
@@ -286,8 +296,9 @@ class QidoFinder(_StudyRowsFinder):
         studies = [s for s in studies if _text(s, "StudyInstanceUID") == study_uid]
         if not studies:
             return None
-        series_rows = self._get(f"/studies/{study_uid}/series", {"includefield": _fields(SERIES_KEYS)})
-        instances = self._get(f"/studies/{study_uid}/instances",
+        study_segment = _segment(study_uid)  # the access gate's URL rule (PS3.5 §9.1, quoted)
+        series_rows = self._get(f"/studies/{study_segment}/series", {"includefield": _fields(SERIES_KEYS)})
+        instances = self._get(f"/studies/{study_segment}/instances",
                               {"includefield": _fields(("SeriesInstanceUID", *IMAGE_KEYS))})
         by_series: dict[str, list[Dataset]] = {}
         for im in instances:
@@ -312,7 +323,12 @@ class QidoFinder(_StudyRowsFinder):
             if not series.instances:
                 continue
             sop_uid = min(i.sop_instance_uid for i in series.instances)
-            path = f"/studies/{ref.study_instance_uid}/series/{series.series_instance_uid}/instances/{sop_uid}/metadata"
+            try:  # UIDs from the PACS's own answer; one that is not a DICOM UID (PS3.5 §9.1) is not asked about
+                path = (f"/studies/{pacs_path_segment(ref.study_instance_uid)}"
+                        f"/series/{pacs_path_segment(series.series_instance_uid)}"
+                        f"/instances/{pacs_path_segment(sop_uid)}/metadata")
+            except NotADicomUid:
+                continue
             try:
                 response = self.session.get(f"{self.base}{path}", timeout=60)
             except requests.RequestException as exc:

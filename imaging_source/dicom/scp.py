@@ -8,6 +8,10 @@
     (study, series, SOP UID, time) through ``on_instance`` - that is what the
     "study stable" watcher (imaging_source/stable.py) counts.  We are not an archive:
     the pixels stay in the PACS.
+  Either way the Affected SOP Instance UID and the data set's own (0008,0018) must be the same DICOM
+  UID (0x0117 / 0xA900 / 0xC000, see ``_check_sop_instance_uid``), and a Deflated Explicit VR Little
+  Endian data set is refused (0xA7DF) before it is decoded when it inflates past
+  :data:`~imaging_source.dicom.received.MAX_INFLATED_DATASET`.
 - **MPPS** (PS3.4 Annex F.7): N-CREATE (status must be IN PROGRESS) and N-SET; when a step
   becomes COMPLETED, ``on_mpps_completed(study UIDs, MPPS UID)`` is called inside the N-SET's
   database transaction: it must be quick -- the listener command queues publication jobs
@@ -39,6 +43,7 @@ from imaging_source.dicom import auditing
 from imaging_source.dicom.ae import NoDelayAssociationServer, make_ae
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.dimse_retrieve import spool_name
+from imaging_source.dicom.received import check_inflated_size, decode_received, sop_instance_uid_of
 from imaging_source.dicom.status import (
     DatasetMismatch,
     DicomServiceError,
@@ -59,6 +64,8 @@ IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED
 FINAL_STATES = (COMPLETED, DISCONTINUED)
 #: Spooled C-MOVE instances nobody claimed (a retrieve that timed out) are removed after this.
 SPOOL_MAX_AGE = 600.0
+#: (0008,0018) SOP Instance UID: a C-MOVE'd data set is decoded up to it, no further.
+SOP_INSTANCE_UID_TAG = 0x00080018
 
 
 @dataclass(frozen=True)
@@ -145,22 +152,30 @@ class DicomListener:
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         mover = (request.MoveOriginatorApplicationEntityTitle or "").strip()
         kind = "c-move" if mover == self.config.ae_title else "incoming"
+        ds: Dataset | None = None
         try:
             # The SOP Instance UID names a spool file; study and series UIDs later go into C-FIND /
-            # QIDO-RS queries: only DICOM UIDs (PS3.5 §9.1) get that far.
+            # QIDO-RS queries: only DICOM UIDs (PS3.5 §9.1) get that far.  A UID that is not one is
+            # refused with 0x0117 "Invalid SOP Instance" (a C-STORE status of PS3.7 9.1.1.1.9 / Annex C:
+            # "the SOP Instance UID specified implied a violation of the UID construction rules").
             if not is_dicom_uid(sop_uid):
-                raise InvalidInstance(f"Affected SOP Instance UID {sop_uid!r} is not a DICOM UID")
+                raise InvalidInstance("Affected SOP Instance UID is not a DICOM UID")
+            # Deflated data sets (PS3.5 A.5) are size-checked by a counting inflate before anything
+            # decodes them (received.py): 0xA7DF past MAX_INFLATED_DATASET, nothing written.
+            check_inflated_size(event)
             if kind == "c-move":
+                # Only the head up to (0008,0018) is decoded: the rest is spooled as received.
+                self._check_sop_instance_uid(decode_received(event, stop_after=SOP_INSTANCE_UID_TAG), sop_uid)
                 self._spool(event.encoded_dataset(include_meta=True), sop_uid)
             else:
-                ds = event.dataset
+                ds = decode_received(event)
+                self._check_sop_instance_uid(ds, sop_uid)
                 study_uid = str(ds.get("StudyInstanceUID", "") or "")
                 series_uid = str(ds.get("SeriesInstanceUID", "") or "")
                 if not study_uid:
                     raise DatasetMismatch("data set without Study Instance UID")
                 if not is_dicom_uid(study_uid) or (series_uid and not is_dicom_uid(series_uid)):
-                    raise DatasetMismatch(f"Study / Series Instance UID {study_uid!r} / {series_uid!r} "
-                                          "is not a DICOM UID")
+                    raise DatasetMismatch("Study / Series Instance UID is not a DICOM UID")
                 received = ReceivedInstance(study_uid, series_uid, sop_uid,
                                             str(request.AffectedSOPClassUID or ""), event.assoc.requestor.ae_title,
                                             time.time())
@@ -169,19 +184,44 @@ class DicomListener:
             status = 0x0000
         except Exception as exc:  # noqa: BLE001 - every failure becomes a DIMSE status
             status = status_for(exc, service="C-STORE")
-            if not isinstance(exc, DicomServiceError):
-                logger.exception("C-STORE %s failed", sop_uid)
-        logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind, sop_uid,
-                    status, (time.perf_counter() - started) * 1000)
+            if isinstance(exc, DicomServiceError):
+                logger.warning("dicom C-STORE refused from=%s status=0x%04X: %s", self._peer(event), status, exc)
+            else:
+                logger.exception("C-STORE %s failed", _loggable(sop_uid))
+        logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind,
+                    _loggable(sop_uid), status, (time.perf_counter() - started) * 1000)
         if kind == "incoming" and audit.enabled():  # a C-MOVE answer is part of our RAD-69 / RAD-55, audited there
-            audit.safely(self._note_store, event, sop_uid, status)
+            audit.safely(self._note_store, event, sop_uid, status, ds)
         return status
 
+    @staticmethod
+    def _check_sop_instance_uid(ds: Dataset, affected_uid: str) -> None:
+        """The data set's own (0008,0018) must be a UID and the Affected SOP Instance UID of the command.
+
+        Absent or undecodable: 0xC000 "Cannot understand"; different: 0xA900 "Data Set does not match
+        SOP Class" (PS3.4 Table B.2-1, B.2.3; dcmtk's storescp answers these two the same way).
+        """
+        own = sop_instance_uid_of(ds)
+        if not is_dicom_uid(own):
+            raise InvalidInstance("SOP Instance UID (0008,0018) of the data set is not a DICOM UID")
+        if own != affected_uid:
+            raise DatasetMismatch("SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID")
+
     def _spool(self, data: bytes, sop_uid: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.spool_dir, suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, self.spool_dir / spool_name(sop_uid))  # visible only when complete
+        # spool_name() accepts DICOM UIDs only (PS3.5 §9.1: digits and dots); as defence in depth the
+        # resolved path must also be a direct child of the resolved spool directory.
+        root = self.spool_dir.resolve()
+        target = (root / spool_name(sop_uid)).resolve()
+        if target.parent != root:
+            raise InvalidInstance("spool path leaves the spool directory")
+        fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)  # visible only when complete
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         now = time.time()
         if now - self._last_purge > 60:
             self._last_purge = now
@@ -276,11 +316,13 @@ class DicomListener:
         return (auditing.peer(requestor.ae_title, requestor.address),
                 audit.this_node(self.config.ae_title, ae_title=self.config.ae_title))
 
-    def _note_store(self, event: Any, sop_uid: str, status: int) -> None:
+    def _note_store(self, event: Any, sop_uid: str, status: int, ds: Dataset | None) -> None:
         transfer = self._transfers.get(id(event.assoc))
         if transfer is None:
             transfer = self._transfers[id(event.assoc)] = auditing.StoreTransfer(*self._parties(event))
-        transfer.add(_dataset_or_none(event), sop_uid, status)
+        if ds is None and status != DimseStatus.INFLATED_DATASET_TOO_LARGE:  # a refused bomb is not inflated again
+            ds = _dataset_or_none(event)
+        transfer.add(ds, sop_uid, status)
 
     def _on_conn_close(self, event: Any) -> None:
         transfer = self._transfers.pop(id(event.assoc), None)
@@ -296,10 +338,16 @@ class DicomListener:
 
 
 def _dataset_or_none(event: Any) -> Dataset | None:
+    # Never event.dataset: pynetdicom would inflate a deflated bomb in one piece (received.py).
     try:
-        return event.dataset
-    except Exception:  # noqa: BLE001 - an undecodable data set is audited without its patient
+        return decode_received(event)
+    except Exception:  # noqa: BLE001 - an undecodable or refused data set is audited without its patient
         return None
+
+
+def _loggable(uid: str) -> str:
+    """A received UID for a log line: as is when it is a UID, else quoted and cut (no forged lines)."""
+    return uid if is_dicom_uid(uid) else repr(uid[:80])
 
 
 def _attributes_or_none(event: Any) -> Dataset | None:

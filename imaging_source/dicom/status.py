@@ -27,6 +27,10 @@ class DimseStatus(IntEnum):
     MISSING_ATTRIBUTE_VALUE = 0x0121
     # PS3.4 Table B.2-1 (C-STORE)
     OUT_OF_RESOURCES = 0xA700
+    #: 0xA7xx is "Refused: Out of Resources" (PS3.4 Table B.2-1); the low byte is the SCP's to choose.
+    #: 0xA7DF (for "deflate") tells a refused decompression bomb apart, in logs and tests, from the
+    #: 0xA700 this listener answers for its own unexpected failures.
+    INFLATED_DATASET_TOO_LARGE = 0xA7DF
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
     # PS3.4 F.7.2.2 (MPPS N-SET): "Performed Procedure Step Object may no longer be updated"
@@ -84,6 +88,21 @@ class DatasetMismatch(DicomServiceError):
     """C-STORE: the data set lacks the identifying UIDs or contradicts the command (0xA900)."""
 
     status = DimseStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+
+
+class CannotUnderstand(DicomServiceError):
+    """C-STORE: a data set we cannot parse, or without its SOP Instance UID (0008,0018)
+    (PS3.4 Table B.2-1: 0xC000 "Error: Cannot understand"; dcmtk's storescp answers the same when
+    the data set lacks its SOP Class / Instance UIDs)."""
+
+    status = DimseStatus.CANNOT_UNDERSTAND
+
+
+class DatasetTooLarge(DicomServiceError):
+    """C-STORE: a Deflated Explicit VR Little Endian data set (PS3.5 A.5) that inflates past our limit
+    (PS3.4 Table B.2-1: 0xA7xx "Refused: Out of Resources"; here 0xA7DF)."""
+
+    status = DimseStatus.INFLATED_DATASET_TOO_LARGE
 
 
 def status_for(exc: BaseException, *, service: str = "N") -> int:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from imaging_source.access import NotADicomUid, pacs_path_segment
 from imaging_source.dicom.config import DicomConfig, FetchMethod
 from imaging_source.dicom.instances import Collector, FetchedInstance, FetchError, SeriesFetch, checked_uids
 from xds_core.multipart import MultipartError, boundary_of, iter_parts, read_chunks
@@ -64,9 +65,15 @@ def _asked_syntax(base: SplitResult, transfer_syntax: str | None) -> str | None:
 def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
     """The WADO-RS paths for one series: the series (PS3.18 10.4.1), or its few instances one by one."""
     checked_uids(item, instances=len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX)
-    path = f"{base.path}/studies/{item.study_instance_uid}/series/{item.series_instance_uid}"
-    if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX:
-        return [f"{path}/instances/{sop}" for sop in item.sop_instance_uids]
+    # Defence in depth behind the access gate (imaging_source.access): each path segment is a DICOM UID
+    # (PS3.5 §9.1) or this raises, and it is percent-encoded (quote(safe="")) on its way into the URL.
+    try:
+        path = (f"{base.path}/studies/{pacs_path_segment(item.study_instance_uid)}"
+                f"/series/{pacs_path_segment(item.series_instance_uid)}")
+        if len(item.sop_instance_uids) <= WADO_PER_INSTANCE_MAX:
+            return [f"{path}/instances/{pacs_path_segment(sop)}" for sop in item.sop_instance_uids]
+    except NotADicomUid as exc:
+        raise FetchError(str(exc)) from exc
     return [path]
 
 

@@ -1,6 +1,6 @@
 """UIDs from the network reach no path, URL or PACS query unless they are DICOM UIDs (PS3.5 §9.1).
 
-Each protocol refuses with its own error: RAD-69 XDSDocumentUniqueIdError per document, RAD-55 HTTP 404,
+Each protocol refuses with its own error: RAD-69 XDSDocumentUniqueIdError per document, RAD-55 HTTP 400,
 C-STORE 0x0117.  The PACS here is a closed port (or a listening socket that must never be called): a
 hostile UID that slipped through would show up as a PACS error or a connection, not as the refusal.
 """
@@ -100,7 +100,7 @@ def test_rad69_refuses_each_document_whose_uids_are_not_uids_and_fetches_the_oth
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("field", ["studyUID", "seriesUID", "objectUID"])
-def test_wado_uri_answers_404_for_a_uid_that_is_not_a_uid(settings, closed_port, field) -> None:
+def test_wado_uri_answers_400_for_a_uid_that_is_not_a_uid(settings, closed_port, field) -> None:
     settings.DICOM_PACS = {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": closed_port}
     settings.DICOMWEB_URL = f"http://127.0.0.1:{closed_port}/dicom-web"
     settings.DICOM_FETCH_METHOD = FetchMethod.WADO_RS.value
@@ -110,7 +110,7 @@ def test_wado_uri_answers_404_for_a_uid_that_is_not_a_uid(settings, closed_port,
     assert asked.status_code == 404 and b"no instance" in asked.content
     for hostile in HOSTILE:
         response = Client().get("/xds/imaging-source/wado", {**params, **uids, field: hostile})
-        assert response.status_code == 404, hostile
+        assert response.status_code == 400, hostile  # malformed request (PS3.18 8.5.3), issue 15
         assert b"is not a DICOM UID" in response.content
 
 
