@@ -10,7 +10,6 @@ arrives, while the good instance of the same RAD-69 request is still retrieved (
 from __future__ import annotations
 
 import io
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -32,7 +31,7 @@ from xds_core.soap.mtom import write_message
 from xds_core.soap.mtom_reader import read_message
 from xds_core.vocabulary import Action, ResponseStatus
 
-from .http_proxies import LoopbackProxy
+from .http_proxies import CountingProxy
 from .pacs_fixtures import NIST_STUDY_UID
 
 pytestmark = pytest.mark.pacs
@@ -55,8 +54,8 @@ HOSTILE = {
 NEVER_SENT = (b"?x=1", b"/..", b"%2e", b"%2E", b"#", b"\\")
 
 
-class RecordingProxy(LoopbackProxy):
-    """Keeps every byte on its way to the PACS (request lines, headers, bodies)."""
+class RecordingProxy(CountingProxy):
+    """Keeps every byte on its way to the PACS (request lines, headers, bodies); relays as CountingProxy."""
 
     def __init__(self, upstream_port: int) -> None:
         self.lock = threading.Lock()
@@ -66,18 +65,6 @@ class RecordingProxy(LoopbackProxy):
     def seen(self, data: bytes) -> None:
         with self.lock:
             self.sent += data
-
-    def relay(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        self.forward_requests(client, upstream)
-        try:
-            while data := upstream.recv(65536):
-                client.sendall(data)
-        except OSError:
-            pass
-        finally:
-            client.close()
-            upstream.close()
 
     def take(self) -> bytes:
         with self.lock:
