@@ -418,6 +418,16 @@ def wado_study(base: str, study: str, session: requests.Session) -> Iterator[mem
         response.close()
 
 
+def check_demo_running(registry: str, a_dicomweb: str, b_dicomweb: str) -> None:
+    """The demo's services a Hospital B benchmark needs: the domain registry and both Orthancs answer."""
+    for what, url in (("the domain registry", registry + "?wsdl"), ("Orthanc A", orthanc_root(a_dicomweb) + "/system"),
+                      ("Orthanc B", orthanc_root(b_dicomweb) + "/system")):
+        try:
+            requests.get(url, timeout=10).raise_for_status()
+        except requests.RequestException as exc:
+            raise CommandError(f"{what} at {url} does not answer ({exc}): start the demo with `make run`") from exc
+
+
 def orthanc_root(dicomweb: str) -> str:
     base = dicomweb.rstrip("/")
     return base[: -len("/dicom-web")] if base.endswith("/dicom-web") else base
@@ -543,15 +553,6 @@ class Command(BaseCommand):
                      b_dicomweb=settings.DICOMWEB_URL.rstrip("/"), identity=settings.XDS_SITE_CONSUMER_IDENTITY,
                      format_codes=tuple(settings.XDS_CONSUMER_KOS_FORMAT_CODES))
 
-    def check_running(self, sites: Sites) -> None:
-        for what, url in (("the domain registry", sites.registry + "?wsdl"),
-                          ("Orthanc A", orthanc_root(sites.a_dicomweb) + "/system"),
-                          ("Orthanc B", orthanc_root(sites.b_dicomweb) + "/system")):
-            try:
-                requests.get(url, timeout=10).raise_for_status()
-            except requests.RequestException as exc:
-                raise CommandError(f"{what} at {url} does not answer ({exc}): start the demo with `make run`") from exc
-
     def publish_at_a(self, sites: Sites, study: str) -> float:
         """``manage.py xds_publish --study`` acting as Hospital A (RAD-68 to the domain repository)."""
         started = time.perf_counter()
@@ -605,7 +606,7 @@ class Command(BaseCommand):
         if options["pairs"] < 1 or options["instances"] < 1 or options["big_gb"] <= 0:
             raise CommandError("--pairs, --instances and --big-gb must be positive")
         sites = self.sites(options)
-        self.check_running(sites)
+        check_demo_running(sites.registry, sites.a_dicomweb, sites.b_dicomweb)
         directory = Resolvers(repository=resolver(EndpointKind.REPOSITORY),
                               imaging_source=resolver(EndpointKind.IMAGING_SOURCE))
         try:

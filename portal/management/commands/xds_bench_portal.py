@@ -75,10 +75,10 @@ from conformance.patients import FeedError, check_ack
 from consumer.find import FindError, FindQuery, find_manifests
 from consumer.management.commands.xds_bench_consumer import (
     Goal,
+    check_demo_running,
     format_table,
     orthanc_instance_count,
     orthanc_remove,
-    orthanc_root,
     published_line,
     read_env_file,
     stow,
@@ -512,15 +512,6 @@ class Command(BaseCommand):
                      b_source_id=settings.XDS_IMAGING_SOURCE_ID, b_dicomweb=settings.DICOMWEB_URL.rstrip("/"),
                      format_codes=tuple(settings.XDS_CONSUMER_KOS_FORMAT_CODES))
 
-    def check_running(self, sites: Sites) -> None:
-        for what, url in (("the domain registry", sites.registry + "?wsdl"),
-                          ("Orthanc A", orthanc_root(sites.a_dicomweb) + "/system"),
-                          ("Orthanc B", orthanc_root(sites.b_dicomweb) + "/system")):
-            try:
-                requests.get(url, timeout=10).raise_for_status()
-            except requests.RequestException as exc:
-                raise CommandError(f"{what} at {url} does not answer ({exc}): start the demo with `make run`") from exc
-
     def timed_pages(self, portal: Portal, label: str, path: str, options: dict[str, Any]) -> dict[str, Any]:
         """--warmup untimed and --requests timed GETs of ``path``: server and client time summaries."""
         for _ in range(options["warmup"]):
@@ -582,7 +573,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         sites = self.sites(options)
-        self.check_running(sites)
+        check_demo_running(sites.registry, sites.a_dicomweb, sites.b_dicomweb)
         portal = Portal(sites.portal, options["timeout"])
         portal.login(options["username"], password)
         self.say(f"logged in to Hospital B's portal {sites.portal} as {options['username']}; registry "
