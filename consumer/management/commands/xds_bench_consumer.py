@@ -418,6 +418,24 @@ def wado_study(base: str, study: str, session: requests.Session) -> Iterator[mem
         response.close()
 
 
+def publish_at_site(env_file: Path, study: str, site: str) -> tuple[float, str]:
+    """``manage.py xds_publish --study`` acting as the site of ``env_file`` (RAD-68 to the domain repository):
+    (seconds, the "published" line); CommandError when it failed or did not publish."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "xds_publish", "--study", study],
+        env={**os.environ, "XDS_ENV_FILE": str(env_file)}, capture_output=True, text=True, timeout=3600, check=False)
+    seconds = time.perf_counter() - started
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0:
+        raise CommandError(f"publishing {study} at {site} failed ({done.returncode}): {output[-800:]}")
+    line = published_line(done.stdout)
+    if not line:
+        # e.g. "queued": the site did not map the patient (the demo still starting?); nothing to retrieve.
+        raise CommandError(f"{site} did not publish {study}: {output[-800:]}")
+    return seconds, line
+
+
 def check_demo_running(registry: str, a_dicomweb: str, b_dicomweb: str) -> None:
     """The demo's services a Hospital B benchmark needs: the domain registry and both Orthancs answer."""
     for what, url in (("the domain registry", registry + "?wsdl"), ("Orthanc A", orthanc_root(a_dicomweb) + "/system"),
@@ -554,20 +572,8 @@ class Command(BaseCommand):
                      format_codes=tuple(settings.XDS_CONSUMER_KOS_FORMAT_CODES))
 
     def publish_at_a(self, sites: Sites, study: str) -> float:
-        """``manage.py xds_publish --study`` acting as Hospital A (RAD-68 to the domain repository)."""
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "xds_publish", "--study", study],
-            env={**os.environ, "XDS_ENV_FILE": str(sites.a_env_file)}, capture_output=True, text=True,
-            timeout=3600, check=False)
-        seconds = time.perf_counter() - started
-        output = (done.stdout + done.stderr).strip()
-        if done.returncode != 0:
-            raise CommandError(f"publishing {study} at Hospital A failed ({done.returncode}): {output[-800:]}")
-        if not published_line(done.stdout):
-            # e.g. "queued": Hospital A did not map the patient (the demo still starting?); nothing to retrieve.
-            raise CommandError(f"Hospital A did not publish {study}: {output[-800:]}")
-        self.say(f"published at Hospital A in {seconds:.1f} s: {published_line(done.stdout)}")
+        seconds, line = publish_at_site(sites.a_env_file, study, "Hospital A")
+        self.say(f"published at Hospital A in {seconds:.1f} s: {line}")
         return seconds
 
     def find(self, sites: Sites, patient: str, study: str, timeout: float) -> FoundManifest:

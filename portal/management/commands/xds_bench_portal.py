@@ -50,8 +50,6 @@ import random
 import re
 import secrets
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,7 +77,7 @@ from consumer.management.commands.xds_bench_consumer import (
     format_table,
     orthanc_instance_count,
     orthanc_remove,
-    published_line,
+    publish_at_site,
     read_env_file,
     stow,
 )
@@ -661,17 +659,8 @@ class Command(BaseCommand):
                 "register_seconds": round(seconds, 2)}
 
     def publish_at_a(self, sites: Sites, study: str) -> float:
-        """``manage.py xds_publish --study`` acting as Hospital A (RAD-68 to the domain repository)."""
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "xds_publish", "--study", study],
-            env={**os.environ, "XDS_ENV_FILE": str(sites.a_env_file)}, capture_output=True, text=True,
-            timeout=3600, check=False)
-        seconds = time.perf_counter() - started
-        output = (done.stdout + done.stderr).strip()
-        if done.returncode != 0 or not published_line(done.stdout):
-            raise CommandError(f"Hospital A did not publish {study} ({done.returncode}): {output[-800:]}")
-        self.say(f"[seed] published at Hospital A in {seconds:.1f} s: {published_line(done.stdout)}")
+        seconds, line = publish_at_site(sites.a_env_file, study, "Hospital A")
+        self.say(f"[seed] published at Hospital A in {seconds:.1f} s: {line}")
         return seconds
 
     def seed_study(self, sites: Sites, patient: str, options: dict[str, Any]) -> StudyLoad:
