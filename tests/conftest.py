@@ -33,6 +33,16 @@ def _documents_in_tmp(settings, tmp_path_factory) -> None:
                                            "OPTIONS": {"location": str(location)}}}
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures fault and flood tests measured (tests/faults/figures.py), shown even when they pass."""
+    from tests.faults.figures import REPORTED
+
+    if REPORTED:
+        terminalreporter.section("measured figures")
+        for line in REPORTED:
+            terminalreporter.write_line(line)
+
+
 # Session fixtures shared by several test packages are defined here, once: a fixture imported into two
 # conftests or modules is two fixtures, and a session-scoped PACS would then start (and register our AE
 # title with another C-MOVE port) twice in one session.

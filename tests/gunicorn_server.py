@@ -1,4 +1,5 @@
-"""A real gunicorn (sync workers) serving config.wsgi on an ephemeral loopback port, for end-to-end tests."""
+"""A real gunicorn (the web worker of `make run`, config/http_worker.py) serving config.wsgi on an ephemeral
+loopback port, for end-to-end tests."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from config.http_worker import worker_arguments
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,8 +42,10 @@ def _pump(stream, sink: list[str]) -> None:  # noqa: ANN001
 
 
 @contextmanager
-def run_gunicorn(settings: dict[str, str], *, spool: Path, migrate: bool = False) -> Iterator[Server]:
-    """gunicorn as ``make run`` starts it (sync workers), with ``settings`` over the environment."""
+def run_gunicorn(settings: dict[str, str], *, spool: Path, migrate: bool = False, workers: int = 2,
+                 threads: int = 4) -> Iterator[Server]:
+    """gunicorn as ``make run`` starts it (its worker class; ``workers`` processes x ``threads``), with
+    ``settings`` over the environment."""
     env = {
         **os.environ,
         "PYTHONPATH": str(BASE_DIR),
@@ -55,8 +60,8 @@ def run_gunicorn(settings: dict[str, str], *, spool: Path, migrate: bool = False
                        capture_output=True, timeout=300)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     process = subprocess.Popen(
-        [str(gunicorn), "config.wsgi:application", "--bind", "127.0.0.1:0", "--workers", "2",
-         "--worker-class", "sync", "--timeout", "120", "--graceful-timeout", "5",
+        [str(gunicorn), "config.wsgi:application", "--bind", "127.0.0.1:0", *worker_arguments(workers, threads),
+         "--timeout", "120", "--graceful-timeout", "5",
          # gunicorn 27 opens a control socket at a fixed per-user path; a test
          # server must not collide with `make run` or a parallel test worker.
          "--no-control-socket"],

@@ -1,7 +1,9 @@
 """Loopback TCP proxies in front of the Imaging Document Source's gunicorn: count, cut, corrupt.
 
-gunicorn's sync workers close the connection after each answer, so one client connection carries one
-RAD-69 exchange; each proxy relays it byte for byte except for the fault it is told to make.
+One client connection carries one RAD-69 exchange: the proxy asks the server to close the connection after
+its answer (``Connection: close`` added to the request head, RFC 9112 9.6), so the client opens a new
+connection for its next request; each proxy relays the exchange byte for byte except for that header and
+the fault it is told to make.
 """
 
 from __future__ import annotations
@@ -45,10 +47,19 @@ class IdsProxy(LoopbackProxy):
         sent = bytearray()
 
         def forward() -> None:
+            head_done = False
             try:
                 while data := client.recv(65536):
                     sent.extend(data)
                     self.requests[number] = [m.decode() for m in _DOCUMENT_UID.findall(sent)]
+                    if not head_done:  # hold the head back until it is whole, then add the header
+                        end = sent.find(b"\r\n\r\n")
+                        if end < 0:
+                            continue
+                        head_done = True
+                        lines = [line for line in bytes(sent[:end]).split(b"\r\n")
+                                 if not line.lower().startswith(b"connection:")]  # e.g. requests' keep-alive
+                        data = b"\r\n".join([*lines, b"Connection: close"]) + bytes(sent[end:])
                     upstream.sendall(data)
             except OSError:
                 pass

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import requests
 
+from config.http_worker import worker_arguments
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
@@ -106,7 +108,7 @@ def start_server(workdir: Path, *, workers: int = 1, **settings: str) -> Server:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"fd://{listener.fileno()}",
-             "--workers", str(workers), "--worker-class", "sync", "--timeout", "600", "--no-control-socket"],
+             *worker_arguments(workers, 4), "--timeout", "600", "--no-control-socket"],
             env=env, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
             start_new_session=True)
     listener.close()
