@@ -77,29 +77,37 @@ class NoDelayAE(AE):
         sock.tls_args = tls_args
         return sock
 
-    def start_listener(self, address: tuple[str, int], *, evt_handlers: Sequence[Any] = ()) -> NoDelayAssociationServer:
+    def start_listener(self, address: tuple[str, int], *, evt_handlers: Sequence[Any] = (),
+                       server_class: type[NoDelayAssociationServer] | None = None,
+                       **server_kwargs: Any) -> NoDelayAssociationServer:
         """Start a non-blocking SCP on ``address`` (port 0 = ephemeral); returns the server.
 
-        The same as ``start_server(block=False)`` but with :class:`NoDelayAssociationServer`.
+        The same as ``start_server(block=False)`` but with :class:`NoDelayAssociationServer` (or a
+        subclass, ``server_class``, built with ``server_kwargs``).
         ``server.server_address`` holds the bound (host, port); stop it with ``server.shutdown()``.
         """
         server = self.make_server(address, evt_handlers=list(evt_handlers),
-                                  server_class=NoDelayAssociationServer)
+                                  server_class=server_class or NoDelayAssociationServer, **server_kwargs)
         thread = threading.Thread(target=server.serve_forever, name=f"dicom-scp@{address[1]}", daemon=True)
         thread.start()
         self._servers.append(server)
         return server
 
 
-def make_ae(ae_title: str, *, timeouts: dict[str, float] | None = None) -> NoDelayAE:
-    """A fresh AE with our AE title, sane timeouts and unlimited PDU size on receive."""
+def make_ae(ae_title: str, *, timeouts: dict[str, float] | None = None, maximum_pdu_size: int = 0) -> NoDelayAE:
+    """A fresh AE with our AE title and sane timeouts.
+
+    ``maximum_pdu_size``: the Maximum Length we advertise (PS3.8 D.1).  0 (no limit: fewer, larger
+    PDUs) for the associations we request of a PACS we are configured to trust; the listener, which
+    anyone may call, advertises a finite one and enforces it (acceptor.py, pdu_limits.py).
+    """
     t = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
     ae = NoDelayAE(ae_title=ae_title)
     ae.connection_timeout = t["connection"]
     ae.acse_timeout = t["acse"]
     ae.dimse_timeout = t["dimse"]
     ae.network_timeout = t["network"]
-    ae.maximum_pdu_size = 0  # no limit on what we receive: fewer, larger PDUs
+    ae.maximum_pdu_size = maximum_pdu_size
     return ae
 
 

@@ -34,6 +34,22 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class ListenerLimits:
+    """Bounds of our DICOM listener against peers that hold, flood or oversize (acceptor.py)."""
+
+    #: Associations open at once, in total and per Calling AE Title (beyond: A-ASSOCIATE-RJ
+    #: rejected-transient / local-limit-exceeded, PS3.8 Table 9-21).
+    max_associations: int = 64
+    max_associations_per_ae: int = 16
+    #: Maximum Length we advertise for P-DATA-TF PDUs (PS3.8 D.1) and enforce (pdu_limits.py).
+    max_pdu_length: int = 1024 * 1024
+    #: Seconds an association may stay silent (idle, or stalled inside a PDU) before it is aborted.
+    network_timeout: float = 60.0
+    #: Seconds for association negotiation (ARTIM: a connection without A-ASSOCIATE-RQ is closed).
+    acse_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class DicomConfig:
     """Everything the DICOM code needs; built by the view/command layer from settings."""
 
@@ -47,6 +63,7 @@ class DicomConfig:
     #: Where C-MOVE'd instances are spooled by the listener and picked up by RAD-69.
     spool_dir: Path = Path("var/dicom/spool")
     timeouts: dict[str, float] = field(default_factory=dict)
+    listener: ListenerLimits = field(default_factory=ListenerLimits)
 
     @property
     def use_dicomweb(self) -> bool:
@@ -65,4 +82,12 @@ class DicomConfig:
             scp_host=getattr(settings, "DICOM_HOST", "127.0.0.1"),
             scp_port=settings.DICOM_PORT,
             spool_dir=Path(getattr(settings, "DICOM_SPOOL_DIR", Path(settings.VAR_DIR) / "dicom" / "spool")),
+            listener=ListenerLimits(
+                max_associations=getattr(settings, "DICOM_MAX_ASSOCIATIONS", ListenerLimits.max_associations),
+                max_associations_per_ae=getattr(settings, "DICOM_MAX_ASSOCIATIONS_PER_AE",
+                                                ListenerLimits.max_associations_per_ae),
+                max_pdu_length=getattr(settings, "DICOM_MAX_PDU_LENGTH", ListenerLimits.max_pdu_length),
+                network_timeout=float(getattr(settings, "DICOM_NETWORK_TIMEOUT", ListenerLimits.network_timeout)),
+                acse_timeout=float(getattr(settings, "DICOM_ACSE_TIMEOUT", ListenerLimits.acse_timeout)),
+            ),
         )

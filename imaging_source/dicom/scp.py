@@ -21,6 +21,12 @@
 - **C-ECHO**.
 
 Every DIMSE transaction logs one line (``dicom <service> ...``).
+
+Hostile peers are bounded before any handler runs (:mod:`imaging_source.dicom.acceptor`): associations
+per Calling AE Title and in total, idle and stalled associations, PDU lengths
+(:mod:`imaging_source.dicom.pdu_limits`).  In the listener process received data sets are reassembled in
+files, not in memory (:func:`imaging_source.dicom.received.disk_reassembly`); the handlers read them as
+streams and a C-MOVE'd one is renamed into the spool.
 """
 
 from __future__ import annotations
@@ -40,10 +46,19 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 
 from imaging_source.dicom import auditing
+from imaging_source.dicom.acceptor import GuardedAssociationServer
 from imaging_source.dicom.ae import NoDelayAssociationServer, make_ae
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.dimse_retrieve import spool_name
-from imaging_source.dicom.received import check_inflated_size, decode_received, sop_instance_uid_of
+from imaging_source.dicom.received import (
+    check_inflated_size,
+    decode_received,
+    discard_partial,
+    move_received,
+    received_path,
+    sop_instance_uid_of,
+    sweep_reassembly,
+)
 from imaging_source.dicom.status import (
     DatasetMismatch,
     DicomServiceError,
@@ -66,6 +81,9 @@ FINAL_STATES = (COMPLETED, DISCONTINUED)
 SPOOL_MAX_AGE = 600.0
 #: (0008,0018) SOP Instance UID: a C-MOVE'd data set is decoded up to it, no further.
 SOP_INSTANCE_UID_TAG = 0x00080018
+#: (0020,000E) Series Instance UID: an incoming data set is decoded up to it (patient, study, series
+#: and SOP UIDs come before it), never its pixels.
+SERIES_INSTANCE_UID_TAG = 0x0020000E
 
 
 @dataclass(frozen=True)
@@ -102,9 +120,17 @@ class DicomListener:
         self.spool_dir = Path(config.spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         # Imported here: the DICOM package itself needs no Django; the MPPS steps are database rows.
+        from django.db import close_old_connections
+
         from imaging_source.mpps import MppsStore
 
         self.mpps = MppsStore()
+        #: Connection hygiene around every handler's database work (before it, and when the handler
+        #: ends): pynetdicom runs each association in a thread of its own, whose connection may have
+        #: died with a database restart (CONN_HEALTH_CHECKS: checked, and replaced, before use); and on
+        #: PostgreSQL connections come from a per-process pool, which a thread keeping its connection
+        #: for as long as its association stays open would starve.
+        self._close_old_connections = close_old_connections
         self.on_instance = on_instance
         self.on_mpps_completed = on_mpps_completed
         self.on_mpps_in_progress = on_mpps_in_progress
@@ -116,7 +142,11 @@ class DicomListener:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> tuple[str, int]:
-        ae = make_ae(self.config.ae_title)
+        limits = self.config.listener
+        ae = make_ae(self.config.ae_title, maximum_pdu_size=limits.max_pdu_length,
+                     timeouts={"acse": limits.acse_timeout, "network": limits.network_timeout})
+        # Our limits (acceptor.py) decide; pynetdicom's own count of associations must not come first.
+        ae.maximum_associations = 2 * limits.max_associations + 1
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
@@ -125,9 +155,14 @@ class DicomListener:
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_N_CREATE, self._on_n_create),
                     (evt.EVT_N_SET, self._on_n_set), (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_CONN_CLOSE, self._on_conn_close)]
-        self.server = ae.start_listener(self.address, evt_handlers=handlers)
+        # A data set whose last fragment never came is still in its reassembly file when the
+        # association ends (received.py): removed then, whatever ended it.
+        self.server = ae.start_listener(self.address, evt_handlers=handlers, server_class=GuardedAssociationServer,
+                                        limits=limits, on_association_end=discard_partial)
         host, port = self.server.server_address[:2]
-        logger.info("dicom listener ae=%s address=%s:%d", self.config.ae_title, host, port)
+        logger.info("dicom listener ae=%s address=%s:%d max_associations=%d per_ae=%d max_pdu=%d network_timeout=%gs",
+                    self.config.ae_title, host, port, limits.max_associations, limits.max_associations_per_ae,
+                    limits.max_pdu_length, limits.network_timeout)
         return host, port
 
     def stop(self) -> None:
@@ -166,9 +201,9 @@ class DicomListener:
             if kind == "c-move":
                 # Only the head up to (0008,0018) is decoded: the rest is spooled as received.
                 self._check_sop_instance_uid(decode_received(event, stop_after=SOP_INSTANCE_UID_TAG), sop_uid)
-                self._spool(event.encoded_dataset(include_meta=True), sop_uid)
+                self._spool(event, sop_uid)
             else:
-                ds = decode_received(event)
+                ds = decode_received(event, stop_after=SERIES_INSTANCE_UID_TAG)
                 self._check_sop_instance_uid(ds, sop_uid)
                 study_uid = str(ds.get("StudyInstanceUID", "") or "")
                 series_uid = str(ds.get("SeriesInstanceUID", "") or "")
@@ -180,6 +215,7 @@ class DicomListener:
                                             str(request.AffectedSOPClassUID or ""), event.assoc.requestor.ae_title,
                                             time.time())
                 if self.on_instance is not None:
+                    self._close_old_connections()  # and again when the handler ends, below
                     self.on_instance(received)
             status = 0x0000
         except Exception as exc:  # noqa: BLE001 - every failure becomes a DIMSE status
@@ -190,8 +226,10 @@ class DicomListener:
                 logger.exception("C-STORE %s failed", _loggable(sop_uid))
         logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind,
                     _loggable(sop_uid), status, (time.perf_counter() - started) * 1000)
+        self._housekeeping(event)
         if kind == "incoming" and audit.enabled():  # a C-MOVE answer is part of our RAD-69 / RAD-55, audited there
             audit.safely(self._note_store, event, sop_uid, status, ds)
+        self._close_old_connections()  # the association may stay open: its thread keeps no connection
         return status
 
     @staticmethod
@@ -207,7 +245,7 @@ class DicomListener:
         if own != affected_uid:
             raise DatasetMismatch("SOP Instance UID (0008,0018) differs from the Affected SOP Instance UID")
 
-    def _spool(self, data: bytes, sop_uid: str) -> None:
+    def _spool(self, event: Any, sop_uid: str) -> None:
         # spool_name() accepts DICOM UIDs only (PS3.5 §9.1: digits and dots); as defence in depth the
         # resolved path must also be a direct child of the resolved spool directory.
         root = self.spool_dir.resolve()
@@ -217,11 +255,19 @@ class DicomListener:
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if received_path(event) is None:  # in memory: the bytes as received, with a File Meta
+                    fh.write(event.encoded_dataset(include_meta=True))
+            # Reassembled on disk (received.disk_reassembly): the Part-10 file pynetdicom wrote (the same
+            # File Meta, the data set as received) is renamed, never read or re-encoded.
+            move_received(event, Path(tmp))
             os.replace(tmp, target)  # visible only when complete
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _housekeeping(self, event: Any) -> None:
+        """At most once a minute: remove spooled instances nobody claimed, and reassembly files of
+        associations that ended mid-data-set and escaped :func:`discard_partial`."""
         now = time.time()
         if now - self._last_purge > 60:
             self._last_purge = now
@@ -231,6 +277,10 @@ class DicomListener:
                         stale.unlink()
                 except FileNotFoundError:
                     pass
+            # A live transfer writes at every P-DATA, far more often than SPOOL_MAX_AGE (and the
+            # network timeout ends a silent one): an older file is an orphan.
+            if received_dir := _reassembly_dir(event):
+                sweep_reassembly(received_dir, max_age=SPOOL_MAX_AGE)
 
     def _on_n_create(self, event: Any) -> tuple[int, Dataset | None]:
         request = event.request
@@ -238,6 +288,7 @@ class DicomListener:
         status, state = 0x0000, ""
         reply: Dataset | None = None
         try:
+            self._close_old_connections()
             ds = event.attribute_list
             state = str(ds.get("PerformedProcedureStepStatus", "") or "").strip()
             if "PerformedProcedureStepStatus" not in ds:
@@ -254,10 +305,11 @@ class DicomListener:
         else:
             self._announce_in_progress(reply, uid)
         finally:
-            self.mpps.release()
+            self.mpps.release()  # closes this thread's connection (after the work)
         logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), uid,
                     state or "-", status)
         audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_6, reply, status))
+        self._close_old_connections()
         if status == 0x0000 and request.AffectedSOPInstanceUID is None:
             # The SCP chose the UID: it goes back in the response's Affected SOP Instance UID.
             request.AffectedSOPInstanceUID = uid
@@ -279,6 +331,7 @@ class DicomListener:
         status, state, studies = 0x0000, "", []
         reply: Dataset | None = None
         try:
+            self._close_old_connections()
             changes = event.modification_list
             with self.mpps.editing(uid) as current:  # NoSuchInstance (0x0112); one transaction, row locked
                 if str(current.get("PerformedProcedureStepStatus", "")).strip() in FINAL_STATES:
@@ -304,10 +357,11 @@ class DicomListener:
             if not isinstance(exc, DicomServiceError):
                 logger.exception("MPPS N-SET %s failed", uid)
         finally:
-            self.mpps.release()
+            self.mpps.release()  # closes this thread's connection (after the work)
         logger.info("dicom MPPS N-SET from=%s mpps=%s state=%s studies=%s status=0x%04X", self._peer(event), uid,
                     state or "-", ",".join(studies) or "-", status)
         audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_7, reply, status))
+        self._close_old_connections()
         return status, reply
 
     # -- audit (xds_core.audit) ----------------------------------------------------------------
@@ -340,9 +394,14 @@ class DicomListener:
 def _dataset_or_none(event: Any) -> Dataset | None:
     # Never event.dataset: pynetdicom would inflate a deflated bomb in one piece (received.py).
     try:
-        return decode_received(event)
+        return decode_received(event, stop_after=SERIES_INSTANCE_UID_TAG)  # patient and study are before it
     except Exception:  # noqa: BLE001 - an undecodable or refused data set is audited without its patient
         return None
+
+
+def _reassembly_dir(event: Any) -> Path | None:
+    path = received_path(event)
+    return path.parent if path else None
 
 
 def _loggable(uid: str) -> str:

@@ -3,6 +3,9 @@
 C-STORE SCP (C-MOVE destination for RAD-69, and incoming instances for stable-study
 detection), MPPS SCP (COMPLETED -> publish; IN PROGRESS -> announced, e.g. for prefetch), C-ECHO,
 and the stable-study watcher.
+Bounded against hostile peers (settings DICOM_MAX_ASSOCIATIONS, DICOM_MAX_ASSOCIATIONS_PER_AE,
+DICOM_MAX_PDU_LENGTH, DICOM_NETWORK_TIMEOUT, DICOM_ACSE_TIMEOUT; imaging_source/dicom/acceptor.py), and
+received data sets are reassembled on disk (``<DICOM_SPOOL_DIR>/incoming``), not in memory.
 Publication is not done here: MPPS COMPLETED and a stable study queue an
 ``imaging_source.publish_study`` job (keyed by Study Instance UID) that the job worker
 (``manage.py xds_jobs_worker``) runs, so a DIMSE answer never waits on RAD-68.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +24,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from imaging_source.dicom.config import DicomConfig, Peer
+from imaging_source.dicom.received import disk_reassembly
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.patient_mapping import parse_rewrite_rules
 from imaging_source.procedures import WorklistPoller, announce_procedure, announce_procedure_in_progress
@@ -71,6 +76,13 @@ class Command(BaseCommand):
 
             poller = WorklistPoller(dicom.ae_title, Peer.from_dict(settings.DICOM_WORKLIST), on_scheduled,
                                     interval=float(settings.DICOM_WORKLIST_POLL))
+        # This process reassembles received data sets on disk, next to the spool (a C-MOVE'd instance
+        # is then renamed into it): pynetdicom's switch is process-wide, and this process runs no C-GET.
+        with disk_reassembly(Path(dicom.spool_dir) / "incoming"):
+            self._serve(listener, poller, watcher, dicom, delay, poll_interval)
+
+    def _serve(self, listener: DicomListener, poller: WorklistPoller | None, watcher: StableStudyWatcher,
+               dicom: DicomConfig, delay: int, poll_interval: int) -> None:
         host, port = listener.start()
         self.stdout.write(f"dicom listener {dicom.ae_title}@{host}:{port}; stable delay {delay}s; "
                           f"PACS poll {poll_interval or 'off'}; PACS {dicom.pacs}; "

@@ -10,7 +10,7 @@ for a refused instance fails it.
 
 from __future__ import annotations
 
-import re
+import contextlib
 import threading
 import time
 import warnings
@@ -35,9 +35,11 @@ from pynetdicom import AE, _config
 
 from imaging_source.dicom.config import DicomConfig, Peer
 from imaging_source.dicom.dimse_retrieve import claim_spooled
-from imaging_source.dicom.received import MAX_INFLATED_DATASET, inflated_size
+from imaging_source.dicom.received import MAX_INFLATED_DATASET, disk_reassembly, inflated_size
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.dicom.status import CannotUnderstand, DatasetTooLarge
+
+from .rss import RssWatch
 
 OUR_AE = "XDSI_IDS"
 INVALID_SOP_INSTANCE, DATASET_MISMATCH, CANNOT_UNDERSTAND = 0x0117, 0xA900, 0xC000
@@ -61,8 +63,11 @@ class Site:
         return sorted(str(p.relative_to(self.canary)) for p in self.canary.rglob("*"))
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+@pytest.fixture(params=["memory", "disk"], ids=["in-memory", "on-disk"])
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """The listener as a test process runs it (data sets reassembled in memory) and as the listener
+    process does (``disk_reassembly``: in files under spool/incoming, inside the canary tree, so a file
+    left behind fails the tree comparison)."""
     canary = tmp_path / "canary"
     spool = canary / "a" / "b" / "spool"
     spool.mkdir(parents=True)
@@ -76,11 +81,12 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     received: list[ReceivedInstance] = []
     config = DicomConfig(OUR_AE, Peer("ORTHANC", "127.0.0.1", 1), spool_dir=spool)
     listener = DicomListener(config, on_instance=received.append, host="127.0.0.1", port=0)
-    _host, port = listener.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        if request.param == "disk":
+            stack.enter_context(disk_reassembly(spool / "incoming"))
+        _host, port = listener.start()
+        stack.callback(listener.stop)
         yield Site(canary, spool, peer_dir, listener, received, port)
-    finally:
-        listener.stop()
 
 
 def _head(sop_uid: str | None, *, study: str = "1.2.826.0.1.3680043.10.1.1",
@@ -164,6 +170,10 @@ def _store(site: Site, path: Path, *, move_originator: bool) -> int:
     finally:
         if assoc.is_established:
             assoc.release()
+        # The listener's side ends (and cleans up) in its own thread: wait for it, a few seconds at most.
+        deadline = time.monotonic() + 5
+        while site.listener.server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _good(site: Site, name: str, *, move_originator: bool, ts: str = ExplicitVRLittleEndian,
@@ -236,45 +246,6 @@ def test_the_data_sets_own_sop_instance_uid_must_be_a_uid_and_agree_with_the_com
     assert site.tree() == before
     assert site.received == []
     _good(site, "good.dcm", move_originator=move_originator)
-
-
-def _vm_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    assert match, f"/proc/self/status has no {field}"
-    return int(match.group(1))
-
-
-class RssWatch:
-    """Peak RSS growth of this process (the listener runs in it) while a block runs: VmHWM after a reset
-    (``clear_refs`` 5, Linux >= 4.0) where allowed, and a 1 ms VmRSS sampler in any case."""
-
-    def __enter__(self) -> RssWatch:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.hwm_reset = True
-        except OSError:
-            self.hwm_reset = False
-        self.start = _vm_kib("VmRSS")
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _vm_kib("VmRSS"))
-            time.sleep(0.001)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.hwm_reset:
-            self.peak = max(self.peak, _vm_kib("VmHWM"))
-
-    @property
-    def growth_bytes(self) -> int:
-        return (self.peak - self.start) * 1024
 
 
 @pytest.mark.parametrize("move_originator", [True, False], ids=["move-originator-is-us", "incoming"])

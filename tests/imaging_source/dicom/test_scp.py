@@ -13,7 +13,7 @@ import threading
 
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import generate_uid
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
@@ -262,3 +262,48 @@ def test_our_sockets_have_tcp_nodelay(listener) -> None:
         type(listener.server).get_request = original
     assert requestor == 1
     assert accepted and accepted[0] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_open_associations_do_not_keep_database_connections_between_their_requests(tmp_path) -> None:
+    """Each DIMSE handler's database work gives its connection back when it ends (connection hygiene,
+    issue 15).  On PostgreSQL the process shares a pool of XDS_DB_POOL_SIZE connections: an association
+    thread that kept its connection until the association ended would starve every other thread once
+    that many associations are open (each later request waiting out the pool's timeout, then failing)."""
+    from django.conf import settings
+    from django.db import connection
+
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {}).get("max_size", 4)
+    associations = pool + 4
+    counted: list[int] = []
+    failures: list[str] = []
+
+    def on_instance(received: ReceivedInstance) -> None:
+        try:
+            counted.append(Job.objects.count())  # database work on the association's thread
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            failures.append(f"{type(exc).__name__}: {exc}")
+
+    config = DicomConfig("XDSI_IDS", Peer("ORTHANC", "127.0.0.1", 1), spool_dir=tmp_path / "spool")
+    server = DicomListener(config, on_instance=on_instance, host="127.0.0.1", port=0)
+    host, port = server.start()
+    connection.close()  # the test's own connection goes back too
+    ae = make_ae("MODALITY")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1"])
+    held = []
+    try:
+        for _ in range(associations):  # all held open at once, each stores one instance
+            assoc = associate(ae, Peer("XDSI_IDS", host, port))
+            held.append(assoc)
+            ds = Dataset()
+            ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+            assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        for assoc in held:
+            assoc.release()
+        server.stop()
+    assert failures == []
+    assert len(counted) == associations
