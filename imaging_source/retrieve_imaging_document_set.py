@@ -23,7 +23,16 @@ another study/series than requested
 no TransferSyntaxUID requested, or none is a known one  urn:dicom:wado:0006 (DICOM PS3.18 6.4.4)
 this instance cannot be produced in any requested one   urn:dicom:wado:0007 (DICOM PS3.18 6.4.4)
 PACS unreachable / failure for the whole series         XDSRepositoryError
+PACS too slow (PacsDeadlines: no first byte within      XDSRepositoryError, for every instance not yet
+XDS_PACS_FIRST_BYTE_TIMEOUT, or silent for              delivered (the fetch ends at once)
+XDS_PACS_IDLE_TIMEOUT in the middle of an answer)
 ======================================================  ===============================================
+
+A PACS that stops answering is the "unreachable PACS" case, found out by a time rule rather than a
+refused connection: XDSRepositoryError (ITI TF-3 Table 4.2.4.1-2: the repository - here the Imaging
+Document Source, RAD TF-3 4.69.4.2.3 - could not produce the document), never XDSDocumentUniqueIdError,
+which would claim the instance does not exist; what was delivered before stays (PartialSuccess).  No
+instance is then located by a C-FIND / QIDO-RS (that would ask the silent PACS once more per instance).
 
 Every UID of the request passes the access gate (:mod:`imaging_source.access`, PS3.5 §9.1) before
 any PACS call, the first series sent ahead included; a DocumentRequest with any UID that is not a
@@ -49,9 +58,18 @@ from pydicom import dcmread
 from imaging_source.access import check_documents, check_series, check_transfer_syntaxes, describe
 from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
+from imaging_source.dicom.dimse_retrieve import timed_config
 from imaging_source.dicom.fetch import FetchStream
 from imaging_source.dicom.find import FindError, locate_instance
-from imaging_source.dicom.instances import FetchedInstance, FetchError, FetchResult, SeriesFetch
+from imaging_source.dicom.instances import (
+    DEFAULT_DEADLINES,
+    FetchedInstance,
+    FetchError,
+    FetchResult,
+    PacsDeadlines,
+    PacsTimeout,
+    SeriesFetch,
+)
 from imaging_source.dicom.transcode import (
     TargetChoice,
     TranscodeError,
@@ -77,10 +95,13 @@ MAX_LOCATE = 50
 class ImagingSourceConfig:
     repository_unique_id: str  # XDS_IMAGING_SOURCE_ID = the KOS Retrieve Location UID
     dicom: DicomConfig
+    #: The PACS's time rules (XDS_PACS_FIRST_BYTE_TIMEOUT / XDS_PACS_IDLE_TIMEOUT).
+    deadlines: PacsDeadlines = field(default_factory=lambda: DEFAULT_DEADLINES)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ImagingSourceConfig:
-        return cls(repository_unique_id=settings.XDS_IMAGING_SOURCE_ID, dicom=DicomConfig.from_settings(settings))
+        return cls(repository_unique_id=settings.XDS_IMAGING_SOURCE_ID, dicom=DicomConfig.from_settings(settings),
+                   deadlines=PacsDeadlines.from_settings(settings))
 
 
 @dataclass
@@ -136,7 +157,7 @@ def send_first_series_ahead(config: ImagingSourceConfig, study_uid: str, series_
         return None
     wanted = list(check_transfer_syntaxes(transfer_syntaxes or ()).uids)
     return send_ahead(config.dicom, SeriesFetch(checked.study_uid, checked.series_uid, list(checked.sop_uids)),
-                      transfer_syntax=pacs_transfer_syntax(wanted))
+                      transfer_syntax=pacs_transfer_syntax(wanted), deadlines=config.deadlines)
 
 
 class StreamingRetrieve:
@@ -263,7 +284,8 @@ class _Retrieval:
                 self.by_key.setdefault((item.series_uid, item.sop_uid), item)
             series = [SeriesFetch(study, series_uid, uids) for (study, series_uid), uids in groups.items()]
             self.stream = FetchStream(config.dicom, series, accept_transfer_syntaxes=self.known_ts, ahead=ahead,
-                                      wado_transfer_syntax=pacs_transfer_syntax(self.known_ts))
+                                      wado_transfer_syntax=pacs_transfer_syntax(self.known_ts),
+                                      deadlines=config.deadlines)
             self.fetched = self.stream.result
         elif ahead is not None:
             ahead.cancel()  # nothing to fetch after all
@@ -288,11 +310,13 @@ class _Retrieval:
             for key, instance in self.stream:
                 yield by_key[key], instance
         except (FetchError, ConnectionError, OSError) as exc:
+            # No UID in the log line (no patient data in operational logs); the exception names none.
             logger.warning("rad69 fetch failed: %s", exc)
+            context = (f"the PACS did not answer in time: {exc}" if isinstance(exc, PacsTimeout)
+                       else f"the PACS could not be reached: {exc}")
             for item in self.wanted:
                 if item.index not in self.documents and item.index not in self.errors:
-                    self.errors[item.index] = _error(ErrorCode.XDSRepositoryError,
-                                                     f"the PACS could not be reached: {exc}", item.sop_uid)
+                    self.errors[item.index] = _error(ErrorCode.XDSRepositoryError, context, item.sop_uid)
 
     def deliver(self, item: _Wanted, instance: FetchedInstance) -> OutgoingPart | None:
         """The part for one fetched instance (recorded as a DocumentResponse), or None (recorded as an error)."""
@@ -325,13 +349,21 @@ class _Retrieval:
     def finish(self) -> RetrieveOutcome:
         """Errors for what did not come back; the outcome in request order; the transaction's log line."""
         located = 0
+        # Locating asks the PACS once per missing instance: under the same time rules, and not again once
+        # the PACS failed to answer (a silent PACS would otherwise cost MAX_LOCATE deadlines).
+        dicom = timed_config(self.config.dicom, self.config.deadlines)
+        unreachable: str | None = None
         for item in self.wanted:
             if item.index in self.documents or item.index in self.errors:
                 continue
             failure = self.fetched.failures.get(item.series_uid)
-            if located < MAX_LOCATE:
+            if unreachable is not None:
+                self.errors[item.index] = _error(ErrorCode.XDSRepositoryError,
+                                                 f"instance {item.sop_uid} could not be retrieved: "
+                                                 f"{failure or unreachable}", item.sop_uid)
+            elif located < MAX_LOCATE:
                 located += 1
-                self.errors[item.index] = _missing_error(item, self.config.dicom, failure)
+                self.errors[item.index], unreachable = _missing_error(item, dicom, failure)
             else:
                 self.errors[item.index] = _error(ErrorCode.XDSDocumentUniqueIdError,
                                                  f"instance {item.sop_uid} not found in series {item.series_uid}"
@@ -359,13 +391,19 @@ def _audited_studies(retrieval: _Retrieval) -> list[audit.ParticipantObject]:
     return audit.imaging_objects(retrieval.patient_id, studies)
 
 
-def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> RegistryError:
-    """Why an instance did not come back: elsewhere in the PACS, unknown, or the PACS failed."""
+def _missing_error(item: _Wanted, dicom: DicomConfig, failure: str | None) -> tuple[RegistryError, str | None]:
+    """Why an instance did not come back: elsewhere in the PACS, unknown, or the PACS failed.
+    -> (the error, why the PACS could not be asked - None when it answered)."""
     try:
         where = locate_instance(item.sop_uid, dicom)
     except (FindError, ConnectionError, OSError) as exc:
         return _error(ErrorCode.XDSRepositoryError,
-                      f"instance {item.sop_uid} could not be retrieved: {failure or exc}", item.sop_uid)
+                      f"instance {item.sop_uid} could not be retrieved: {failure or exc}", item.sop_uid), str(exc)
+    return _located_error(item, where, failure), None
+
+
+def _located_error(item: _Wanted, where: tuple[str, str] | None, failure: str | None) -> RegistryError:
+    """The error for an instance the PACS was asked about: ``where`` it is (None: it does not have it)."""
     if where is not None and where != (item.study_uid, item.series_uid):
         return _error(ErrorCode.XDSDocumentUniqueIdError,
                       f"instance {item.sop_uid} is in study {where[0]} series {where[1]}, not in the requested "

@@ -10,7 +10,10 @@ malformed request, PS3.18 §8.5.3 / RFC 7231 §6.5.1 - refused by the access gat
 :mod:`imaging_source.access`, before any PACS call); 404 when studyUID/seriesUID/objectUID do not
 name one instance of this source (also when one is empty - the NIST test ids_4809 case 4 expects
 404 there); 406 for a contentType other than ``application/dicom`` or a transferSyntax we cannot
-produce; 502 when the PACS cannot be reached.
+produce; 502 when the PACS cannot be reached; 504 when it does not answer in time
+(:class:`~imaging_source.dicom.instances.PacsDeadlines`: no first byte within
+XDS_PACS_FIRST_BYTE_TIMEOUT, or silent for XDS_PACS_IDLE_TIMEOUT within its answer - RFC 9110
+§15.6.5, a gateway that did not get a timely answer from its upstream server).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from imaging_source.access import check_instance, check_transfer_syntaxes, descr
 from imaging_source.dicom.auditing import patient_id_of_part10
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.fetch import FetchStream
-from imaging_source.dicom.instances import FetchError, SeriesFetch
+from imaging_source.dicom.instances import DEFAULT_DEADLINES, FetchError, PacsDeadlines, PacsTimeout, SeriesFetch
 from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
 from xds_core import audit
 from xds_core.vocabulary import DICOM_MIME_TYPE
@@ -45,17 +48,18 @@ def _text(status: int, reason: str) -> WadoAnswer:
     return WadoAnswer(status, "text/plain; charset=utf-8", reason.encode())
 
 
-def wado_retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
+def wado_retrieve(params: dict[str, str], dicom: DicomConfig,
+                  deadlines: PacsDeadlines = DEFAULT_DEADLINES) -> WadoAnswer:
     """One WADO-URI request (query parameters as a flat dict) -> the HTTP answer."""
     started = time.perf_counter()
-    answer = _retrieve(params, dicom)
+    answer = _retrieve(params, dicom, deadlines)
     # No UID in the log line: a SOP Instance UID names one patient's image (no patient data in logs).
     logger.info("rad55 status=%d bytes=%d ms=%.1f", answer.status,
                 len(answer.body) if answer.status == 200 else 0, (time.perf_counter() - started) * 1000)
     return answer
 
 
-def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
+def _retrieve(params: dict[str, str], dicom: DicomConfig, deadlines: PacsDeadlines) -> WadoAnswer:
     if params.get("requestType", "").strip() != "WADO":  # PS3.18 §8.1.1: requestType=WADO is required
         return _text(400, "requestType must be WADO")
     content_types = [c.split(";")[0].strip() for c in params.get("contentType", "").split(",") if c.strip()]
@@ -79,9 +83,13 @@ def _retrieve(params: dict[str, str], dicom: DicomConfig) -> WadoAnswer:
     syntax = syntaxes.uids[0] if syntaxes.uids else ExplicitVRLittleEndian
     if not known_transfer_syntax(syntax):
         return _text(406, f"transfer syntax {syntax} is not supported")
-    stream = FetchStream(dicom, [SeriesFetch(study, series, [sop])], accept_transfer_syntaxes=[syntax])
+    stream = FetchStream(dicom, [SeriesFetch(study, series, [sop])], accept_transfer_syntaxes=[syntax],
+                         deadlines=deadlines)
     try:
         delivered = list(stream)
+    except PacsTimeout as exc:
+        logger.warning("rad55 fetch failed: %s", exc)
+        return _text(504, "the PACS did not answer in time")
     except (FetchError, ConnectionError, OSError) as exc:
         logger.warning("rad55 fetch failed: %s", exc)
         return _text(502, "the PACS could not be reached")

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imaging_source.dicom.part10 import file_meta_uids
 from xds_core.identifiers import is_dicom_uid
@@ -23,6 +24,40 @@ DEFAULT_MEMORY_LIMIT = 256 * 1024 * 1024
 
 class FetchError(RuntimeError):
     """The PACS could not be asked (association refused, HTTP error, failure status for the whole series)."""
+
+
+class PacsTimeout(FetchError):
+    """The PACS broke a time rule of :class:`PacsDeadlines`: the whole fetch ends (a PACS that stopped
+    answering one request would cost every later series the same wait)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PacsDeadlines:
+    """Time rules for the PACS's answers that a WAN survives (issue 15): never a total deadline.
+
+    ``first_byte``: seconds from a request (WADO-RS GET, A-ASSOCIATE-RQ, C-FIND/C-GET/C-MOVE-RQ) to
+    the first byte of the PACS's answer - a PACS that has stopped (hung, SIGSTOPped, overloaded) is
+    found out after this long, not after minutes.  ``idle``: seconds the PACS may then stay silent
+    between two reads (WADO-RS) or two PDUs (DIMSE) of the same answer.  A legitimate 1 GB transfer
+    over 100 Mbit/s (~80 s) passes: it never goes ``idle`` seconds without a byte.  Built by the
+    view layer from XDS_PACS_FIRST_BYTE_TIMEOUT / XDS_PACS_IDLE_TIMEOUT (:meth:`from_settings`).
+    """
+
+    first_byte: float
+    idle: float
+
+    def __post_init__(self) -> None:
+        if not (self.first_byte > 0 and self.idle > 0):
+            raise ValueError(f"PACS deadlines must be positive: {self}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> PacsDeadlines:
+        """From a settings object (``django.conf.settings``) passed in by the caller."""
+        return cls(first_byte=float(settings.XDS_PACS_FIRST_BYTE_TIMEOUT), idle=float(settings.XDS_PACS_IDLE_TIMEOUT))
+
+
+#: For callers that pass none (commands, tests): the settings' defaults (config/settings.py).
+DEFAULT_DEADLINES = PacsDeadlines(first_byte=30.0, idle=60.0)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,13 @@
 The answer is read in 1 MiB chunks and split without copying (:func:`xds_core.multipart.iter_parts`):
 each instance is a view into the chunk it arrived in and is yielded as soon as its part is complete.
 A series of at most :data:`WADO_PER_INSTANCE_MAX` requested instances is fetched instance by instance.
+
+Time rules (:class:`~imaging_source.dicom.instances.PacsDeadlines`, issue 15): the status line must
+begin within ``first_byte`` seconds of the request being sent (counted from the send, so a request
+sent ahead has used part of it already), and each later receive of the answer within ``idle``
+seconds - socket timeouts, so a slow but moving WAN transfer of any size passes while a PACS that
+stopped answering costs one deadline, not minutes.  Either expiry raises
+:class:`~imaging_source.dicom.instances.PacsTimeout`, which ends the whole fetch.
 """
 
 from __future__ import annotations
@@ -17,7 +24,16 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from imaging_source.access import NotADicomUid, pacs_path_segment
 from imaging_source.dicom.config import DicomConfig, FetchMethod
-from imaging_source.dicom.instances import Collector, FetchedInstance, FetchError, SeriesFetch, checked_uids
+from imaging_source.dicom.instances import (
+    DEFAULT_DEADLINES,
+    Collector,
+    FetchedInstance,
+    FetchError,
+    PacsDeadlines,
+    PacsTimeout,
+    SeriesFetch,
+    checked_uids,
+)
 from xds_core.multipart import MultipartError, boundary_of, iter_parts, read_chunks
 
 logger = logging.getLogger(__name__)
@@ -79,7 +95,7 @@ def _wado_targets(base: SplitResult, item: SeriesFetch) -> list[str]:
 
 def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Collector,
                 ahead: _WadoGet | None = None, transfer_syntax: str | None = None,
-                ) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
+                deadlines: PacsDeadlines = DEFAULT_DEADLINES) -> Iterator[tuple[tuple[str, str], FetchedInstance]]:
     """Generator: each kept instance with its key as soon as its part is in, while the PACS sends the rest.
 
     The answer is read in 1 MiB ``readinto`` chunks and split without copying the parts
@@ -89,11 +105,14 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
     PACS for the instances in it (:func:`wado_accept`); when the PACS refuses
     (:data:`REFUSED_STATUSES`) the request goes again for the instances as stored, and so do
     the fetch's next ones.  Either way the caller checks each instance's transfer syntax.
+    ``deadlines``: :class:`PacsTimeout` when the PACS does not begin an answer in time or stalls
+    within one (the connection is dropped; nothing half-read stays in the pool).
     """
     base = urlsplit(config.dicomweb_url.rstrip("/"))
     asked = _asked_syntax(base, transfer_syntax)
     first = _wado_targets(base, series[0])[0] if series else None
-    if ahead is not None and (ahead.base != base or ahead.path != first or ahead.accept != wado_accept(asked)):
+    if ahead is not None and (ahead.base != base or ahead.path != first or ahead.accept != wado_accept(asked)
+                              or ahead.deadlines != deadlines):
         ahead.cancel()  # the request sent ahead is not this fetch's first one after all
         ahead = None
     for item in series:
@@ -102,7 +121,7 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                 if ahead is not None:
                     request, ahead = ahead, None
                 else:
-                    request = _WadoGet(base, target, wado_accept(asked))
+                    request = _WadoGet(base, target, wado_accept(asked), deadlines)
                 response = request.response()
                 if asked is not None and response.status in REFUSED_STATUSES:
                     logger.info("WADO-RS: the PACS answered %d to transfer-syntax=%s; asking for the instances"
@@ -111,7 +130,10 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                     asked = None
                     response.read()  # a small error body: read, so the connection can be kept
                     _wado_release(base, response)
-                    response = _WadoGet(base, target, WADO_ACCEPT).response()
+                    response = _WadoGet(base, target, WADO_ACCEPT, deadlines).response()
+            except TimeoutError as exc:  # connect or send: the PACS takes no request (OSError, but a time rule)
+                raise PacsTimeout(f"WADO-RS: the PACS did not take the request within {deadlines.first_byte:g} s"
+                                  f" ({exc})") from exc
             except (OSError, http.client.HTTPException) as exc:
                 collector.result.failures[item.series_instance_uid] = f"WADO-RS: {exc}"
                 continue
@@ -128,6 +150,9 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                     instance = collector.add(body, series_uid, study_uid=study_uid)
                     if instance is not None:
                         yield (series_uid, instance.sop_instance_uid), instance
+            except TimeoutError as exc:  # a receive of the answer waited longer than ``idle``
+                raise PacsTimeout(f"WADO-RS: the PACS stopped sending for {deadlines.idle:g} s in the middle of"
+                                  " its answer") from exc
             except (MultipartError, OSError, http.client.HTTPException) as exc:
                 raise FetchError(f"WADO-RS answer for series {item.series_instance_uid} unusable: {exc}") from exc
             finally:
@@ -146,12 +171,13 @@ def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
     connection = pool.get(key)
     if connection is None:
         kind = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
-        connection = kind(base.hostname or "127.0.0.1", base.port, timeout=WADO_CONNECT_TIMEOUT)
+        connection = kind(base.hostname or "127.0.0.1", base.port)
         pool[key] = connection
     return connection
 
 
-def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | None = None) -> RequestAhead | None:
+def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | None = None,
+               deadlines: PacsDeadlines = DEFAULT_DEADLINES) -> RequestAhead | None:
     """Ask the PACS for ``item`` now; pass the result to :class:`FetchStream` (``ahead=``), which reads it.
 
     A PACS takes a while before the first byte of a series (Orthanc: ~20 ms for 500
@@ -161,7 +187,8 @@ def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | No
     its association served while it runs): None otherwise, or when the request cannot be
     sent now - the fetch then sends it again and reports any failure.  ``item`` needs only
     its first :data:`AHEAD_UIDS` SOP Instance UIDs; ``transfer_syntax`` is the fetch's own
-    (:func:`fetch_wado`).  A request the fetch does not use (its first series or its Accept
+    (:func:`fetch_wado`), and so are ``deadlines`` (the first byte is due ``first_byte`` seconds after
+    this send).  A request the fetch does not use (its first series or its Accept
     turned out different) is cancelled by the fetch; :meth:`RequestAhead.cancel` drops one that
     never reaches a fetch.
     """
@@ -169,7 +196,8 @@ def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | No
         return None
     base = urlsplit(config.dicomweb_url.rstrip("/"))
     try:
-        return _WadoGet(base, _wado_targets(base, item)[0], wado_accept(_asked_syntax(base, transfer_syntax)))
+        return _WadoGet(base, _wado_targets(base, item)[0], wado_accept(_asked_syntax(base, transfer_syntax)),
+                        deadlines)
     except FetchError as exc:  # not a UID: the retrieval refuses it per document, nothing to send
         logger.info("WADO-RS request not sent ahead: %s", exc)
         return None
@@ -183,13 +211,15 @@ class _WadoGet:
 
     A kept-alive connection the PACS has meanwhile closed fails either when the request is
     sent or when the answer is read; either way the request is sent once more on a fresh
-    connection.
+    connection.  A timeout is not that (a closed connection fails at once): it is not retried.
     """
 
-    def __init__(self, base: SplitResult, path: str, accept: str = WADO_ACCEPT) -> None:
+    def __init__(self, base: SplitResult, path: str, accept: str = WADO_ACCEPT,
+                 deadlines: PacsDeadlines = DEFAULT_DEADLINES) -> None:
         self.base = base
         self.path = path
         self.accept = accept
+        self.deadlines = deadlines
         self.connection, self.reused = self._send()
 
     def _send(self) -> tuple[http.client.HTTPConnection, bool]:
@@ -203,11 +233,18 @@ class _WadoGet:
             reused = connection.sock is not None
             try:
                 if not reused:
+                    # The TCP handshake is the PACS's first answer too (a stopped PACS's kernel still
+                    # completes it from the listen backlog; a dead host does not).
+                    connection.timeout = min(WADO_CONNECT_TIMEOUT, self.deadlines.first_byte)
                     connection.connect()
                 assert connection.sock is not None
-                connection.sock.settimeout(WADO_READ_TIMEOUT)
+                connection.sock.settimeout(self.deadlines.first_byte)
                 connection.request("GET", self.path, headers=headers)
+                self.sent_at = time.monotonic()
                 return connection, reused
+            except TimeoutError:
+                connection.close()
+                raise
             except (OSError, http.client.HTTPException):
                 connection.close()
                 if not reused or attempt == 2:
@@ -215,14 +252,34 @@ class _WadoGet:
         raise AssertionError("unreachable")
 
     def response(self) -> http.client.HTTPResponse:
+        """The answer's status and headers: due ``first_byte`` seconds after the send; the body's
+        reads then wait at most ``idle`` seconds each.  :class:`PacsTimeout` when late."""
         try:
-            return self.connection.getresponse()
+            return self._answer()
+        except PacsTimeout:
+            raise
         except (OSError, http.client.HTTPException):
             self.connection.close()
             if not self.reused:
                 raise
         self.connection, self.reused = self._send()
-        return self.connection.getresponse()
+        return self._answer()
+
+    def _answer(self) -> http.client.HTTPResponse:
+        sock = self.connection.sock
+        if sock is not None:
+            # The rest of the first-byte deadline (a request sent ahead has used part of it).
+            sock.settimeout(max(self.deadlines.first_byte - (time.monotonic() - self.sent_at), 0.001))
+        try:
+            response = self.connection.getresponse()
+        except TimeoutError as exc:
+            self.connection.close()
+            raise PacsTimeout(f"WADO-RS: no answer from the PACS within {self.deadlines.first_byte:g} s") from exc
+        if sock is not None:
+            # getresponse() hands a closing connection's socket over to the response (connection.sock
+            # is then None): the socket object from before still sets its timeout.
+            sock.settimeout(self.deadlines.idle)
+        return response
 
     def cancel(self) -> None:
         self.connection.close()
@@ -239,9 +296,9 @@ def _wado_release(base: SplitResult, response: http.client.HTTPResponse) -> None
         _wado_connection(base).close()
 
 
-#: Seconds to connect to the PACS / to wait for each read of its answer.
+#: Seconds to connect to the PACS (at most; the first-byte deadline when it is shorter).  Reads wait
+#: per :class:`PacsDeadlines`.
 WADO_CONNECT_TIMEOUT = 10
-WADO_READ_TIMEOUT = 300
 
 
 def iter_multipart(content_type: str, chunks: Iterator[bytes]) -> Iterator[memoryview]:

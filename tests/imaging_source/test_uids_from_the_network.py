@@ -138,9 +138,6 @@ def test_claiming_a_spooled_copy_looks_only_in_the_spool_and_only_for_a_uid(tmp_
 @pytest.mark.parametrize("method", [FetchMethod.WADO_RS, FetchMethod.C_GET, FetchMethod.C_MOVE])
 def test_a_fetch_with_a_non_uid_fails_before_it_reaches_the_pacs(tmp_path, untouchable_pacs, method,
                                                                 monkeypatch) -> None:
-    from imaging_source.dicom import wado_rs
-
-    monkeypatch.setattr(wado_rs, "WADO_READ_TIMEOUT", 2)
     port, listener = untouchable_pacs
     config = _config(port, tmp_path, method)
     for series in (SeriesFetch("1.2/../..", GOOD, [GOOD + ".1"]), SeriesFetch(GOOD, "1.2.*", [GOOD + ".1"]),
