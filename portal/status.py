@@ -7,7 +7,9 @@ PACS or a registry that is down costs the page at most :data:`TIMEOUT` seconds a
 - ``database``: a trivial query;
 - ``pacs``: the PACS's DICOMweb base (QIDO-RS ``/studies?limit=1``) and a C-ECHO to ``DICOM_PACS``;
 - ``dicom_listener``: a C-ECHO to our own listener (``DICOM_AE_TITLE@DICOM_HOST:DICOM_PORT``);
-- ``registry``: the remote registry's WSDL (``XDS_CONSUMER_REGISTRY_URL``), or the local registry tables.
+- ``registry``: the remote registry's WSDL (``XDS_CONSUMER_REGISTRY_URL``), or the local registry tables;
+- ``document_store``: free space of the repository's document store against ``XDS_MIN_FREE_SPACE``
+  (below it the repository refuses new documents, so the node is degraded; the free bytes are shown).
 
 A component that is not configured on this node is left out of the verdict.  Counts come from the
 tables this node holds.  Peers (the other nodes, ``XDS_PORTAL_PEERS``) are asked for their ``/healthz``;
@@ -29,10 +31,13 @@ from django.db import connection
 
 from imaging_source.dicom.config import Peer
 from imaging_source.dicom.echo import echo
+from xds_core import disk
 
 #: Seconds any one check may take (connect, answer); checks run side by side.
 TIMEOUT = 1.5
 UP, DOWN, OFF = "up", "down", "not configured"
+#: Working, but refusing part of its work (the document store below its free-space watermark).
+DEGRADED = "degraded"
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,17 @@ class NodeConfig:
     kos_format_codes: tuple[str, ...] = ()
     peers: tuple[tuple[str, str], ...] = ()
     timeout: float = TIMEOUT
+    #: The repository's document directory ("" when its backend keeps no local files) and its watermark.
+    document_store: str = ""
+    min_free_space: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> NodeConfig:
         """Built from a settings object, passed in by the caller."""
+        from xds_repository.conf import document_store_root
+
         pacs = Peer.from_dict(settings.DICOM_PACS) if settings.DICOM_PACS else None
+        store_root = document_store_root()
         listener = None
         if getattr(settings, "XDS_RUN_DICOM", True) and pacs is not None:
             # A listener bound to every address is reached on loopback.
@@ -67,7 +78,9 @@ class NodeConfig:
                    registry_url=settings.XDS_CONSUMER_REGISTRY_URL or "",
                    repository_url=settings.XDS_REPOSITORY_URL or "",
                    kos_format_codes=tuple(settings.XDS_CONSUMER_KOS_FORMAT_CODES),
-                   peers=tuple(tuple(p) for p in settings.XDS_PORTAL_PEERS))  # type: ignore[misc]
+                   peers=tuple(tuple(p) for p in settings.XDS_PORTAL_PEERS),  # type: ignore[misc]
+                   document_store=str(store_root) if store_root is not None else "",
+                   min_free_space=settings.XDS_MIN_FREE_SPACE)
 
     @property
     def registry_here(self) -> bool:
@@ -93,13 +106,17 @@ class Check:
     target: str = ""  # what was asked (URL, AE@host:port): no patient data
     ms: int = 0
     parts: dict[str, Check] = field(default_factory=dict)
+    #: Measured figures worth a number in the JSON (e.g. free_bytes); left out when empty.
+    figures: dict[str, int] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
         return self.state == UP
 
     def as_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "parts"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("parts", "figures")}
+        if self.figures:
+            out.update(self.figures)
         if self.parts:
             out["parts"] = {name: part.as_json() for name, part in self.parts.items()}
         return out
@@ -194,6 +211,25 @@ def database_check() -> Check:
     except Exception as exc:  # noqa: BLE001 - a database that is down is a state
         return Check(DOWN, f"unreachable: {type(exc).__name__}", ms=int((time.monotonic() - started) * 1000))
     return Check(UP, f"{connection.vendor}", ms=int((time.monotonic() - started) * 1000))
+
+
+def document_store_check(directory: str, min_free_space: int) -> Check:
+    """Free space of the document store's file system: degraded below the watermark (new documents are
+    refused there with XDSRepositoryOutOfResources), down if it cannot be measured."""
+    if not directory:
+        return Check(OFF)
+    started = time.monotonic()
+    try:
+        room = disk.room(directory, watermark=min_free_space)
+    except OSError as exc:
+        return Check(DOWN, f"free space unknown: {exc.strerror}", directory,
+                     int((time.monotonic() - started) * 1000))
+    ms = int((time.monotonic() - started) * 1000)
+    figures = {"free_bytes": room.free, "min_free_bytes": min_free_space}
+    if not room.enough:
+        return Check(DEGRADED, f"low on space: {room.free} bytes free, below the watermark of {min_free_space} "
+                               "bytes; new documents are refused", directory, ms, figures=figures)
+    return Check(UP, f"{room.free} bytes free", directory, ms, figures=figures)
 
 
 def counts(config: NodeConfig) -> dict[str, int]:
@@ -310,6 +346,7 @@ def node_status(config: NodeConfig, *, with_peers: bool = False) -> NodeStatus:
     components["pacs"] = _combine({name.split(":", 1)[1]: results[name] for name in pacs_checks},
                                   str(config.pacs or config.dicomweb_url))
     components["dicom_listener"] = results.get("dicom_listener", Check(OFF))
+    components["document_store"] = _timed(lambda: document_store_check(config.document_store, config.min_free_space))
     if config.registry_url:
         components["registry"] = results["registry"]
     else:  # the registry is this node's own tables

@@ -8,8 +8,9 @@ whether the ITI-42 registration that must follow the store has succeeded.
 A row is written in state ``pending`` *before* the bytes are stored and set to
 ``registered`` only after the Document Registry accepted the ITI-42 (ITI TF-2
 3.41.4.1.3: the repository forwards the metadata; a document the registry never
-accepted must not stay behind).  :mod:`xds_repository.reconcile` removes the
-pending leftovers of a crash.
+accepted must not stay behind, and one it may have accepted must not go).
+:mod:`xds_repository.reconcile` settles the pending leftovers of a crash or of an
+ITI-42 whose outcome is unknown.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class StoredDocument(models.Model):
     storage_name = models.CharField(max_length=255, db_index=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
-    #: The process that stored it, ``host/boot-id/pid/start-ticks`` (see records.process_identity):
-    #: lets reconcile settle the pending rows of a dead process at once, without a grace period.
+    #: The request that stored it, ``host/boot-id/pid/start-ticks/<request marker>`` (records.InFlight;
+    #: without the marker part when the store keeps no local files): lets reconcile settle the pending rows
+    #: of a dead process, or of a request that is over, at once, without a grace period.
     owner = models.CharField(max_length=200, blank=True, default="")
     registered = models.DateTimeField(null=True, blank=True)
 

@@ -5,8 +5,27 @@ Flow: match each ``xdsb:Document`` to its DocumentEntry, check the submitted
 hash/size against what the SOAP layer computed while streaming the part, set
 hash, size and repositoryUniqueId, record the documents as *pending*, store
 them, forward the metadata to the Document Registry with ITI-42, and only then
-mark them registered.  Any failure after the store removes what this request
-stored, so the repository never keeps a document the registry does not know.
+mark them registered.
+
+What a failure leaves depends on what the registry may hold, because the
+repository must neither keep a document the registry never accepted nor delete
+one it did (ITI TF-2 3.41.4.1.3: the registry's entry points at our copy):
+
+- the registry certainly did not register the submission (the store failed,
+  no connection to the registry was ever made, or it answered Failure: the
+  submission was not registered, ITI TF-3 Table 4.2.4.2-1): what this request
+  stored is removed at once;
+- the outcome is unknown (a timeout or a reset after ITI-42 went out, an
+  answer that is not a RegistryResponse, or our own bookkeeping failing after
+  the registry said Success): the rows stay ``pending`` and the content stays;
+  :mod:`xds_repository.reconcile` asks the registry later and settles them.
+
+Either way the source gets the failure (XDSRegistryNotAvailable or the
+registry's errors) and may resubmit.
+
+Before anything is recorded or stored, the document store's file system must
+keep ``min_free_space`` bytes free after the incoming documents, or the request
+is refused with XDSRepositoryOutOfResources (:mod:`xds_core.disk`).
 """
 
 from __future__ import annotations
@@ -20,14 +39,14 @@ import pydicom
 from django.core.files.storage import Storage
 from pydicom.errors import InvalidDicomError
 
-from xds_core import audit
+from xds_core import audit, disk
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.metadata.objects import DocumentEntry, Submission
 from xds_core.soap.mtom import Attachment
 from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, KOS_SOP_CLASS_UID, ObjectType, ResponseStatus
 from xds_repository import records
 from xds_repository import storage as store
-from xds_repository.registry_client import RegistryClient, RegistryUnavailable
+from xds_repository.registry_client import RegistryClient, RegistryNotReached, RegistryUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +67,8 @@ class RepositoryConfig:
     storage: Storage
     storage_alias: str = "xds_documents"
     registry_timeout: float = 120.0
+    #: Bytes that must stay free on the document store's file system after a submission (0: no check).
+    min_free_space: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +113,20 @@ def provide_and_register(request: ProvideAndRegisterDocumentSet, config: Reposit
     submission = request.submission
     audit.describe(audit.submission_objects, submission)  # ITI TF-2b 3.41.5.1.2: patient, SubmissionSet
     incoming = _match_documents(request.documents, submission.document_entries, config)
+    _check_room(config, sum(i.attachment.size for i in incoming))
+    with records.InFlight(store.inflight_dir(config.storage)) as in_flight:  # held until the rows are settled
+        return _store_and_register(submission, incoming, config, in_flight.owner, started)
+
+
+def _store_and_register(submission: Submission, incoming: list[_Incoming], config: RepositoryConfig,
+                        owner: str, started: float) -> ProvideAndRegisterResult:
     entries = [i.entry for i in incoming]
     rows = records.record_pending(
         [records.NewDocument(i.entry.unique_id or "", i.entry.mime_type, i.attachment.sha1, i.attachment.size)
-         for i in incoming], storage_alias=config.storage_alias)
+         for i in incoming], storage_alias=config.storage_alias, owner=owner)
     outcome = "failure"
+    # From the moment ITI-42 may have reached the registry until it certainly did not act on it.
+    registry_may_hold = False
     try:
         for item, row in zip(incoming, rows, strict=True):
             try:
@@ -113,12 +143,20 @@ def provide_and_register(request: ProvideAndRegisterDocumentSet, config: Reposit
                 row.storage_name = stored_name
                 row.save(update_fields=["storage_name"])
         client = RegistryClient(config.registry_url, timeout=config.registry_timeout)
+        registry_may_hold = True
         try:
             status, errors = client.register(submission)
-        except RegistryUnavailable as exc:
+        except RegistryNotReached as exc:
+            registry_may_hold = False  # no connection was ever made: the registry saw nothing
             # ITI TF-3 Table 4.2.4.1-2 / ITI TF-2 3.41: the Repository could not reach the Registry.
             raise XdsError.of(ErrorCode.XDSRegistryNotAvailable, str(exc)) from exc
+        except RegistryUnavailable as exc:
+            # Sent, but no usable answer: the registry may have registered it.  Same code for the source.
+            raise XdsError.of(ErrorCode.XDSRegistryNotAvailable, str(exc)) from exc
         if status not in (ResponseStatus.SUCCESS, ResponseStatus.PARTIAL_SUCCESS) or any(e.is_error for e in errors):
+            # A Failure RegistryResponse: the registry did not register the submission (ITI TF-3 4.2.4.2,
+            # Table 4.2.4.2-1).  Any other status with errors is not spelled out: reconcile asks the registry.
+            registry_may_hold = status != ResponseStatus.FAILURE
             # The registry's own errors go back to the source (ITI TF-2 3.41, NIST test 11986).
             raise XdsError(errors or [_error(
                 ErrorCode.XDSRegistryError, f"the registry answered status {status or '(none)'} without an error")])
@@ -126,16 +164,38 @@ def provide_and_register(request: ProvideAndRegisterDocumentSet, config: Reposit
         outcome = "success"
         return ProvideAndRegisterResult(errors)  # warnings only, e.g. XDSExtraMetadataNotSaved
     finally:
-        if outcome != "success":
+        if outcome != "success" and registry_may_hold:
+            outcome = "unknown"  # rows stay pending, content stays: reconcile settles them with the registry
+            logger.warning("transaction=ITI-41 outcome=unknown documents=%d: the registry may hold them; "
+                           "left pending for reconcile", len(rows))
+        elif outcome != "success":
             try:
                 records.discard(rows, config.storage)
             except Exception:  # the answer still carries the real error; the rows stay pending
-                logger.exception("could not remove the documents of a failed ITI-41; reconcile will (%s)",
-                                 ",".join(r.unique_id for r in rows))
+                logger.exception("could not remove the documents of a failed ITI-41; reconcile will (%d rows)",
+                                 len(rows))
         logger.debug("transaction=ITI-41 outcome=%s documents=%d bytes=%d unique_ids=%s registry=%s ms=%d",
-                    outcome, len(entries), sum(i.attachment.size for i in incoming),
-                    ",".join(e.unique_id or "" for e in entries), config.registry_url or "local:registry",
-                    (time.monotonic() - started) * 1000)
+                     outcome, len(entries), sum(i.attachment.size for i in incoming),
+                     ",".join(e.unique_id or "" for e in entries), config.registry_url or "local:registry",
+                     (time.monotonic() - started) * 1000)
+
+
+def _check_room(config: RepositoryConfig, incoming: int) -> None:
+    """Refuse the submission, before anything is written, when the store's disk would drop below the
+    watermark (ITI TF-3 Table 4.2.4.1-2: XDSRepositoryOutOfResources)."""
+    root = store.filesystem_root(config.storage)
+    if config.min_free_space <= 0 or root is None:
+        return  # no watermark, or a backend whose space is not ours to measure (an object store)
+    try:
+        room = disk.room(root, watermark=config.min_free_space, incoming=incoming)
+    except OSError as exc:
+        raise XdsError.of(ErrorCode.XDSRepositoryError, f"cannot measure the document store's free space: "
+                                                        f"{exc.strerror}") from exc
+    if not room.enough:
+        logger.warning("transaction=ITI-41 outcome=refused reason=low-space free=%d incoming=%d watermark=%d",
+                       room.free, incoming, room.watermark)
+        raise XdsError.of(ErrorCode.XDSRepositoryOutOfResources,
+                          f"the repository is low on disk space and accepts no new documents: {room.describe()}")
 
 
 def _match_documents(documents: list[SubmittedDocument], entries: list[DocumentEntry],

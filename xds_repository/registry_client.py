@@ -13,6 +13,8 @@ empty.
 
 from __future__ import annotations
 
+import requests
+import urllib3.exceptions
 from lxml import etree
 
 from xds_core import audit
@@ -32,7 +34,35 @@ QUERY_BATCH = 100
 
 
 class RegistryUnavailable(Exception):
-    """The registry could not be reached or gave no usable answer (-> XDSRegistryNotAvailable)."""
+    """The registry could not be reached or gave no usable answer (-> XDSRegistryNotAvailable).
+
+    As such it says nothing about whether the registry *acted* on the request: a timeout, a reset
+    after the request went out or an answer that is not a RegistryResponse may follow a registration
+    the registry committed.  Only :class:`RegistryNotReached` is certain that it did not.
+    """
+
+
+class RegistryNotReached(RegistryUnavailable):
+    """No connection to the registry was ever made (refused, unknown host, connect timeout): not one
+    byte of the request left, so the registry certainly did not act on it."""
+
+
+def _never_connected(exc: BaseException | None) -> bool:
+    """True when ``exc`` (the cause of a TransportError) failed while *connecting*, before sending.
+
+    requests raises ConnectTimeout for a connect that timed out, and ConnectionError wrapping
+    urllib3's MaxRetryError(reason=NewConnectionError) for a refused connection or a name that does
+    not resolve (urllib3 2: NameResolutionError is a NewConnectionError).  A ConnectionError of any
+    other reason (ProtocolError: reset, remote closed) may come after the body was sent: not certain.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.SSLError):
+        reason = exc.args[0] if exc.args else None
+        if isinstance(reason, urllib3.exceptions.MaxRetryError):
+            reason = reason.reason
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 class RegistryClient:
@@ -44,6 +74,8 @@ class RegistryClient:
         try:
             result = SoapClient(self.url, timeout=self.timeout).call(action, body)
         except TransportError as exc:
+            if _never_connected(exc.__cause__):
+                raise RegistryNotReached(f"registry at {self.url} not reachable: {exc}") from exc
             raise RegistryUnavailable(f"registry at {self.url} not reachable: {exc}") from exc
         if result.fault is not None:
             raise RegistryUnavailable(

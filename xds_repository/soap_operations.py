@@ -19,7 +19,7 @@ from xds_core.http.endpoint import EndpointSpec, Operation, XdsEndpoint
 from xds_core.soap.envelope import SoapRequest, SoapResponse
 from xds_core.soap.faults import SoapFault
 from xds_core.vocabulary import Action
-from xds_repository.conf import repository_config
+from xds_repository.conf import repository_config, retrieve_limits
 from xds_repository.provide_and_register import (
     ProvideAndRegisterDocumentSet,
     SubmittedDocument,
@@ -51,7 +51,8 @@ def _submitted_document(doc_id: str, element: etree._Element, request: SoapReque
 
 def _retrieve_document_set(request: SoapRequest) -> SoapResponse:
     """ITI-43 (ITI TF-2b 3.43): the answer is MTOM even without documents (3.43.5.1)."""
-    result = retrieve_document_set(parse_retrieve_document_set_request(request.body), repository_config())
+    result = retrieve_document_set(parse_retrieve_document_set_request(request.body), repository_config(),
+                                   retrieve_limits())
     body, parts = retrieve_document_set_response(result.errors, result.documents)
     return SoapResponse(Action.RetrieveDocumentSetResponse, body, attachments=parts, mtom=True)
 

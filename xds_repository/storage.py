@@ -48,6 +48,15 @@ class CorruptDocument(StorageError):
     """Stored bytes no longer match their SHA-1 or size: never served."""
 
 
+#: Temporary files of a write in progress: ``.tmp-<pid>-<random>`` next to their final name.  The pid
+#: lets the sweep (:mod:`xds_repository.sweep`) tell the leftovers of a killed writer from a live write.
+TEMPORARY_PREFIX = ".tmp-"
+
+
+def temporary_prefix() -> str:
+    return f"{TEMPORARY_PREFIX}{os.getpid()}-"
+
+
 def content_name(sha1: str) -> str:
     """Storage name of a content: SHA-1 fan-out ``ab/abcd...``."""
     sha1 = sha1.lower()
@@ -141,6 +150,21 @@ class ContentAddressedStorage(Storage):
             (dirs if entry.is_dir() else files).append(entry.name)
         return dirs, files
 
+    def temporary_files(self) -> Iterator[Path]:
+        """The ``.tmp-*`` files of writes in progress (or of writers that died) in the fan-out directories."""
+        try:
+            fan_out = [entry for entry in os.scandir(self.location) if entry.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return
+        for directory in fan_out:
+            try:
+                entries = list(os.scandir(directory.path))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
+
     # --- fast path for files already on disk (MTOM spill files) ------------------
     def save_path(self, name: str, source: Path) -> str:
         """Store the file at ``source`` under ``name`` without reading it into memory.
@@ -152,7 +176,7 @@ class ContentAddressedStorage(Storage):
         target = Path(self.path(name))
         if self._holds(target, source.stat().st_size):
             return name
-        temporary = target.parent / f".tmp-{uuid.uuid4().hex}"
+        temporary = target.parent / f"{temporary_prefix()}{uuid.uuid4().hex}"
         try:
             self._ensure_dir(target.parent)
             if self.fsync:
@@ -191,7 +215,7 @@ class ContentAddressedStorage(Storage):
     def _atomic_write(self, target: Path, write: Any) -> None:
         try:
             self._ensure_dir(target.parent)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temporary_prefix())
         except OSError as exc:
             _raise_storage_error(exc, f"creating {target.name}")
         try:
@@ -308,6 +332,22 @@ def local_path(storage: Storage, name: str) -> Path | None:
     if isinstance(storage, ContentAddressedStorage | FileSystemStorage):
         return Path(storage.path(name))
     return None
+
+
+def filesystem_root(storage: Storage) -> Path | None:
+    """The directory a local backend writes under (for its free space), None for other backends."""
+    if isinstance(storage, ContentAddressedStorage):
+        return storage.location
+    if isinstance(storage, FileSystemStorage):
+        return Path(storage.location)
+    return None
+
+
+def inflight_dir(storage: Storage) -> Path | None:
+    """Where running ITI-41 keep their in-flight markers (:class:`xds_repository.records.InFlight`): next to
+    the documents, on this host's file system; None for a backend without local files."""
+    root = filesystem_root(storage)
+    return root / ".inflight" if root is not None else None
 
 
 def remove(storage: Storage, name: str) -> None:

@@ -79,7 +79,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "transactions": _journal().last(20), "journal_on": journal.installed() is not None,
         "components": [(label, node.components[key]) for key, label in (
             ("database", "Database"), ("registry", "Document Registry"), ("pacs", "PACS"),
-            ("dicom_listener", "DICOM listener"))],
+            ("dicom_listener", "DICOM listener"), ("document_store", "Document store"))],
     })
 
 

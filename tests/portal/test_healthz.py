@@ -112,3 +112,32 @@ def test_the_real_pacs_answers_both_dicomweb_and_c_echo(client, settings, pacs) 
     assert answer.status_code == 200, pacs_state
     assert pacs_state["parts"]["dimse"]["detail"] == "C-ECHO Success"
     assert pacs_state["parts"]["dicomweb"]["state"] == "up"
+
+
+def test_a_document_store_below_its_free_space_watermark_makes_the_node_degraded_with_its_free_bytes(
+        client, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    isolate(settings)
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(tmp_path / "docs")}}}
+    settings.XDS_MIN_FREE_SPACE = 1 << 20
+    healthy = client.get("/healthz")
+    store = healthy.json()["components"]["document_store"]
+    assert healthy.status_code == 200 and store["state"] == "up"
+    assert isinstance(store["free_bytes"], int) and store["free_bytes"] > 1 << 20
+    assert store["min_free_bytes"] == 1 << 20 and store["target"] == str(tmp_path / "docs")
+
+    settings.XDS_MIN_FREE_SPACE = store["free_bytes"] + (1 << 40)  # more than the disk holds
+    low = client.get("/healthz")
+    assert low.status_code == 503 and low.json()["status"] == "degraded"
+    store = low.json()["components"]["document_store"]
+    assert store["state"] == "degraded" and "new documents are refused" in store["detail"]
+    assert isinstance(store["free_bytes"], int) and store["min_free_bytes"] == settings.XDS_MIN_FREE_SPACE
+
+
+def test_a_document_store_backend_without_local_files_is_not_measured(client, settings) -> None:  # type: ignore[no-untyped-def]
+    isolate(settings)
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    answer = client.get("/healthz")
+    assert answer.status_code == 200
+    assert answer.json()["components"]["document_store"]["state"] == "not configured"

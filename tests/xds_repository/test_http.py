@@ -40,7 +40,10 @@ def rows(server: Server) -> list[tuple[str, str, str]]:
 
 
 def files(server: Server) -> list[Path]:
-    return [p for p in server.document_dir.rglob("*") if p.is_file()] if server.document_dir.exists() else []
+    """The stored documents (not the hidden in-flight markers of requests under way)."""
+    root = server.document_dir
+    return [p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).parts[0].startswith(".")
+            ] if root.exists() else []
 
 
 def provide(url: str, docs: list[Doc], *, patient_id: str | None = None, timeout: float = 60) -> tuple[str, list]:  # type: ignore[type-arg]

@@ -8,8 +8,11 @@ import errno
 import hashlib
 import os
 import socket
+import struct
 import subprocess
+import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,14 @@ from tests.xds_repository.conftest import (
     send,
     stored_files,
 )
-from xds_core import ns
+from xds_core import disk, ns
 from xds_core.errors import ErrorCode
 from xds_core.vocabulary import ObjectType, ResponseStatus
+from xds_repository import records
+from xds_repository import storage as store
+from xds_repository.conf import repository_config
 from xds_repository.models import StoredDocument
+from xds_repository.reconcile import reconcile
 from xds_repository.storage import ContentAddressedStorage
 
 pytestmark = pytest.mark.django_db
@@ -220,12 +227,94 @@ def test_registry_rejection_returns_its_errors_and_nothing_stays(
     assert_nothing_stored(doc_dir)
 
 
-def test_registry_answering_no_soap_is_not_available_and_nothing_stays(
+def _reconcile_now(registry: StandInRegistry) -> Any:
+    """What the periodic job does once the grace period is over (the writer here is alive: grace 0)."""
+    return reconcile(repository_unique_id=REPOSITORY_ID, registry_url=registry.url,
+                     storage=repository_config().storage, grace=timedelta(0), registry_timeout=10)
+
+
+def test_registry_answering_no_soap_leaves_the_document_pending_until_reconcile_removes_it(
         doc_dir: Path, stand_in_registry: StandInRegistry) -> None:
+    """An answer that is not a RegistryResponse says nothing about what the registry did: the document
+    stays (pending) until reconcile asks the registry, which does not know it."""
     stand_in_registry.mode = "garbage"
-    status, errors = send(*provide_and_register_parts([Doc(content=b"w")])[:2])
+    doc = Doc(content=b"w")
+    status, errors = send(*provide_and_register_parts([doc])[:2])
     assert codes(errors) == [ErrorCode.XDSRegistryNotAvailable]
+    assert [(r.unique_id, r.state) for r in StoredDocument.objects.all()] == [(doc.unique_id, "pending")]
+    assert [p.read_bytes() for p in stored_files(doc_dir)] == [b"w"]
+    report = _reconcile_now(stand_in_registry)
+    assert (report.examined, report.registered, report.removed) == (1, [], [doc.unique_id])
     assert_nothing_stored(doc_dir)
+
+
+@pytest.mark.parametrize("registry_registered_it", [True, False])
+def test_a_registry_timing_out_after_receiving_iti42_leaves_rows_pending_and_content_for_reconcile(
+        doc_dir: Path, stand_in_registry: StandInRegistry, settings, registry_registered_it: bool) -> None:  # type: ignore[no-untyped-def]
+    """The registry (a real HTTP server thread) reads the ITI-42 and then sleeps past the repository's
+    timeout.  The source hears XDSRegistryNotAvailable, but nothing is deleted: the registry may hold
+    the documents.  Reconcile then settles them by what the registry says."""
+    settings.XDS_REGISTRY_TIMEOUT = 1
+    stand_in_registry.mode = "record-then-hang" if registry_registered_it else "hang"
+    docs = [Doc(content=b"timed out " * 100_000), kos_doc()]  # one spilled MTOM part, one manifest
+    status, errors = send(*provide_and_register_parts(docs)[:2])
+    assert stand_in_registry.got_register.is_set()
+    assert status == ResponseStatus.FAILURE and codes(errors) == [ErrorCode.XDSRegistryNotAvailable]
+    assert sorted((r.unique_id, r.state) for r in StoredDocument.objects.all()) == sorted(
+        (d.unique_id, "pending") for d in docs)
+    assert len(stored_files(doc_dir)) == 2
+    [owner] = {r.owner for r in StoredDocument.objects.all()}
+    assert owner.count("/") == 4  # process and request: the request's in-flight marker is gone with it
+    assert records.request_is_over(owner, store.inflight_dir(repository_config().storage))
+    # A remote registry that timed out may still be working on the ITI-42: not settled before the grace period.
+    assert reconcile(repository_unique_id=REPOSITORY_ID, registry_url=stand_in_registry.url,
+                     storage=repository_config().storage, grace=timedelta(hours=1)).examined == 0
+    stand_in_registry.release.set()  # the registry's thread finishes; its "answer" went nowhere
+
+    report = _reconcile_now(stand_in_registry)
+    assert report.error is None and report.examined == 2
+    if registry_registered_it:
+        assert sorted(report.registered) == sorted(d.unique_id for d in docs) and report.removed == []
+        assert {r.state for r in StoredDocument.objects.all()} == {"registered"}
+        assert len(stored_files(doc_dir)) == 2
+    else:
+        assert sorted(report.removed) == sorted(d.unique_id for d in docs) and report.registered == []
+        assert_nothing_stored(doc_dir)
+
+
+def test_a_connection_reset_after_iti42_was_sent_keeps_the_document(doc_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    """A registry that reads the request and closes the connection without a word (a crash, a proxy
+    reset): the request went out, so the outcome is unknown and the document stays pending."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received: list[int] = []
+
+    def read_then_close() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(10)
+            data = b""
+            while b"</" not in data[-4096:] or len(data) < 200:  # the head and some of the body
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            received.append(len(data))
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+
+    server = threading.Thread(target=read_then_close, daemon=True)
+    server.start()
+    settings.XDS_REGISTRY_URL = f"http://127.0.0.1:{listener.getsockname()[1]}/xds/registry"
+    try:
+        status, errors = send(*provide_and_register_parts([Doc(content=b"reset " * 1000)])[:2])
+    finally:
+        server.join(10)
+        listener.close()
+    assert received and received[0] > 0
+    assert codes(errors) == [ErrorCode.XDSRegistryNotAvailable]
+    assert [r.state for r in StoredDocument.objects.all()] == ["pending"]
+    assert len(stored_files(doc_dir)) == 1
 
 
 def test_rejected_resubmission_keeps_the_content_of_a_registered_document(
@@ -258,6 +347,7 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.parametrize("size", [100_000, 3_000_000])  # in memory / spilled to a file by the SOAP layer
 def test_full_disk_is_xds_repository_out_of_resources_and_leaves_nothing(
         doc_dir: Path, settings, small_filesystem: Path, size: int) -> None:  # type: ignore[no-untyped-def]
+    settings.XDS_MIN_FREE_SPACE = 0  # the device's own ENOSPC, not the watermark
     settings.STORAGES = {**settings.STORAGES, "xds_documents": {
         "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(small_filesystem)}}}
     (small_filesystem / "filler").write_bytes(b"\0" * 1_000_000)  # ~48 kB left
@@ -291,6 +381,7 @@ class FillsUpStorage(ContentAddressedStorage):
 def test_a_device_filling_up_mid_write_is_out_of_resources_and_leaves_no_partial_file(
         doc_dir: Path, settings, monkeypatch, size: int) -> None:  # type: ignore[no-untyped-def]
     """Runs everywhere (no tmpfs needed): the full-disk branch of the real storage code."""
+    settings.XDS_MIN_FREE_SPACE = 0
     settings.STORAGES = {**settings.STORAGES, "xds_documents": {
         "BACKEND": f"{__name__}.FillsUpStorage", "OPTIONS": {"location": str(doc_dir)}}}
 
@@ -303,3 +394,31 @@ def test_a_device_filling_up_mid_write_is_out_of_resources_and_leaves_no_partial
     assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
     assert StoredDocument.objects.count() == 0
     assert [p for p in doc_dir.rglob("*") if p.is_file()] == []
+
+
+# --- the free-space watermark -------------------------------------------------------------------
+
+def test_a_store_below_the_watermark_refuses_before_writing_anything(doc_dir: Path, settings) -> None:  # type: ignore[no-untyped-def]
+    """Watermark above the real free space: refused with XDSRepositoryOutOfResources, no row, no file."""
+    settings.XDS_MIN_FREE_SPACE = disk.free_bytes(doc_dir) + (1 << 40)
+    status, errors = send(*provide_and_register_parts([Doc(content=b"v" * 300_000), kos_doc()])[:2])
+    assert status == ResponseStatus.FAILURE
+    assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
+    assert "low on disk space" in errors[0].code_context
+    assert_nothing_stored(doc_dir)
+
+
+def test_the_watermark_counts_the_incoming_documents_on_a_real_small_filesystem(
+        doc_dir: Path, settings, small_filesystem: Path, stand_in_registry: StandInRegistry) -> None:  # type: ignore[no-untyped-def]
+    """A 1 MiB tmpfs, a 256 KiB watermark: a 300 kB document fits above it, a 700 kB one would not."""
+    settings.STORAGES = {**settings.STORAGES, "xds_documents": {
+        "BACKEND": "xds_repository.storage.ContentAddressedStorage", "OPTIONS": {"location": str(small_filesystem)}}}
+    settings.XDS_MIN_FREE_SPACE = 256 * 1024
+    fits = Doc(content=os.urandom(300_000))
+    assert send(*provide_and_register_parts([fits])[:2]) == (ResponseStatus.SUCCESS, [])
+    free_before = disk.free_bytes(small_filesystem)
+    status, errors = send(*provide_and_register_parts([Doc(content=os.urandom(700_000))])[:2])
+    assert codes(errors) == [ErrorCode.XDSRepositoryOutOfResources]
+    assert [r.unique_id for r in StoredDocument.objects.all()] == [fits.unique_id]
+    assert [p.read_bytes() for p in small_filesystem.rglob("*") if p.is_file()] == [fits.content]
+    assert disk.free_bytes(small_filesystem) == free_before

@@ -91,11 +91,15 @@ def test_reconcile_asks_our_registry_and_settles_pending_documents(local: Path, 
               open_stream=lambda: io.BytesIO(orphan_content))
     assert config.storage.exists(orphan.storage_name)
 
-    assert reconcile(repository_unique_id=REPOSITORY_ID, registry_url="", storage=config.storage,
-                     grace=timedelta(hours=1)).examined == 0  # too young: may still be in flight
+    # The ITI-41 that wrote ``registered`` is over (its in-flight marker is gone) and our registry answers in
+    # process, so its answer can no longer change: settled at once.  The orphan names no request, and its
+    # writer (this process) lives: too young, it may still be in flight.
+    early = reconcile(repository_unique_id=REPOSITORY_ID, registry_url="", storage=config.storage,
+                      grace=timedelta(hours=1))
+    assert (early.examined, early.registered, early.removed) == (1, [registered.unique_id], [])
     report = reconcile(repository_unique_id=REPOSITORY_ID, registry_url="", storage=config.storage,
                        grace=timedelta(0))
-    assert (report.registered, report.removed, report.error) == ([registered.unique_id], ["1.2.3.999"], None)
+    assert (report.registered, report.removed, report.error) == ([], ["1.2.3.999"], None)
     assert list(StoredDocument.objects.values_list("unique_id", "state")) == [
         (registered.unique_id, StoredDocument.State.REGISTERED)]
     assert not config.storage.exists(orphan.storage_name)
