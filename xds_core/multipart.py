@@ -115,20 +115,28 @@ class _Cursor:
         pieces = self.take(n)
         return bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
 
-    def scan(self, needle: bytes) -> list[memoryview] | None:
-        """The bytes up to ``needle`` (as views), consuming the needle; None at end of stream."""
+    def scan(self, needle: bytes, limit: int | None = None) -> list[memoryview] | None:
+        """The bytes up to ``needle`` (as views), consuming the needle; None at end of stream.
+
+        :raises MultipartError: more than ``limit`` bytes before the needle (checked chunk by chunk,
+            so at most one chunk past it is ever held)."""
         pieces: list[memoryview] = []
+        held = 0
         keep = len(needle) - 1
         while True:
             found = self.obj.find(needle, self.pos)
             if found >= 0:
                 if found > self.pos:
                     pieces.append(memoryview(self.obj)[self.pos:found])
+                    held += found - self.pos
                 self.pos = found + len(needle)
+                _check_limit(held, limit)
                 return pieces
             cut = max(self.pos, len(self.obj) - keep)
             if cut > self.pos:
                 pieces.append(memoryview(self.obj)[self.pos:cut])
+                held += cut - self.pos
+                _check_limit(held, limit)
             tail = bytes(self.obj[cut:])  # shorter than the needle: it may start here and end in the next chunk
             if not self._advance():
                 return None
@@ -140,14 +148,22 @@ class _Cursor:
             if 0 <= at < len(tail):
                 if at:
                     pieces.append(memoryview(tail)[:at])
+                    held += at
                 self.pos = at + len(needle) - len(tail)
+                _check_limit(held, limit)
                 return pieces
             if tail:
                 pieces.append(memoryview(tail))
+                held += len(tail)
 
 
-def iter_parts(boundary: bytes, chunks: Iterable[Buffer], *, max_header_size: int = 16 * 1024
-               ) -> Iterator[tuple[bytes, memoryview]]:
+def _check_limit(size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise MultipartError(f"multipart part larger than the limit of {limit} bytes")
+
+
+def iter_parts(boundary: bytes, chunks: Iterable[Buffer], *, max_header_size: int = 16 * 1024,
+               max_part_size: int | None = None) -> Iterator[tuple[bytes, memoryview]]:
     """Yield ``(raw header block, body)`` of each part, as soon as it is complete.
 
     ``body`` is a view into the received chunk when the part lies within one (no copy),
@@ -155,7 +171,9 @@ def iter_parts(boundary: bytes, chunks: Iterable[Buffer], *, max_header_size: in
     the body is taken without scanning it for the delimiter.  The header block starts
     with the CRLF ending the delimiter line and ends with the last header's CRLF.
     Raises :class:`MultipartError` on a body that ends inside a part or a part that does
-    not end where its Content-Length says.
+    not end where its Content-Length says, and - with ``max_part_size`` - on a part larger than
+    that (a declared Content-Length before any byte of it is held, else once the bytes read
+    for it pass the limit): a whole part is held in memory, so a peer must not choose its size.
     """
     delimiter = b"\r\n--" + boundary
     dlen = len(delimiter)
@@ -173,6 +191,7 @@ def iter_parts(boundary: bytes, chunks: Iterable[Buffer], *, max_header_size: in
                 headers = bytes(obj[pos:end_of_headers + 2])
                 declared = _LENGTH_RE.search(headers)
                 if declared:
+                    _check_limit(int(declared.group(1)), max_part_size)
                     body_start = end_of_headers + 4
                     end = body_start + int(declared.group(1))
                     if end + dlen <= len(obj) and obj.startswith(delimiter, end):
@@ -195,11 +214,12 @@ def iter_parts(boundary: bytes, chunks: Iterable[Buffer], *, max_header_size: in
             declared = _LENGTH_RE.search(headers)
             length = int(declared.group(1)) if declared else None
         if length is not None:
+            _check_limit(length, max_part_size)
             pieces = cursor.take(length)
             if cursor.take_bytes(dlen) != delimiter:
                 raise MultipartError("multipart part does not end where its Content-Length says")
         else:
-            scanned = cursor.scan(delimiter)
+            scanned = cursor.scan(delimiter, max_part_size)
             if scanned is None:
                 raise MultipartError("multipart body ended inside a part")
             pieces = scanned

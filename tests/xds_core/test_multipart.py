@@ -61,3 +61,29 @@ def test_boundary_is_read_from_the_content_type() -> None:
     assert boundary_of('multipart/related; type="application/dicom"; boundary="a-b"') == b"a-b"
     with pytest.raises(MultipartError):
         boundary_of("application/dicom")
+
+
+@pytest.mark.parametrize("with_length", [False, True], ids=["scanned", "content-length"])
+def test_parts_up_to_max_part_size_pass_at_any_chunking(with_length: bool) -> None:
+    rng = random.Random(7)
+    parts = [b"p" * 100, b"\r\n--f1325" * 10, b""]
+    data = _body(parts, with_length=with_length)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(len(data) + 1), rng.randint(0, 20)))
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        assert [bytes(body) for _, body in iter_parts(BOUNDARY, chunks, max_part_size=100)] == parts
+
+
+@pytest.mark.parametrize("with_length", [False, True], ids=["scanned", "content-length"])
+def test_a_part_past_max_part_size_is_refused_before_it_is_held(with_length: bool) -> None:
+    def endless() -> object:  # a peer streaming one part for ever
+        head = b"--" + BOUNDARY + b"\r\nContent-Type: application/dicom\r\n"
+        yield head + (b"Content-Length: 99999999999\r\n" if with_length else b"") + b"\r\n"
+        for _ in range(10_000):
+            yield b"z" * 65536
+        raise AssertionError("read the whole stream: the limit was not enforced while reading")
+
+    with pytest.raises(MultipartError, match="larger than the limit of 1000000 bytes"):
+        list(iter_parts(BOUNDARY, endless(), max_part_size=1_000_000))
+    with pytest.raises(MultipartError, match="larger than the limit"):
+        list(iter_parts(BOUNDARY, [_body([b"x" * 101], with_length=with_length)], max_part_size=100))

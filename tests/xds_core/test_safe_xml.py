@@ -7,7 +7,7 @@ import threading
 import pytest
 from lxml import etree
 
-from xds_core.safe_xml import MAX_DEPTH, XmlParseError, parse_xml, to_bytes
+from xds_core.safe_xml import MAX_DEPTH, XmlParseError, markup_count, parse_xml, to_bytes
 
 
 def test_parses_well_formed_xml_with_namespaces() -> None:
@@ -96,3 +96,33 @@ def test_parsers_are_independent_between_threads() -> None:
 
 def test_result_is_an_lxml_element() -> None:
     assert isinstance(parse_xml(b"<x/>"), etree._Element)
+
+
+# ----------------------------------------------------------------------------- markup limit (issue 15)
+
+
+def test_markup_count_bounds_elements_and_attributes_from_above() -> None:
+    document = b"<r xmlns='urn:r' a='1'><e b='2' c='3'/><e>text</e><!-- c --></r>"
+    tree = parse_xml(document)
+    elements = sum(1 for _ in tree.iter())
+    attributes = sum(len(element.attrib) for element in tree.iter()) + 1  # + the namespace declaration
+    assert markup_count(document) >= elements + attributes
+    assert markup_count(b"<a/>" * 10) == 10
+    assert markup_count(bytearray(b"<a x='1' y='2'/>")) == 3
+
+
+def test_dense_markup_is_refused_before_any_tree_is_built() -> None:
+    dense = b"<r>" + b"<a/>" * 100_000 + b"</r>"
+    with pytest.raises(XmlParseError, match="more than 50000 elements and attributes"):
+        parse_xml(dense, max_nodes=50_000)
+    wide = b"<r " + b" ".join(f"a{i}=''".encode() for i in range(60_000)) + b"/>"
+    with pytest.raises(XmlParseError, match="elements and attributes"):
+        parse_xml(wide, max_nodes=50_000)
+    assert len(parse_xml(dense, max_nodes=200_000)) == 100_000
+    assert len(parse_xml(dense)) == 100_000  # not counted unless asked (trusted or already counted input)
+
+
+def test_a_document_shorter_than_the_limit_is_not_counted_and_passes() -> None:
+    assert parse_xml(b"<r><a/><b/></r>", max_nodes=16).tag == "r"
+    with pytest.raises(XmlParseError):
+        parse_xml(b"<r>" + b"<a/>" * 10 + b"</r>", max_nodes=9)

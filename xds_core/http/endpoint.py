@@ -15,10 +15,12 @@ errors into answers:
   actor's internal error code (XDSRegistryError / XDSRepositoryError).
 
 Request-size policy: a body larger than ``XDS_MAX_REQUEST_SIZE`` (or a SOAP
-part larger than ``XDS_MAX_XML_SIZE``) is refused with HTTP **413** carrying a
-SOAP Sender fault.  Reading stops at the limit; up to :data:`DRAIN_LIMIT`
-further bytes are then read and discarded so that the client, still sending,
-gets to read the answer instead of a connection reset.
+part larger than ``XDS_MAX_XML_SIZE``, or with more markup than ``XDS_MAX_XML_NODES``
+elements and attributes) is refused with HTTP **413** carrying a SOAP Sender fault.
+Reading stops at the limit; up to :data:`DRAIN_LIMIT` further bytes are then
+read and discarded so that the client, still sending, gets to read the answer
+instead of a connection reset.  MTOM parts spill to disk once the request holds
+``XDS_MTOM_MEMORY_BUDGET`` of them in memory.
 
 Every transaction logs exactly one line on the ``xds.transaction`` logger, and -- when an audit
 sink is installed -- records exactly one :class:`~xds_core.audit.AuditEvent`: this endpoint knows
@@ -55,10 +57,10 @@ from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.http.direct_write import ENVIRON_KEY as DIRECT_WRITER_KEY
 from xds_core.http.direct_write import DirectWriter
 from xds_core.ns import q
-from xds_core.safe_xml import parse_xml, to_bytes
+from xds_core.safe_xml import DEFAULT_MAX_XML_NODES, parse_xml, to_bytes
 from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope, render_fault
 from xds_core.soap.faults import SoapFault
-from xds_core.soap.mtom import BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined
+from xds_core.soap.mtom import DEFAULT_MEMORY_BUDGET, BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined
 from xds_core.soap.mtom_reader import read_message
 
 transaction_log = logging.getLogger("xds.transaction")
@@ -117,11 +119,16 @@ class Limits:
     max_request_size: int
     max_xml_size: int
     spool_dir: str | None = None
+    #: Markup (elements and attributes) of the SOAP root part; see xds_core.safe_xml.markup_count.
+    max_xml_nodes: int = DEFAULT_MAX_XML_NODES
+    #: Bytes of MTOM parts one request keeps in memory, all parts together.
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     @classmethod
     def from_settings(cls) -> Limits:
         return cls(settings.XDS_MAX_REQUEST_SIZE, settings.XDS_MAX_XML_SIZE,
-                   getattr(settings, "FILE_UPLOAD_TEMP_DIR", None) or None)
+                   getattr(settings, "FILE_UPLOAD_TEMP_DIR", None) or None,
+                   settings.XDS_MAX_XML_NODES, settings.XDS_MTOM_MEMORY_BUDGET)
 
 
 def error_body(kind: ErrorBody, errors: list[RegistryError]) -> etree._Element:
@@ -373,7 +380,8 @@ class XdsEndpoint:
         try:
             message = read_message(content_type, counting, content_length=content_length,
                                    max_size=limits.max_request_size, max_xml_size=limits.max_xml_size,
-                                   spool_dir=limits.spool_dir)
+                                   spool_dir=limits.spool_dir, max_xml_nodes=limits.max_xml_nodes,
+                                   memory_budget=limits.memory_budget)
             request = parse_envelope(message)
             record.action = request.action
             record.message_id = request.message_id or "-"

@@ -6,7 +6,8 @@ root part as bytes plus every other MIME part as an :class:`Attachment`.  The
 body is consumed in :data:`CHUNK_SIZE` reads; the boundary is searched with
 ``bytes.find`` on a sliding window (no per-line loops), so a 2 GB attachment
 passes with flat memory: each non-root part goes to a temporary file (or stays
-in memory below :data:`MEMORY_THRESHOLD`) while its SHA-1 and size are computed.
+in memory below :data:`MEMORY_THRESHOLD`, and while the message's parts held in memory stay within a
+total budget, :data:`DEFAULT_MEMORY_BUDGET`) while its SHA-1 and size are computed.
 
 Writing (:func:`write_message`) yields the multipart body in chunks, copying
 file and iterator sources without loading them, and computes the total length
@@ -53,6 +54,10 @@ CHUNK_SIZE = 256 * 1024
 WRITE_CHUNK_SIZE = 1024 * 1024
 #: Non-root parts up to this size stay in memory; larger ones spill to disk.
 MEMORY_THRESHOLD = 256 * 1024
+#: Default total of non-root part bytes one message may keep in memory (the endpoint passes the
+#: configured ``XDS_MTOM_MEMORY_BUDGET``): past it every further part spills to disk, however small,
+#: so a thousand small parts cost a spill file each instead of their sum in worker memory.
+DEFAULT_MEMORY_BUDGET = 8 * 1024 * 1024
 #: Largest header block of one MIME part.
 MAX_PART_HEADER_SIZE = 16 * 1024
 

@@ -4,7 +4,10 @@
 ``requests`` raw response, ...) and returns the SOAP root part - found by the ``start``
 parameter, or the first part when ``start`` is absent (RFC 2387 3.2) - plus every other MIME
 part as an :class:`~xds_core.soap.mtom.Attachment`, spilled to a file past a threshold while
-its SHA-1 and size are computed.  Sizes are bounded (whole message, XML root, part headers).
+its SHA-1 and size are computed.  Sizes are bounded (whole message, XML root, part headers), and
+so is memory: the XML root's markup is counted as it arrives (``max_xml_nodes``, before any tree
+exists) and the parts kept in memory share one budget per message (``memory_budget``), past which
+every part spills, however small.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from xds_core.safe_xml import markup_count, markup_refusal
 from xds_core.soap.mtom import (
     CHUNK_SIZE,
+    DEFAULT_MEMORY_BUDGET,
     MAX_PART_HEADER_SIZE,
     MEMORY_THRESHOLD,
     MULTIPART_RELATED,
@@ -83,17 +88,36 @@ class _Sink(Protocol):
     def write(self, data: bytes | bytearray) -> None: ...
 
 
-class _PartSink:
-    """Collects one part: SHA-1 and size on the fly, memory then a spill file."""
+class _MemoryBudget:
+    """The bytes of non-root parts one message may still keep in memory."""
 
-    def __init__(self, *, limit: int | None, spill: bool, spool_dir: str | None, what: str) -> None:
+    def __init__(self, available: int) -> None:
+        self.available = available
+
+
+class _PartSink:
+    """Collects one part: SHA-1 and size on the fly, memory then a spill file.
+
+    A spillable part stays in memory while it is below :data:`MEMORY_THRESHOLD` *and* within what
+    the message's :class:`_MemoryBudget` has left; the XML root is never hashed (nothing reads its
+    SHA-1) and, with ``max_nodes``, has its markup counted chunk by chunk as it arrives.
+    """
+
+    def __init__(self, *, limit: int | None, spill: bool, spool_dir: str | None, what: str,
+                 budget: _MemoryBudget | None = None, max_nodes: int | None = None, hashed: bool = True) -> None:
         self.limit = limit
         self.spill = spill
         self.spool_dir = spool_dir
         self.what = what
-        self.sha1 = hashlib.sha1()
+        self.budget = budget
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self.sha1 = hashlib.sha1() if hashed else None
         self.size = 0
         self.memory: bytearray | None = bytearray()
+        # A part that never spills (the XML root) is kept as the chunks it arrived in and joined once:
+        # one copy instead of a growing bytearray's reallocations plus a final copy.
+        self.pieces: list[bytes] | None = None if spill else []
         self.file: BinaryIO | None = None
         self.path: Path | None = None
 
@@ -103,14 +127,24 @@ class _PartSink:
         self.size += len(data)
         if self.limit is not None and self.size > self.limit:
             raise MessageTooLarge(f"{self.what} exceeds the limit of {self.limit} bytes")
-        self.sha1.update(data)
+        if self.max_nodes is not None:
+            # A tree costs ~30x the bytes of dense markup: refused while reading, before parsing.
+            self.nodes += markup_count(data)
+            if self.nodes > self.max_nodes:
+                raise MessageTooLarge(f"{self.what}: {markup_refusal(self.nodes, self.max_nodes)}")
+        if self.sha1 is not None:
+            self.sha1.update(data)
         if self.file is not None:
             self.file.write(data)
             return
+        if self.pieces is not None:
+            self.pieces.append(bytes(data))
+            return
         assert self.memory is not None
         self.memory += data
-        if self.spill and len(self.memory) > MEMORY_THRESHOLD:
-            fd, name = tempfile.mkstemp(prefix="xds-part-", suffix=".bin", dir=self.spool_dir)
+        if self.spill and len(self.memory) > min(
+                MEMORY_THRESHOLD, self.budget.available if self.budget is not None else MEMORY_THRESHOLD):
+            fd, name = tempfile.mkstemp(prefix=f"xds-part-{os.getpid()}-", suffix=".bin", dir=self.spool_dir)
             self.path = Path(name)
             self.file = os.fdopen(fd, "wb", buffering=0)
             self.file.write(self.memory)
@@ -119,6 +153,8 @@ class _PartSink:
     def finish(self) -> None:
         if self.file is not None:
             self.file.close()
+        elif self.spill and self.budget is not None and self.memory is not None:
+            self.budget.available -= len(self.memory)  # kept in memory until the message is closed
 
     def discard(self) -> None:
         if self.file is not None:
@@ -126,13 +162,15 @@ class _PartSink:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
         self.memory = None
+        self.pieces = None
 
     def bytes(self) -> bytes:
-        assert self.memory is not None
-        return bytes(self.memory)
+        assert self.pieces is not None
+        return b"".join(self.pieces)
 
     def attachment(self, content_id: str, content_type: str) -> Attachment:
         data = None if self.memory is None else bytes(self.memory)
+        assert self.sha1 is not None
         return Attachment(content_id, content_type, self.size, self.sha1.hexdigest(), self.path, data)
 
 
@@ -288,6 +326,8 @@ def read_message(
     max_xml_size: int,
     spool_dir: str | None = None,
     on_part: Callable[[Attachment], None] | None = None,
+    max_xml_nodes: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> IncomingMessage:
     """Read one SOAP message (plain or MTOM) from ``stream``.
 
@@ -298,13 +338,19 @@ def read_message(
     :param spool_dir: directory of spill files (default: the system temp dir).
     :param on_part: called with each non-root part as soon as it is complete (its closing delimiter
         read), before the rest of the message arrives: a consumer may use what came before a drop.
+    :param max_xml_nodes: largest markup count (:func:`~xds_core.safe_xml.markup_count`) of the SOAP
+        root part, counted as it arrives; past it :class:`MessageTooLarge`, like a root part past
+        ``max_xml_size``.  ``None``: not counted.
+    :param memory_budget: total bytes of non-root parts kept in memory; every part that would take
+        the message past it spills to a file (each part also spills past ``MEMORY_THRESHOLD``).
     :raises MtomError: (or :class:`MessageTooLarge` / :class:`UnsupportedMediaType`).
         Spill files of a refused message are removed before raising.
     """
     media_type, params = parse_content_type(content_type)
     source = _Input(stream, content_length, max_size)
     if media_type in (SOAP_MEDIA_TYPE, SOAP11_MEDIA_TYPE):
-        sink = _PartSink(limit=max_xml_size, spill=False, spool_dir=None, what="SOAP message")
+        sink = _PartSink(limit=max_xml_size, spill=False, spool_dir=None, what="SOAP message",
+                         max_nodes=max_xml_nodes, hashed=False)
         while data := source.read():
             sink.write(data)
         return IncomingMessage(sink.bytes(), content_type, False, {})
@@ -328,11 +374,13 @@ def read_message(
     if start == "":
         raise MtomError("multipart/related Content-Type with an empty start parameter (RFC 2387 3.2: "
                         "the root part's Content-ID)")
-    return _read_multipart(source, boundary.encode("latin-1"), start, max_xml_size, spool_dir, on_part)
+    return _read_multipart(source, boundary.encode("latin-1"), start, max_xml_size, spool_dir, on_part,
+                           max_xml_nodes=max_xml_nodes, budget=_MemoryBudget(memory_budget))
 
 
 def _read_multipart(source: _Input, boundary: bytes, start: str | None, max_xml_size: int,
-                    spool_dir: str | None, on_part: Callable[[Attachment], None] | None = None) -> IncomingMessage:
+                    spool_dir: str | None, on_part: Callable[[Attachment], None] | None = None, *,
+                    max_xml_nodes: int | None = None, budget: _MemoryBudget | None = None) -> IncomingMessage:
     reader = _MultipartReader(source, boundary)
     attachments: dict[str, Attachment] = {}
     root: bytes | None = None
@@ -349,7 +397,8 @@ def _read_multipart(source: _Input, boundary: bytes, start: str | None, max_xml_
             if is_root and root is not None:
                 raise MtomError("two MIME parts carry the root Content-ID")
             current = _PartSink(limit=max_xml_size if is_root else None, spill=not is_root,
-                                spool_dir=spool_dir, what="SOAP root part")
+                                spool_dir=spool_dir, what="SOAP root part", budget=None if is_root else budget,
+                                max_nodes=max_xml_nodes if is_root else None, hashed=not is_root)
             if encoding in ("binary", "8bit", "7bit"):
                 reader.copy_body(current)
             elif encoding == "base64":

@@ -236,6 +236,69 @@ def test_oversized_body_is_413_fault(client: Client, settings: object) -> None:
     assert parse_fault(envelope_body(response)).code == "Sender"
 
 
+def test_xml_with_too_many_elements_is_the_same_413_fault_as_too_large_xml(
+        client: Client, settings: object, operations: None) -> None:
+    settings.XDS_MAX_XML_NODES = 5000  # type: ignore[attr-defined]
+    small_but_dense = payload("Dense")
+    for _ in range(6000):
+        etree.SubElement(small_but_dense, f"{{{TEST_NS}}}e")
+    data = plain_request(body=small_but_dense)
+    assert len(data) < settings.XDS_MAX_XML_SIZE  # type: ignore[attr-defined]  # refused for its markup alone
+    response = post(client, data)
+    assert response.status_code == 413
+    fault = parse_fault(envelope_body(response))
+    assert fault.code == "Sender"
+    assert "5000 elements and attributes" in fault.reason
+    settings.XDS_MAX_XML_SIZE = 1000  # type: ignore[attr-defined]
+    too_large = post(client, plain_request(body=payload("Big", "x" * 5000)))
+    assert (too_large.status_code, parse_fault(envelope_body(too_large)).code) == (413, "Sender")
+
+
+def test_attributes_count_like_elements(client: Client, settings: object, operations: None) -> None:
+    settings.XDS_MAX_XML_NODES = 5000  # type: ignore[attr-defined]
+    element = payload("Wide")
+    for index in range(6000):
+        element.set(f"a{index}", "")
+    assert post(client, plain_request(body=element)).status_code == 413
+
+
+def test_xml_within_the_element_limit_is_served(client: Client, settings: object, operations: None) -> None:
+    settings.XDS_MAX_XML_NODES = 5000  # type: ignore[attr-defined]
+    element = payload("Moderate")
+    for _ in range(1000):
+        etree.SubElement(element, f"{{{TEST_NS}}}e")
+    response = post(client, plain_request(body=element))
+    assert response.status_code == 200
+    assert envelope_body(response).get("status").endswith(":Success")
+
+
+def test_soap_bodies_are_not_subject_to_djangos_form_upload_limit(
+        client: Client, settings: object, operations: None, spool: Path) -> None:
+    # DATA_UPLOAD_MAX_MEMORY_SIZE guards the forms; the endpoint reads wsgi.input itself, never request.body,
+    # so a body far past it (and MTOM of any size up to XDS_MAX_REQUEST_SIZE) is still taken.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000  # type: ignore[attr-defined]
+    body = payload("Submit")
+    body.append(document_element(content_id="big@x"))
+    content = b"\x00\x01" * 1_500_000
+    content_type, data = mtom_request(ECHO_ACTION, body, [OutgoingPart("big@x", "application/octet-stream", content)])
+    response = post(client, data, content_type)
+    assert response.status_code == 200
+    assert envelope_body(response).find(f"{{{TEST_NS}}}Seen").text == \
+        f"{len(content)}:{hashlib.sha1(content).hexdigest()}"
+    plain = post(client, plain_request(body=payload("Text", "y" * 50_000)))
+    assert plain.status_code == 200
+
+
+def test_forms_past_the_upload_limit_are_refused_with_400(client: Client, settings: object) -> None:
+    assert settings.DATA_UPLOAD_MAX_MEMORY_SIZE == 2_621_440  # type: ignore[attr-defined]  # Django's default
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.get("/admin/login/")
+    token = csrf_client.cookies[settings.CSRF_COOKIE_NAME].value  # type: ignore[attr-defined]
+    big = "username=" + "a" * 3_000_000 + f"&csrfmiddlewaretoken={token}"
+    response = csrf_client.post("/admin/login/", big, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+
+
 # ----------------------------------------------------------------------------- in-process transport
 
 
