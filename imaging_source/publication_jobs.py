@@ -30,8 +30,10 @@ from xds_core.identifiers import is_dicom_uid
 PUBLISH_STUDY = "imaging_source.publish_study"
 #: Publication.trigger values a job may carry (Publication.trigger is 32 characters).
 TRIGGERS = ("mpps", "stable", "admin", "command", "portal")
-#: RAD-68 outcomes (Publication.response_status) worth another attempt: nobody answered.
-_TRANSIENT_STATUSES = ("transport-error", "no-response")
+#: RAD-68 outcomes (Publication.response_status) worth another attempt: the repository could not be reached
+#: (transport-error), or did not answer (no-answer, no-response: the row stays PENDING and the next attempt
+#: settles it, see imaging_source.publish).
+_TRANSIENT_STATUSES = ("transport-error", "no-answer", "no-response")
 
 
 def enqueue_publication(study_uid: str, *, trigger: str, max_attempts: int) -> Job:

@@ -16,7 +16,19 @@
 4. records a PENDING :class:`~imaging_source.models.Publication`, sends the ProvideAndRegister
    request as real SOAP/MTOM bytes to ``XDS_REPOSITORY_URL`` (``local:repository`` = this server's
    repository endpoint), and records the outcome: PUBLISHED on Success; FAILED with the
-   RegistryErrors, the SOAP fault or the transport error otherwise.
+   RegistryErrors, the SOAP fault, or the transport error when no connection was made; still PENDING
+   when the request went out but no answer came back (it may have been registered: see below).
+
+A PENDING row whose publisher never recorded an answer (killed mid-send: the job worker's SIGKILL, a
+crash; or no answer came back) is *settled* before anything new is built, once it is older than
+``pending_timeout``: the very same submission is sent again -- the KOS bytes as kept, its SOP Instance
+UID (= DocumentEntry.uniqueId, RAD TF-3 4.68.4.1.2.3), the same DocumentEntry entryUUID and
+SubmissionSet.uniqueId.  A registry that
+already registered the first send refuses the second with XDSDuplicateUniqueIdInRegistry (a
+SubmissionSet.uniqueId is never registered twice: ITI TF-3 4.2.3.3.12, ITI TF-3 Table 4.2.4.1-2), which
+proves the manifest is there; Success means the first never got through.  Either way the study ends
+with one manifest.  Abandoning the row and building a new KOS instead would publish a second original
+whenever the first had in fact been registered (a DocumentEntry uniqueId is new, so nothing refuses it).
 
 Domain code: no ``django.conf.settings`` here -- the caller passes a :class:`PublishConfig`.
 """
@@ -27,7 +39,7 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -49,11 +61,17 @@ from kos.builder import ManifestError, ManifestOptions, RetrieveLocation, build_
 from kos.validate import errors as kos_errors
 from kos.validate import validate_manifest
 from xds_core import audit
+from xds_core.errors import ErrorCode
 from xds_core.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
 
 logger = logging.getLogger("imaging_source.publish")
 
 LOCAL_REPOSITORY = "local:repository"
+#: :func:`_send` statuses after which nobody knows whether the repository acted on the request: it may
+#: have been delivered (and registered) before the connection broke or the answer timed out.
+_NO_ANSWER = ("no-answer", "no-response")
+#: :func:`_send` status when no connection was made: nothing was sent.
+_NOT_CONNECTED = "transport-error"
 
 
 class Outcome(StrEnum):
@@ -75,7 +93,8 @@ class PublishConfig:
     timeout: float = 120.0
     manufacturer: str = "XDS-I Imaging Document Source"
     institution_name: str | None = None
-    #: A PENDING publication older than this is considered abandoned (process died mid-send).
+    #: A PENDING publication older than this is settled (sent again as it was): its publisher died mid-send.
+    #: Younger: another publisher may still be waiting for the answer (IN_PROGRESS).
     pending_timeout: timedelta = timedelta(minutes=15)
     #: This site's consumer identity (``XDS_SITE_CONSUMER_IDENTITY``): a study whose instances were
     #: modified by it (Modifying System (0400,0563)) was imported here and is not published.  Empty: none.
@@ -94,6 +113,7 @@ class PublishConfig:
             rewrite_rules=parse_rewrite_rules(getattr(settings, "XDS_IMAGING_PATIENT_REWRITE", "")),
             institution_name=getattr(settings, "XDS_IMAGING_AUTHOR_INSTITUTION", "") or None,
             consumer_identity=getattr(settings, "XDS_SITE_CONSUMER_IDENTITY", ""),
+            pending_timeout=timedelta(seconds=getattr(settings, "XDS_IMAGING_PENDING_TIMEOUT", 900)),
         )
 
 
@@ -140,7 +160,12 @@ def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> Pub
         return PublishResult(Outcome.QUEUED, study.study_instance_uid, reconciliation=item, message=str(exc))
 
     instance_hash = study.instance_set_hash()
-    _abandon_stale_pending(study.study_instance_uid, config.pending_timeout)
+    unfinished = _unfinished_send(study.study_instance_uid, config.pending_timeout)
+    if unfinished is not None:
+        settled = _settle(unfinished, study, config, started)
+        if not settled.ok:
+            return settled
+        # Settled (one manifest in the registry): go on as usual -- unchanged, or a replacement of it.
     previous = last_publication(study.study_instance_uid)
     if previous is not None and previous.instance_set_hash == instance_hash:
         _resolve_open_reconciliation(study.study_instance_uid, previous)
@@ -181,12 +206,11 @@ def publish(study: StudyRef, config: PublishConfig, *, trigger: str = "") -> Pub
     # RAD TF-3 4.68 audit, as ITI TF-2b 3.41.5.1.1: the source's Export of the submission (patient, SubmissionSet).
     audit.record_sent(audit.Transaction.RAD_68, config.repository_url, _sent_outcome(status),
                       audit.submission_objects, built.submission)
-    publication.response_status = status
-    publication.errors = errors
-    publication.sent_at = timezone.now()
-    publication.status = (Publication.Status.PUBLISHED if status == ResponseStatus.SUCCESS
-                          else Publication.Status.FAILED)
-    publication.save(update_fields=["response_status", "errors", "sent_at", "status"])
+    if status in _NO_ANSWER:
+        # Maybe registered: the row stays PENDING, and a later publication settles it (same submission again).
+        _record_unknown(publication, status, errors)
+    else:
+        _record_answer(publication, status, errors)
 
     if publication.status == Publication.Status.PUBLISHED:
         _resolve_open_reconciliation(study.study_instance_uid, publication)
@@ -220,7 +244,7 @@ def study_from_json(data: dict[str, Any]) -> StudyRef:
 
 def _sent_outcome(status: str) -> audit.EventOutcome:
     """The audit outcome of what :func:`_send` returned: the repository's status, or why there was none."""
-    if status == "transport-error":  # the repository could not be reached at all
+    if status in (_NOT_CONNECTED, *_NO_ANSWER):  # the repository could not be reached, or did not answer
         return audit.EventOutcome.MAJOR_FAILURE
     return audit.outcome_of_status(status, audit.EventOutcome.SERIOUS_FAILURE)
 
@@ -240,8 +264,9 @@ def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, lis
         result = SoapClient(config.repository_url, timeout=config.timeout).call(
             Action.ProvideAndRegisterDocumentSet, body, parts=[part])
     except TransportError as exc:
-        return "transport-error", [{"error_code": "TransportError", "code_context": str(exc),
-                                    "severity": "Error", "location": config.repository_url}]
+        status = _NOT_CONNECTED if _never_connected(exc) else "no-answer"
+        return status, [{"error_code": "TransportError", "code_context": str(exc),
+                         "severity": "Error", "location": config.repository_url}]
     if result.fault is not None:
         fault = result.fault
         return "soap-fault", [{"error_code": f"SOAP Fault {fault.code}" + (f"/{fault.subcode}" if fault.subcode
@@ -258,6 +283,21 @@ def _send(config: PublishConfig, built: Any, kos_bytes: bytes) -> tuple[str, lis
     return status, [{"error_code": str(e.error_code), "code_context": e.code_context,
                      "severity": str(e.severity).rsplit(":", 1)[-1], "location": e.location or ""}
                     for e in registry_errors]
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when the TCP connection to the repository was never made (refused, connect timeout): nothing of
+    the request left this process.  Any other transport error may come after the repository got it all."""
+    import requests
+    import urllib3
+
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError) and cause.args:
+        # urllib3 2: NewConnectionError (refused, no route) is a ConnectTimeoutError.
+        return isinstance(getattr(cause.args[0], "reason", None), urllib3.exceptions.ConnectTimeoutError)
+    return False
 
 
 # --- queue and bookkeeping -----------------------------------------------------------------------
@@ -310,13 +350,88 @@ def _resolve_open_reconciliation(study_instance_uid: str, publication: Publicati
         updated_at=timezone.now())
 
 
-def _abandon_stale_pending(study_instance_uid: str, pending_timeout: timedelta) -> None:
-    limit = timezone.now() - pending_timeout
-    Publication.objects.filter(study_instance_uid=study_instance_uid, status=Publication.Status.PENDING,
-                               created_at__lt=limit).update(
-        status=Publication.Status.FAILED,
-        errors=[{"error_code": "Abandoned", "code_context": "the sending process did not record an answer",
-                 "severity": "Error", "location": ""}])
+def _record_answer(publication: Publication, status: str, errors: list[dict[str, str]]) -> None:
+    """Record the repository's answer on a PENDING row: PUBLISHED on Success, or when the registry says it
+    already holds this very submission (see :func:`_already_registered`); FAILED otherwise.
+
+    Conditional on the row still being PENDING: a publisher that settled it meanwhile (its answer is the
+    registry's word) is not overwritten by a late answer of the other send.
+    """
+    publication.response_status = status
+    publication.errors = errors
+    publication.sent_at = timezone.now()
+    publication.status = (Publication.Status.PUBLISHED
+                          if status == ResponseStatus.SUCCESS or _already_registered(status, errors)
+                          else Publication.Status.FAILED)
+    updated = Publication.objects.filter(pk=publication.pk, status=Publication.Status.PENDING).update(
+        response_status=status, errors=errors, sent_at=publication.sent_at, status=publication.status)
+    if not updated:
+        publication.refresh_from_db(fields=["response_status", "errors", "sent_at", "status"])
+
+
+def _record_unknown(publication: Publication, status: str, errors: list[dict[str, str]]) -> None:
+    """Record a send whose fate is unknown (no answer): the row stays PENDING (see :func:`_settle`)."""
+    publication.response_status, publication.errors, publication.sent_at = status, errors, timezone.now()
+    Publication.objects.filter(pk=publication.pk, status=Publication.Status.PENDING).update(
+        response_status=status, errors=errors, sent_at=publication.sent_at)
+
+
+def _already_registered(status: str, errors: list[dict[str, str]]) -> bool:
+    """The registry refused a submission because its SubmissionSet.uniqueId is registered already.
+
+    We make a fresh SubmissionSet.uniqueId for every Publication row and send it only with that row's
+    submission (first send, or :func:`_settle`'s identical resend), and the manifest has no Folder: a
+    duplicate can only be our earlier send of this very submission, which the registry therefore holds
+    (ITI TF-3 4.2.3.3.12: a SubmissionSet uniqueId is registered once; Table 4.2.4.1-2
+    XDSDuplicateUniqueIdInRegistry).  ITI-42 is atomic, so the whole submission, manifest included, is there.
+    """
+    return status == ResponseStatus.FAILURE and any(
+        e.get("error_code") == ErrorCode.XDSDuplicateUniqueIdInRegistry for e in errors)
+
+
+def _unfinished_send(study_instance_uid: str, pending_timeout: timedelta) -> Publication | None:
+    """The study's PENDING publication left by a publisher that never recorded an answer (older than
+    ``pending_timeout``), if any."""
+    return (Publication.objects.select_related("replaces")
+            .filter(study_instance_uid=study_instance_uid, status=Publication.Status.PENDING,
+                    created_at__lt=timezone.now() - pending_timeout).first())
+
+
+def _settle(unfinished: Publication, study: StudyRef, config: PublishConfig, started: float) -> PublishResult:
+    """Send an unfinished publication's submission again, identical where the registry compares it: the KOS
+    as kept (its SOP Instance UID is the DocumentEntry.uniqueId, RAD TF-3 4.68.4.1.2.3), the DocumentEntry
+    entryUUID, the SubmissionSet.uniqueId, the patient and the replaced entry.  Metadata the registry does
+    not key on (creation time; descriptive attributes of the study as the PACS has it now) is built afresh.
+
+    Success: the first send never reached the registry, this one did.  XDSDuplicateUniqueIdInRegistry: the
+    first did (:func:`_already_registered`).  Either way the row is PUBLISHED and the study has one
+    manifest.  No answer (transport error): the row stays PENDING and is settled by the next attempt.
+    """
+    kos_bytes = bytes(unfinished.kos)
+    built = build_submission(
+        study, kos_sop_instance_uid=unfinished.kos_sop_instance_uid or "", patient_id=unfinished.patient_id,
+        source_patient_id=unfinished.source_patient_id, config=config.metadata,
+        replaces_entry_uuid=unfinished.replaces.entry_uuid if unfinished.replaces else None,
+        entry_uuid=unfinished.entry_uuid)
+    built.submission_set.unique_id = unfinished.submission_set_unique_id
+    built = replace(built, submission_set_unique_id=unfinished.submission_set_unique_id)
+    status, errors = _send(config, built, kos_bytes)
+    audit.record_sent(audit.Transaction.RAD_68, config.repository_url, _sent_outcome(status),
+                      audit.submission_objects, built.submission)
+    if status in (_NOT_CONNECTED, *_NO_ANSWER):
+        # Still unknown whether the registry holds the first send: the row stays PENDING for the next attempt.
+        _record_unknown(unfinished, status, errors)
+        outcome = Outcome.FAILED
+    else:
+        _record_answer(unfinished, status, errors)
+        outcome = Outcome.FAILED
+        if unfinished.status == Publication.Status.PUBLISHED:
+            _resolve_open_reconciliation(study.study_instance_uid, unfinished)
+            outcome = Outcome.REPLACED if unfinished.replaces_id else Outcome.PUBLISHED
+    _log(study, outcome, started, publication=unfinished.pk, status=status, errors=len(errors), settled="resent")
+    message = ("; ".join(e.get("code_context") or e.get("error_code", "") for e in errors) or status
+               if outcome == Outcome.FAILED else f"settled the interrupted send of {unfinished.kos_sop_instance_uid}")
+    return PublishResult(outcome, study.study_instance_uid, publication=unfinished, message=message)
 
 
 def _log(study: StudyRef, outcome: Outcome, started: float, **extra: Any) -> None:

@@ -272,15 +272,45 @@ def test_a_study_being_sent_by_another_publisher_is_not_sent_twice(ids_study, re
     assert recording_repository.received == []
 
 
-def test_an_abandoned_pending_send_does_not_block_the_study_forever(ids_study, recording_repository) -> None:
+@pytest.mark.parametrize("first_send_registered", [True, False])
+def test_an_interrupted_send_is_settled_by_the_same_submission_never_a_second_manifest(
+        ids_study, recording_repository, first_send_registered) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
     set_mapping("IDS-DEPT002-a", AFFINITY_PATIENT)
-    stale = _pending_row(ids_study)
-    Publication.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(hours=1))
-    result = publish(ids_study, publish_config(recording_repository.url))
-    assert result.outcome == Outcome.PUBLISHED
-    stale.refresh_from_db()
-    assert stale.status == Publication.Status.FAILED and stale.errors[0]["error_code"] == "Abandoned"
+    config = publish_config(recording_repository.url)
+    first = publish(ids_study, config).publication
+    # As a publisher killed before it recorded the answer leaves it, an hour ago.
+    Publication.objects.filter(pk=first.pk).update(status=Publication.Status.PENDING, response_status="",
+                                                   created_at=timezone.now() - timedelta(hours=1))
+    if first_send_registered:  # the registry holds that SubmissionSet already: ITI TF-3 Table 4.2.4.1-2
+        recording_repository.answer_errors = [RegistryError(
+            ErrorCode.XDSDuplicateUniqueIdInRegistry, "SubmissionSet uniqueId already exists", Severity.ERROR, "")]
+    result = publish(ids_study, config)
+    assert result.outcome == Outcome.UNCHANGED, result.message
+    first.refresh_from_db()
+    assert first.status == Publication.Status.PUBLISHED and Publication.objects.count() == 1
+    sent, resent = (r.pnr.submission for r in recording_repository.received)
+    assert resent.submission_set.unique_id == sent.submission_set.unique_id == first.submission_set_unique_id
+    assert [(e.id, e.unique_id) for e in resent.document_entries] == [(first.entry_uuid, first.kos_sop_instance_uid)]
+    assert recording_repository.received[1].documents == recording_repository.received[0].documents
+
+
+def test_an_interrupted_send_the_registry_refuses_is_recorded_as_failed(ids_study, recording_repository) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    set_mapping("IDS-DEPT002-a", AFFINITY_PATIENT)
+    config = publish_config(recording_repository.url)
+    first = publish(ids_study, config).publication
+    Publication.objects.filter(pk=first.pk).update(status=Publication.Status.PENDING,
+                                                   created_at=timezone.now() - timedelta(hours=1))
+    recording_repository.answer_errors = [
+        RegistryError(ErrorCode.XDSUnknownPatientId, "unknown patient", Severity.ERROR, "")]
+    result = publish(ids_study, config)
+    assert result.outcome == Outcome.FAILED
+    first.refresh_from_db()
+    assert first.status == Publication.Status.FAILED and first.errors[0]["error_code"] == "XDSUnknownPatientId"
