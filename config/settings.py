@@ -48,21 +48,59 @@ ALLOWED_HOSTS = env.csv("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver",
 PORT = env.integer("PORT", 8000, "HTTP port `make run` listens on (127.0.0.1).", minimum=1, maximum=65535)
 WEB_CONCURRENCY = env.integer("WEB_CONCURRENCY", os.cpu_count() or 2,
                               "gunicorn worker processes (default: number of cores).", minimum=1)
+# The web server's worker (config/http_worker.py): threads per process and the slow-client rules.
+XDS_HTTP_THREADS = env.integer("XDS_HTTP_THREADS", 8, "Request threads per web worker process.", minimum=1,
+                               maximum=256)
+XDS_HTTP_MIN_RATE = env.integer(
+    "XDS_HTTP_MIN_RATE", 1024, "Slowest accepted upload (bytes/s, averaged over XDS_HTTP_RATE_WINDOW) while a "
+    "request is received; slower clients are dropped (408).", minimum=1)
+XDS_HTTP_RATE_WINDOW = env.integer(
+    "XDS_HTTP_RATE_WINDOW", 30, "Seconds over which XDS_HTTP_MIN_RATE is averaged.", minimum=1, maximum=3600)
+XDS_HTTP_PREBUFFER = env.size(
+    "XDS_HTTP_PREBUFFER", "256KiB", "Request bodies up to this size are read whole before a thread is used.")
+XDS_HTTP_SEND_TIMEOUT = env.integer(
+    "XDS_HTTP_SEND_TIMEOUT", 60, "Seconds a send to a client may make no progress before it is dropped.",
+    minimum=1, maximum=3600)
+XDS_DB_POOL_SIZE = env.integer(
+    "XDS_DB_POOL_SIZE", XDS_HTTP_THREADS, "PostgreSQL: most connections one process (web worker, listener, job "
+    "worker) holds at once; its threads share them. A node may open WEB_CONCURRENCY x this many.", minimum=1,
+    maximum=256)
 
 DATABASES = {
     "default": env.custom(
         "DATABASE_URL", f"sqlite:///{VAR_DIR / 'xds.sqlite3'}",
         "Database. Default: embedded SQLite under var/. PostgreSQL: postgres://user:pass@127.0.0.1:5432/xdsi",
-        lambda value: dj_database_url.parse(value, conn_max_age=600),
+        # Persistent connections (600 s) are checked before their first use in each request or unit of
+        # work (CONN_HEALTH_CHECKS, Django >= 4.1): after a PostgreSQL restart a web worker, listener or
+        # job worker reconnects instead of failing its next request on the dead connection.
+        lambda value: dj_database_url.parse(value, conn_max_age=600, conn_health_checks=True),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + a busy timeout: concurrent gunicorn workers serialise writes
-    # instead of failing with "database is locked".
+    # instead of failing with "database is locked".  synchronous=FULL: in WAL mode NORMAL syncs only at
+    # checkpoints, so a commit acknowledged just before a power loss could be rolled back; FULL syncs the
+    # WAL on every commit, so an acknowledged submission survives (https://sqlite.org/pragma.html#pragma_synchronous).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
          "transaction_mode": "IMMEDIATE"})
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # PostgreSQL: one pool of connections per process (Django >= 5.1, psycopg_pool), shared by its threads.
+    # The web worker runs XDS_HTTP_THREADS threads per process (config/http_worker.py): a persistent connection
+    # per thread would be workers x threads connections per node (past PostgreSQL's default max_connections of
+    # 100 on a 16-core machine), most of them idle.  A request takes a connection from the pool when it first
+    # needs one and gives it back when it ends; with CONN_HEALTH_CHECKS each is checked before it is handed
+    # out (Django passes the pool psycopg_pool's check_connection), so after a PostgreSQL restart the next
+    # request reconnects instead of failing.
+    # After a database outage the pool retries its connection 1, 2, 4, 8... s apart (psycopg_pool's backoff,
+    # no cap below reconnect_timeout, 300 s by default), so a 30 s outage left a process without the database
+    # ~30 s more (measured: tests/jobs/test_worker_database_outage.py).  A short reconnect_timeout ends each
+    # series of attempts soon; the next request starts a new one at once.  timeout: how long a request waits
+    # for a connection (none free, or the database away) before failing.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # pooled: Django refuses persistent connections with a pool
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": XDS_DB_POOL_SIZE, "timeout": 10.0, "reconnect_timeout": 10.0}
 
 # --- XDS affinity domain -------------------------------------------------------------
 XDS_HOME_COMMUNITY_ID = env.string(
@@ -82,15 +120,62 @@ XDS_MAX_REQUEST_SIZE = env.size(
     "XDS_MAX_REQUEST_SIZE", "4GiB", "Largest HTTP request body accepted (bytes, or 100MB, 2GiB, ...).")
 XDS_MAX_XML_SIZE = env.size(
     "XDS_MAX_XML_SIZE", "64MiB", "Largest SOAP/XML part parsed (the MTOM root part or a plain SOAP body).")
+XDS_MAX_XML_NODES = env.integer(
+    "XDS_MAX_XML_NODES", 1_000_000, "Most elements and attributes (counted as '<' and '=' while the bytes "
+    "arrive, before parsing) in one SOAP/XML part; beyond: 413 like an oversized part. A parsed tree costs "
+    "~120 bytes per node; a realistic ITI-42 counts ~46,000 per MB.", minimum=1000)
+XDS_MTOM_MEMORY_BUDGET = env.size(
+    "XDS_MTOM_MEMORY_BUDGET", "8MiB", "Bytes of MTOM parts one request keeps in memory, all parts together; "
+    "past it every further part spills to a file (each part also spills past 256 KiB).")
 XDS_MAX_DOCUMENT_SIZE = env.size(
     "XDS_MAX_DOCUMENT_SIZE", "4GiB", "Largest single document a repository accepts.")
+XDS_ITI43_MAX_DOCUMENTS = env.integer(
+    "XDS_ITI43_MAX_DOCUMENTS", 1000, "Most DocumentRequests one ITI-43 Retrieve Document Set answers; the ones "
+    "beyond get XDSRepositoryError (PartialSuccess).", minimum=1)
+XDS_ITI43_MAX_BYTES = env.size(
+    "XDS_ITI43_MAX_BYTES", "2GiB", "Most document bytes one ITI-43 returns (a document named twice counts "
+    "twice); a document that does not fit gets XDSRepositoryError (PartialSuccess, Failure if none fits).")
 XDS_MAX_QUERY_RESULTS = env.integer(
     "XDS_MAX_QUERY_RESULTS", 5000, "Stored-query result limit; above it XDSTooManyResults.", minimum=1)
 XDS_MPQ_ENABLED = env.boolean(
     "XDS_MPQ_ENABLED", False, "Enable ITI-51 Multi-Patient Stored Query.")
 XDS_DOCUMENT_DIR = env.string(
     "XDS_DOCUMENT_DIR", str(VAR_DIR / "documents"), "Where the repository stores documents (content-addressed).")
+XDS_MIN_FREE_SPACE = env.size(
+    "XDS_MIN_FREE_SPACE", "1GiB", "Free space the document store's file system keeps: ITI-41/RAD-68 that would "
+    "leave less are refused (XDSRepositoryOutOfResources) and /healthz is degraded. 0: no check.")
+XDS_REGISTRY_TIMEOUT = env.integer(
+    "XDS_REGISTRY_TIMEOUT", 120, "Seconds the repository waits on a silent registry (ITI-42, ITI-18) before "
+    "giving up; a registration whose answer never came stays pending until reconciled.", minimum=1)
+XDS_REPOSITORY_RECONCILE_INTERVAL = env.integer(
+    "XDS_REPOSITORY_RECONCILE_INTERVAL", 300, "Seconds between runs of the repository's reconcile job (settles "
+    "pending documents with the registry, sweeps temporary files of dead processes).", minimum=10)
+XDS_REPOSITORY_RECONCILE_GRACE = env.integer(
+    "XDS_REPOSITORY_RECONCILE_GRACE", 900, "Age (seconds) after which the reconcile job settles a pending "
+    "document whose writer still runs or cannot be checked (another host); a dead writer's at once.", minimum=0)
 HL7_PORT = env.integer("HL7_PORT", 2575, "MLLP port of the ITI-8 patient identity feed.", minimum=1, maximum=65535)
+# The ITI-8 listener's bounds (xds_core.mllp.ServerLimits): connections beyond the caps are closed at once;
+# a held connection costs a socket, not a thread (one I/O thread + HL7_WORKERS).
+HL7_MAX_CONNECTIONS = env.integer(
+    "HL7_MAX_CONNECTIONS", 32, "ITI-8 MLLP: most connections held at once; more are closed on accept.",
+    minimum=1, maximum=10000)
+HL7_MAX_CONNECTIONS_PER_PEER = env.integer(
+    "HL7_MAX_CONNECTIONS_PER_PEER", 8, "ITI-8 MLLP: most connections held at once from one IP address.",
+    minimum=1, maximum=10000)
+HL7_WORKERS = env.integer(
+    "HL7_WORKERS", 4, "ITI-8 MLLP: threads applying messages (whatever the number of connections).",
+    minimum=1, maximum=64)
+HL7_IDLE_TIMEOUT = env.integer(
+    "HL7_IDLE_TIMEOUT", 120, "ITI-8 MLLP: seconds a connection may wait between messages before it is closed.",
+    minimum=1, maximum=86400)
+HL7_MIN_RATE = env.size(
+    "HL7_MIN_RATE", "1KiB", "ITI-8 MLLP: bytes/s a message, once begun, must keep up over each HL7_RATE_WINDOW.")
+HL7_RATE_WINDOW = env.integer(
+    "HL7_RATE_WINDOW", 30, "ITI-8 MLLP: seconds over which HL7_MIN_RATE is averaged (no byte that long: dropped).",
+    minimum=1, maximum=3600)
+HL7_FRAME_DEADLINE = env.integer(
+    "HL7_FRAME_DEADLINE", 120, "ITI-8 MLLP: seconds within which a message, once begun, must have arrived whole.",
+    minimum=1, maximum=3600)
 
 # --- Imaging Document Source ---------------------------------------------------------
 XDS_IMAGING_SOURCE_ID = env.oid(
@@ -98,12 +183,27 @@ XDS_IMAGING_SOURCE_ID = env.oid(
     "repositoryUniqueId of the Imaging Document Source (= KOS Retrieve Location UID).")
 XDS_REPOSITORY_URL = env.url(
     "XDS_REPOSITORY_URL", "", "Where the Imaging Document Source sends RAD-68. Empty: this server's repository.")
+XDS_IMAGING_PENDING_TIMEOUT = env.integer(
+    "XDS_IMAGING_PENDING_TIMEOUT", 900, "Seconds a RAD-68 send may stay unanswered (its publisher busy, or killed) "
+    "before the next publication of the study settles it by sending the very same submission again (never a "
+    "second manifest). Keep it longer than one RAD-68 exchange.", minimum=1)
 DICOM_AE_TITLE = env.custom("DICOM_AE_TITLE", "XDSI_IDS", "AE title of our DICOM SCP/SCU.", env.ae_title)
 DICOM_PORT = env.integer("DICOM_PORT", 11112, "Port of our DICOM SCP (C-STORE, MPPS).", minimum=1, maximum=65535)
 DICOM_PACS = env.custom("DICOM_PACS", "ORTHANC@127.0.0.1:4242", "The local PACS, AET@host:port.", env.dicom_peer)
 DICOMWEB_URL = env.url(
     "DICOMWEB_URL", "http://127.0.0.1:8042/dicom-web",
     "DICOMweb base URL of the PACS (QIDO-RS/WADO-RS; the fastest fetch path). Empty: DIMSE only (C-FIND/C-GET).")
+# Time rules for the PACS's answers during RAD-69 / RAD-55 (issue 15): not total deadlines, so a 1 GB
+# transfer over a slow WAN passes; a PACS that stops answering fails the request after one deadline.
+# Same defaults as imaging_source.dicom.instances.DEFAULT_DEADLINES.
+XDS_PACS_FIRST_BYTE_TIMEOUT = env.integer(
+    "XDS_PACS_FIRST_BYTE_TIMEOUT", 30, "RAD-69/RAD-55: seconds the PACS may take to begin answering a retrieve "
+    "(WADO-RS status line; DIMSE association answer, first C-FIND/C-GET/C-MOVE response or sub-operation). "
+    "Beyond: RAD-69 XDSRepositoryError, RAD-55 504.", minimum=1, maximum=3600)
+XDS_PACS_IDLE_TIMEOUT = env.integer(
+    "XDS_PACS_IDLE_TIMEOUT", 60, "RAD-69/RAD-55: seconds the PACS may stay silent in the middle of an answer "
+    "(between two reads of a WADO-RS answer, two DIMSE PDUs; C-MOVE: two pending responses, so at least the time "
+    "one instance takes to reach our listener).", minimum=1, maximum=3600)
 # Publication (RAD-68) metadata. Coded values are code^^scheme^display; defaults follow the NIST
 # XDS-I reference metadata (conformance IDS-DEPT002-a/kos/metadata.xml) where the NIST affinity domain
 # (codes.xml) accepts the value; typeCode/contentTypeCode are imaging codes, not the sample's lab report.
@@ -150,6 +250,22 @@ DICOM_FETCH_METHOD = env.choice(
     "Empty: wado-rs when DICOMWEB_URL is set, else c-get.", ("", "c-get", "c-move", "wado-rs"))
 DICOM_SPOOL_DIR = env.string(
     "DICOM_SPOOL_DIR", str(VAR_DIR / "dicom" / "spool"), "Where our C-STORE SCP spools C-MOVE'd instances for RAD-69.")
+DICOM_MAX_ASSOCIATIONS = env.integer(
+    "DICOM_MAX_ASSOCIATIONS", 64, "Associations our DICOM listener holds at once; beyond: A-ASSOCIATE-RJ "
+    "rejected-transient, local-limit-exceeded (PS3.8 Table 9-21).", minimum=1, maximum=1000)
+DICOM_MAX_ASSOCIATIONS_PER_AE = env.integer(
+    "DICOM_MAX_ASSOCIATIONS_PER_AE", 16, "Associations one Calling AE Title may hold at once on our DICOM "
+    "listener (so one peer cannot lock the others out).", minimum=1, maximum=1000)
+DICOM_MAX_PDU_LENGTH = env.integer(
+    "DICOM_MAX_PDU_LENGTH", 1048576, "Maximum Length (PS3.8 D.1) our DICOM listener advertises for P-DATA-TF; "
+    "a longer PDU, or an association PDU over 256 KiB, is answered with A-ABORT before it is read.",
+    minimum=4096, maximum=64 * 1024 * 1024)
+DICOM_NETWORK_TIMEOUT = env.integer(
+    "DICOM_NETWORK_TIMEOUT", 60, "Seconds an association to our DICOM listener may stay silent (idle or "
+    "stalled mid-PDU) before it is aborted.", minimum=1, maximum=3600)
+DICOM_ACSE_TIMEOUT = env.integer(
+    "DICOM_ACSE_TIMEOUT", 30, "Seconds a connection to our DICOM listener has to complete association "
+    "negotiation (ARTIM timer).", minimum=1, maximum=600)
 DICOM_STABLE_DELAY = env.integer(
     "DICOM_STABLE_DELAY", 300, "Seconds without new instances after which a study counts as stable and is "
     "published (PACS without MPPS). 0 disables stable-study publication.", minimum=0)
@@ -381,8 +497,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
 LANGUAGE_CODE = "en-us"
-# SOAP bodies are read by our own streaming parser, not by Django's form parser.
-DATA_UPLOAD_MAX_MEMORY_SIZE = None
+# Forms (admin, portal): a body past this is refused with 400 before it is read (Django checks the
+# Content-Length). The SOAP endpoints read wsgi.input with their own streaming parser and never touch
+# request.body/POST, so their own limits (XDS_MAX_REQUEST_SIZE ...) apply to them instead.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.size(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", "2621440", "Largest non-file form body (admin, portal) Django reads "
+    "into memory (Django's default, 2.5 MB); beyond: 400. Not applied to the SOAP endpoints.")
 
 LOGGING = {
     "version": 1,
@@ -392,5 +512,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # pydicom logs a value it cannot parse at WARNING, quoting the value, and in a garbled header that can be
     # a patient's name or id: operational logs carry no patient data, so only its errors are kept.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "pydicom": {"level": "ERROR"}},
+    # psycopg_pool logs every failed connection attempt (several a second per process, two lines each) while
+    # the database is away: the job worker logs an outage once when it begins and once when it ends, and a
+    # request that fails logs its own line.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "pydicom": {"level": "ERROR"},
+                "psycopg.pool": {"level": "ERROR"}},
 }

@@ -14,12 +14,20 @@ Two shapes, chosen by ``XDS_DEMO``:
 
 A node's services: ``web`` gunicorn (SOAP endpoints and admin); ``hl7`` the ITI-8 feed (MLLP);
 ``dicom`` the Imaging Document Source's DICOM listener (C-STORE + MPPS SCP, stable-study watcher);
-``jobs`` the job worker (publications, prefetch).  Output is prefixed with the service's name; Ctrl-C /
-SIGTERM (or one service dying) stops everything, and the Orthancs it started.
+``jobs`` the job worker (publications, prefetch).  Output is prefixed with the service's name.
+
+A service that exits is started again after a delay (1 s, doubling with each crash to at most 60 s; back
+to 1 s once it had run :data:`STABLE_AFTER` seconds), and its crash count is logged: one failing listener
+no longer takes the registry down with it.  Ctrl-C / SIGTERM stops everything, and the Orthancs it
+started.  The children die with the supervisor even when it is killed (``kill -9``, OOM killer): each
+is started with ``PR_SET_PDEATHSIG`` = SIGTERM, so the kernel sends it its ordinary stop signal (gunicorn's
+arbiter then stops its workers, which also leave by themselves once their parent changes).  The Orthancs
+``local-pacs.sh`` starts are daemons of their own and outlive a killed supervisor.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -29,11 +37,13 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from config.http_worker import worker_arguments
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -50,6 +60,56 @@ class Service:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None  # added to (not replacing) the supervisor's environment
+    colour: str = ""
+    crashes: int = 0  # exits since the supervisor started it first
+    consecutive: int = 0  # crashes without a stable run (STABLE_AFTER) between them: the backoff's exponent
+    started_at: float = 0.0  # time.monotonic() of the current process's start
+    restart_at: float | None = None  # when it exited: time.monotonic() at which it is started again
+
+
+#: Delay before restarting a service after its n-th consecutive crash: RESTART_BASE * 2**(n-1) s, at most
+#: RESTART_CAP.  A service that cannot start (its port taken, its database away) is tried again within
+#: a minute without a tight loop filling the log.
+RESTART_BASE = 1.0
+RESTART_CAP = 60.0
+#: A service that ran at least this long before exiting was stable: its next delay is RESTART_BASE again.
+STABLE_AFTER = 60.0
+#: How often the watcher looks for exited services.
+WATCH_INTERVAL = 0.2
+
+
+def restart_delay(consecutive: int, base: float = RESTART_BASE, cap: float = RESTART_CAP) -> float:
+    """Seconds to wait before the restart that follows the ``consecutive``-th crash in a row (1, 2, 3, ...)."""
+    return float(min(cap, base * 2 ** max(0, min(consecutive - 1, 30))))
+
+
+#: <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_supervisor() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive SIGTERM when the supervisor dies (Linux), else None.
+
+    The kernel sends the signal when the *thread* that started the child ends, so children are started
+    only from threads that live as long as the supervisor (the main thread and the watcher).  If the
+    supervisor died between fork and prctl, the child would miss the signal: it checks its parent and
+    leaves at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    option, signum = ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(signal.SIGTERM))
+
+    def preexec() -> None:
+        prctl(option, signum)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 #: glibc malloc for the web workers: keep freed heap memory instead of returning it to the
@@ -75,7 +135,7 @@ def node_services(port: int, workers: int, kinds: Iterable[str], *, prefix: str 
     """The processes of one node: gunicorn on ``port`` and the listeners / worker named in ``kinds``."""
     web = [
         PYTHON, "-m", "gunicorn", "config.wsgi:application",
-        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "sync",
+        "--bind", f"127.0.0.1:{port}", *worker_arguments(workers, _settings().XDS_HTTP_THREADS),
         # gunicorn 27 opens a control socket at a fixed per-user path; several servers on one
         # machine (tests, benchmarks) would fight over it, and we do not use it.
         "--no-control-socket",
@@ -114,7 +174,7 @@ def _run_step(argv: list[str], what: str, env: dict[str, str] | None = None, lab
     """Run one set-up command to its end, its output prefixed; exit the supervisor if it fails."""
     say(what)
     process = subprocess.Popen(argv, cwd=BASE_DIR, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, preexec_fn=die_with_supervisor())
     assert process.stdout
     _pump(process.stdout, label, "")
     code = process.wait()
@@ -131,14 +191,21 @@ def _parallel(steps: list[tuple[list[str], str, dict[str, str], str]]) -> None:
 
 
 class Supervisor:
-    """Starts services, watches them, and stops them all (and the Orthancs it started)."""
+    """Starts services, restarts those that exit (with backoff), and stops them all (and the Orthancs it started).
 
-    def __init__(self) -> None:
+    A watcher thread looks at the services every :data:`WATCH_INTERVAL` seconds (see :meth:`check`); the
+    main thread meanwhile runs the set-up steps, then :meth:`wait` s for Ctrl-C / SIGTERM.
+    """
+
+    def __init__(self, *, handle_signals: bool = True) -> None:
         self.running: list[Service] = []
         self.stopping = threading.Event()
         self.started_pacs: list[dict[str, str]] = []
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        self._lock = threading.Lock()  # the services' processes: replaced by the watcher, stopped by stop()
+        self._watcher: threading.Thread | None = None
+        if handle_signals:
+            signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
 
     def start_pacs(self, env: dict[str, str], label: str) -> None:
         full = {**os.environ, **env}
@@ -149,47 +216,86 @@ class Supervisor:
             self.started_pacs.append(env)
 
     def start(self, services: list[Service]) -> None:
-        for service in services:
-            service.process = subprocess.Popen(
-                service.argv, cwd=BASE_DIR, env={**os.environ, **(service.env or {})}, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True)
-            colour = COLOURS[len(self.running) % len(COLOURS)]
-            threading.Thread(target=_pump, args=(service.process.stdout, service.name, colour), daemon=True).start()
-            self.running.append(service)
+        with self._lock:
+            for service in services:
+                service.colour = COLOURS[len(self.running) % len(COLOURS)]
+                self._spawn(service)
+                self.running.append(service)
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="supervisor-watcher", daemon=True)
+            self._watcher.start()
 
-    def dead(self) -> Service | None:
-        for service in self.running:
-            assert service.process
-            if service.process.poll() is not None:
-                return service
-        return None
+    def _spawn(self, service: Service) -> None:
+        # Its own session: Ctrl-C in the terminal reaches the supervisor only, which stops the services in
+        # order; stop() signals each service's whole process group.
+        service.process = subprocess.Popen(
+            service.argv, cwd=BASE_DIR, env={**os.environ, **(service.env or {})}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_supervisor())
+        service.started_at = time.monotonic()
+        threading.Thread(target=_pump, args=(service.process.stdout, service.name, service.colour),
+                         daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(WATCH_INTERVAL):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive one failed restart
+                say(f"watcher: {type(exc).__name__}: {exc}")
+
+    def check(self) -> None:
+        """One look: note each service that exited (crash count, delay) and start those whose delay is over."""
+        with self._lock:
+            if self.stopping.is_set():
+                return
+            now = time.monotonic()
+            for service in self.running:
+                assert service.process
+                if service.restart_at is None:
+                    code = service.process.poll()
+                    if code is None:
+                        continue
+                    ran = now - service.started_at
+                    service.crashes += 1
+                    service.consecutive = 1 if ran >= STABLE_AFTER else service.consecutive + 1
+                    delay = restart_delay(service.consecutive)
+                    service.restart_at = now + delay
+                    say(f"{service.name} exited with {code} after {ran:.1f}s (crash {service.crashes}); "
+                        f"restarting in {delay:g}s")
+                elif now >= service.restart_at:
+                    service.restart_at = None
+                    self._spawn(service)
+                    say(f"{service.name} restarted (crash {service.crashes}, pid {service.process.pid})")
 
     def wait(self) -> int:
-        """Until Ctrl-C / SIGTERM or a service dies; the exit status for ``make run``."""
-        while not self.stopping.is_set():
-            service = self.dead()
-            if service is not None:
-                assert service.process
-                code = service.process.returncode
-                say(f"{service.name} exited with {code}; stopping everything")
-                return code or 1
-            self.stopping.wait(0.5)
+        """Until Ctrl-C / SIGTERM (services that exit meanwhile are restarted); the exit status for ``make run``."""
+        while not self.stopping.wait(0.5):
+            pass
         return 0
 
     def stop(self) -> None:
-        for service in self.running:
-            if service.process and service.process.poll() is None:
-                os.killpg(service.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for service in self.running:
-            assert service.process
-            try:
-                service.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(service.process.pid, signal.SIGKILL)
+        self.stopping.set()
+        with self._lock:  # no restart from here on
+            for service in self.running:
+                if service.process and service.process.poll() is None:
+                    _signal_group(service.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for service in self.running:
+                assert service.process
+                try:
+                    service.process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal_group(service.process.pid, signal.SIGKILL)
+                    service.process.wait()
         for env in self.started_pacs:
             subprocess.run(["bash", PACS_SCRIPT, "stop"], cwd=BASE_DIR, env={**os.environ, **env})
         say("stopped")
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:  # already gone (its group with it)
+        pass
 
 
 def _answers(url: str) -> bool:
@@ -203,7 +309,7 @@ def _answers(url: str) -> bool:
 def _wait_for(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not _answers(url):
-        if supervisor.stopping.is_set() or supervisor.dead() is not None or time.monotonic() > deadline:
+        if supervisor.stopping.is_set() or time.monotonic() > deadline:
             raise SystemExit(f"supervisor | {url} did not answer")
         time.sleep(0.2)
 

@@ -1,5 +1,6 @@
-"""Run claimed jobs through their handlers: :func:`run_one` (the worker command's step) and
-:func:`run_pending` (everything due now; tests and ``xds_jobs_worker --once``).
+"""Run claimed jobs through their handlers: :func:`run_one` (one step), :func:`run_forever` (the worker
+command's loop: connection hygiene, and it outlives a database outage) and :func:`run_pending` (everything
+due now; tests and ``xds_jobs_worker --once``).
 
 Each job logs one line (logger ``jobs``)::
 
@@ -14,17 +15,26 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.db import Error as DjangoDatabaseError
+from django.db import close_old_connections
+
 from jobs.api import DEFAULT_LEASE, Backoff, claim, complete, fail
 from jobs.models import Job
 from jobs.registry import JobError, PermanentJobError, handler_for
 
 logger = logging.getLogger("jobs")
+
+#: Waits between looks while the database is unreachable (restart, failover): 1 s doubling to 10 s, with
+#: jitter, so a restarted PostgreSQL is not met by every worker at once, and the worker is back within
+#: seconds of the database however long the outage was.
+OUTAGE_BACKOFF = Backoff(base=1.0, cap=10.0)
 
 
 def default_worker_id() -> str:
@@ -103,3 +113,46 @@ def run_pending(config: WorkerConfig | None = None, *, max_jobs: int | None = No
             break
         ran.append(job)
     return ran
+
+
+def run_forever(config: WorkerConfig, stop: threading.Event, *, poll: float, max_jobs: int | None = None,
+                outage_backoff: Backoff = OUTAGE_BACKOFF) -> int:
+    """The long-running worker's loop, until ``stop`` is set (or ``max_jobs`` ran); returns the jobs run.
+
+    Connection hygiene around every claim and job: :func:`django.db.close_old_connections` before (drops a
+    connection the database closed, or one past ``CONN_MAX_AGE``; with ``CONN_HEALTH_CHECKS`` the next
+    query checks it first) and after (a connection a failure left unusable is not kept).  A database error
+    (the server restarting, unreachable) does not end the process, which would only make ``make run``'s
+    supervisor restart it: one line is logged when the outage begins and one when it ends, and the loop
+    waits :data:`OUTAGE_BACKOFF` between attempts.  A job whose outcome could not be recorded stays
+    RUNNING and is claimed again when its lease expires.
+
+    Must run in autocommit mode (a process of its own, or a transactional test): closing connections
+    inside a test's transaction would end it.
+    """
+    processed = 0
+    outage_since: float | None = None
+    failures = 0
+    while not stop.is_set() and (max_jobs is None or processed < max_jobs):
+        close_old_connections()
+        try:
+            job = run_one(config)
+        except DjangoDatabaseError as exc:
+            failures += 1
+            if outage_since is None:
+                outage_since = time.monotonic()
+                logger.warning("jobs worker=%s database unavailable (%s); retrying with backoff up to %gs",
+                               config.worker_id, describe_error(exc), outage_backoff.cap)
+            stop.wait(outage_backoff.delay(failures))
+            continue
+        finally:
+            close_old_connections()
+        if outage_since is not None:
+            logger.warning("jobs worker=%s database available again after %.1fs (%d failed attempts)",
+                           config.worker_id, time.monotonic() - outage_since, failures)
+            outage_since, failures = None, 0
+        if job is None:
+            stop.wait(poll)
+            continue
+        processed += 1
+    return processed

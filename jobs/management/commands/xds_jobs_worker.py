@@ -1,8 +1,9 @@
 """Run the job worker: claim due jobs, run their handlers, retry failures with backoff (one process).
 
-SIGTERM / SIGINT stop it after the job in hand is finished (a job cut short by SIGKILL is claimed again
-once its lease, ``XDS_JOBS_LEASE``, expires).  ``--once`` runs what is due and exits; ``--max-jobs N``
-stops after N jobs.  Several workers may run at once, on one or several hosts.
+A database outage does not end it (one log line when it begins, one when it ends; see
+:func:`jobs.worker.run_forever`).  SIGTERM / SIGINT stop it after the job in hand is finished (a job cut
+short by SIGKILL is claimed again once its lease, ``XDS_JOBS_LEASE``, expires).  ``--once`` runs what is due
+and exits; ``--max-jobs N`` stops after N jobs.  Several workers may run at once, on one or several hosts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, close_old_connections
 
 from jobs.api import Backoff
 from jobs.registry import check_kind, registered_kinds
-from jobs.worker import WorkerConfig, default_worker_id, run_one
+from jobs.worker import WorkerConfig, default_worker_id, run_forever, run_one
 
 logger = logging.getLogger("jobs")
 
@@ -55,26 +55,14 @@ class Command(BaseCommand):
         self.stdout.flush()
         processed = 0
         try:
-            while not stop.is_set() and (max_jobs is None or processed < max_jobs):
-                if not once:
-                    # A long-lived process: drop a connection the database closed or CONN_MAX_AGE expired.
-                    close_old_connections()
-                try:
-                    job = run_one(config)
-                except DatabaseError:
-                    if once:
-                        raise
-                    # The database is away (restart, failover): wait and try again rather than exit, which
-                    # would make `make run`'s supervisor stop every service.
-                    logger.exception("jobs worker: database error; retrying in %ss", poll)
-                    stop.wait(poll)
-                    continue
-                if job is None:
-                    if once:
+            if once:
+                # Inside one call (tests, cron): a database error is the caller's to see.
+                while max_jobs is None or processed < max_jobs:
+                    if stop.is_set() or run_one(config) is None:
                         break
-                    stop.wait(poll)
-                    continue
-                processed += 1
+                    processed += 1
+            else:
+                processed = run_forever(config, stop, poll=poll, max_jobs=max_jobs)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
