@@ -63,8 +63,8 @@ XDS_HTTP_SEND_TIMEOUT = env.integer(
     minimum=1, maximum=3600)
 XDS_DB_POOL_SIZE = env.integer(
     "XDS_DB_POOL_SIZE", XDS_HTTP_THREADS, "PostgreSQL: most connections one process (web worker, listener, job "
-    "worker) holds at once; its threads share them. A node may open WEB_CONCURRENCY x this many.", minimum=1,
-    maximum=256)
+    "worker) holds at once; its threads share them. A node may open WEB_CONCURRENCY x this many. 0: no pool, "
+    "a persistent connection per thread.", minimum=0, maximum=256)
 
 DATABASES = {
     "default": env.custom(
@@ -85,7 +85,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
          "transaction_mode": "IMMEDIATE"})
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-else:
+elif XDS_DB_POOL_SIZE:
     # PostgreSQL: one pool of connections per process (Django >= 5.1, psycopg_pool), shared by its threads.
     # The web worker runs XDS_HTTP_THREADS threads per process (config/http_worker.py): a persistent connection
     # per thread would be workers x threads connections per node (past PostgreSQL's default max_connections of

@@ -114,6 +114,17 @@ def _rows(database_url: str) -> dict[str, tuple[str, str]]:
             "SELECT unique_id, state, storage_name FROM xds_repository_storeddocument")}
 
 
+def _rss_kb(pid: int) -> int:
+    """A process's resident set (kB), 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.exists() else set()
 
@@ -152,8 +163,10 @@ def test_iti41_loses_nothing_under_worker_kills_and_a_database_restart(tmp_path:
         for thread in threads:
             thread.start()
         next_kill = started + KILL_EVERY
+        max_rss_kb = 0
         while time.monotonic() - started < SECONDS:
             time.sleep(0.2)
+            max_rss_kb = max([max_rss_kb, *(_rss_kb(pid) for pid in server.worker_pids())])
             if time.monotonic() >= next_kill:
                 pids = server.worker_pids()
                 if pids:
@@ -217,6 +230,7 @@ def test_iti41_loses_nothing_under_worker_kills_and_a_database_restart(tmp_path:
                unacknowledged=len(unacknowledged), unacknowledged_present=len(present), lost=len(lost),
                duplicated=len(duplicated), orphaned=len(orphans) + len(temp_left), half_present=len(half),
                pending_after_reconcile=len(pending), resubmitted_ok=resubmitted["ok"],
+               max_worker_rss_mb=round(max_rss_kb / 1024, 1),
                outcomes="/".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
         assert kills >= int(SECONDS / KILL_EVERY) - 2 and restarted_at is not None
         assert len(acknowledged) > 100, "the fault load should still let most submissions through"
