@@ -61,10 +61,14 @@ XDS_HTTP_PREBUFFER = env.size(
 XDS_HTTP_SEND_TIMEOUT = env.integer(
     "XDS_HTTP_SEND_TIMEOUT", 60, "Seconds a send to a client may make no progress before it is dropped.",
     minimum=1, maximum=3600)
+# Measured (make bench-ab against the release before, 3 interleaved pairs each): with a pool ITI-42 ran at 0.70x
+# and 0.88x, without it at 1.02x (a pool checkout and its check cost ~1.7 ms of CPU per request under sync
+# workers).  So the default is a persistent connection per thread; the pool is for machines where
+# WEB_CONCURRENCY x XDS_HTTP_THREADS would pass PostgreSQL's max_connections.
 XDS_DB_POOL_SIZE = env.integer(
-    "XDS_DB_POOL_SIZE", XDS_HTTP_THREADS, "PostgreSQL: most connections one process (web worker, listener, job "
-    "worker) holds at once; its threads share them. A node may open WEB_CONCURRENCY x this many. 0: no pool, "
-    "a persistent connection per thread.", minimum=0, maximum=256)
+    "XDS_DB_POOL_SIZE", 0, "PostgreSQL: 0 (default): a persistent connection per thread, checked before reuse "
+    "(a node opens up to WEB_CONCURRENCY x XDS_HTTP_THREADS); N: one pool of at most N connections per process, "
+    "shared by its threads.", minimum=0, maximum=256)
 
 DATABASES = {
     "default": env.custom(
@@ -86,9 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
          "transaction_mode": "IMMEDIATE"})
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif XDS_DB_POOL_SIZE:
-    # PostgreSQL: one pool of connections per process (Django >= 5.1, psycopg_pool), shared by its threads.
-    # The web worker runs XDS_HTTP_THREADS threads per process (config/http_worker.py): a persistent connection
-    # per thread would be workers x threads connections per node (past PostgreSQL's default max_connections of
+    # PostgreSQL with XDS_DB_POOL_SIZE: one pool of connections per process (Django >= 5.1, psycopg_pool), shared by
+    # its threads.  The web worker runs XDS_HTTP_THREADS threads per process (config/http_worker.py): a persistent
+    # connection per thread is workers x threads connections per node (past PostgreSQL's default max_connections of
     # 100 on a 16-core machine), most of them idle.  A request takes a connection from the pool when it first
     # needs one and gives it back when it ends; with CONN_HEALTH_CHECKS each is checked before it is handed
     # out (Django passes the pool psycopg_pool's check_connection), so after a PostgreSQL restart the next

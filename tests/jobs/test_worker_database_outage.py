@@ -38,9 +38,9 @@ def test_the_worker_survives_a_database_outage_and_runs_the_next_job(postgres_cl
     try:
         worker.wait_for(SUCCEEDED.format(_enqueue(env)), timeout=60)
 
+        down = worker.mark()  # before the stop: the worker may notice while the server is still shutting down
         pg.stop()
-        down = worker.mark()
-        # The claim waits for the pool's connection (its timeout) before it fails.
+        # A claim fails at once (a persistent connection) or after the pool's timeout (XDS_DB_POOL_SIZE).
         line = worker.wait_for("database unavailable", since=down, timeout=60)
         assert "worker=outage-worker" in line and "retrying with backoff" in line
         # Several failed looks (and the pool's series of connection attempts ending): still one line, the
