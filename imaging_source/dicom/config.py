@@ -47,6 +47,9 @@ class ListenerLimits:
     network_timeout: float = 60.0
     #: Seconds for association negotiation (ARTIM: a connection without A-ASSOCIATE-RQ is closed).
     acse_timeout: float = 30.0
+    #: Bytes that must stay free on the spool's file system: below, a C-MOVE'd instance is refused with
+    #: 0xA700 Out of Resources (PS3.4 Table B.2-1) instead of filling the disk (0: no check).
+    min_free_space: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,5 +92,6 @@ class DicomConfig:
                 max_pdu_length=getattr(settings, "DICOM_MAX_PDU_LENGTH", ListenerLimits.max_pdu_length),
                 network_timeout=float(getattr(settings, "DICOM_NETWORK_TIMEOUT", ListenerLimits.network_timeout)),
                 acse_timeout=float(getattr(settings, "DICOM_ACSE_TIMEOUT", ListenerLimits.acse_timeout)),
+                min_free_space=getattr(settings, "XDS_MIN_FREE_SPACE", ListenerLimits.min_free_space),
             ),
         )

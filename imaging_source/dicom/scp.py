@@ -69,7 +69,7 @@ from imaging_source.dicom.status import (
     MissingAttribute,
     status_for,
 )
-from xds_core import audit
+from xds_core import audit, disk
 from xds_core.identifiers import is_dicom_uid
 
 logger = logging.getLogger(__name__)
@@ -201,6 +201,7 @@ class DicomListener:
             if kind == "c-move":
                 # Only the head up to (0008,0018) is decoded: the rest is spooled as received.
                 self._check_sop_instance_uid(decode_received(event, stop_after=SOP_INSTANCE_UID_TAG), sop_uid)
+                self._check_spool_room()
                 self._spool(event, sop_uid)
             else:
                 ds = decode_received(event, stop_after=SERIES_INSTANCE_UID_TAG)
@@ -231,6 +232,15 @@ class DicomListener:
             audit.safely(self._note_store, event, sop_uid, status, ds)
         self._close_old_connections()  # the association may stay open: its thread keeps no connection
         return status
+
+    def _check_spool_room(self) -> None:
+        """The spool keeps C-MOVE'd instances until RAD-69 sends them on: below the free-space watermark
+        (XDS_MIN_FREE_SPACE, the repository's too) they are refused with 0xA700 Out of Resources (PS3.4
+        Table B.2-1), so RAD-69 fails with its error instead of the disk filling up."""
+        watermark = self.config.listener.min_free_space
+        if watermark and not disk.room(self.spool_dir, watermark=watermark).enough:
+            raise DicomServiceError("the spool's file system is below the free-space watermark",
+                                    status=DimseStatus.OUT_OF_RESOURCES)
 
     @staticmethod
     def _check_sop_instance_uid(ds: Dataset, affected_uid: str) -> None:

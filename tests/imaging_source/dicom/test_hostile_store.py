@@ -33,11 +33,12 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, _config
 
-from imaging_source.dicom.config import DicomConfig, Peer
+from imaging_source.dicom.config import DicomConfig, ListenerLimits, Peer
 from imaging_source.dicom.dimse_retrieve import claim_spooled
 from imaging_source.dicom.received import MAX_INFLATED_DATASET, disk_reassembly, inflated_size
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.dicom.status import CannotUnderstand, DatasetTooLarge
+from xds_core import disk
 
 from .rss import RssWatch
 
@@ -295,3 +296,19 @@ def test_the_counting_inflate_stops_at_the_limit_and_refuses_broken_streams() ->
         inflated_size(stream[: len(stream) // 2])  # truncated
     with pytest.raises(CannotUnderstand):
         inflated_size(b"\xff" * 64)  # not DEFLATE
+
+
+def test_below_the_free_space_watermark_a_c_moved_instance_is_refused_with_a700_and_nothing_spooled(
+        site: Site) -> None:
+    # A watermark above what the spool's file system has free: the disk counts as low.
+    low = disk.free_bytes(site.spool) + 1024**4
+    site.listener.config = DicomConfig(OUR_AE, Peer("ORTHANC", "127.0.0.1", 1), spool_dir=site.spool,
+                                       listener=ListenerLimits(min_free_space=low))
+    before = site.tree()
+    uid = generate_uid()
+    path = _part10(site.peer_dir / "low.dcm", _head(uid) + _pixel_header(100) + bytes(100), uid,
+                   ExplicitVRLittleEndian)
+    assert _store(site, path, move_originator=True) == 0xA700  # PS3.4 Table B.2-1: Refused: Out of Resources
+    assert site.tree() == before  # nothing spooled, no temporary file left
+    # Incoming instances are recorded, not kept: the watermark does not stop a modality.
+    _good(site, "incoming.dcm", move_originator=False)
