@@ -389,13 +389,7 @@ class MllpListener:
             logger.error("%s refusal answer failed: %s", self.label, type(exc).__name__)
             answer = None
         conn.frames.clear()  # the refused frame is not held any longer
-        if answer is None:
-            self._close(conn)
-            return
-        conn.state = _State.REFUSING
-        conn.out = frame(answer)
-        conn.last_progress = now
-        self._write(conn, now)
+        self._answer(conn, answer, _State.REFUSING, now)
 
     def _take_answers(self, now: float) -> None:
         try:
@@ -405,15 +399,18 @@ class MllpListener:
             pass
         while not self._answers.empty():
             conn, answer = self._answers.get()
-            if conn not in self._connections:
-                continue
-            if answer is None:
-                self._close(conn)
-                continue
-            conn.state = _State.WRITING
-            conn.out = frame(answer)
-            conn.last_progress = now
-            self._write(conn, now)
+            if conn in self._connections:
+                self._answer(conn, answer, _State.WRITING, now)
+
+    def _answer(self, conn: _Connection, answer: bytes | None, state: _State, now: float) -> None:
+        """Start sending ``answer`` framed (the connection then in ``state``); no answer closes it."""
+        if answer is None:
+            self._close(conn)
+            return
+        conn.state = state
+        conn.out = frame(answer)
+        conn.last_progress = now
+        self._write(conn, now)
 
     def _write(self, conn: _Connection, now: float) -> None:
         try:
