@@ -361,6 +361,24 @@ DEMO_PASSWORD = env.string(
     "DEMO_PASSWORD", "", "`make run`: the demo portal users' password (empty: one is generated and printed "
     "once, when the users are created).")
 
+# --- Secure node (ATNA, issue 13): TLS (ITI-19) and node identities (atna/) -------------------
+XDS_TLS = env.choice(
+    "XDS_TLS", "off", "TLS on every listener and client (ITI-19, TLS 1.2 floor, mutual authentication): off "
+    "(plain TCP, local development only; a warning is logged), on (XDS_TLS_CERT/KEY and XDS_TLS_CA and/or "
+    "XDS_TLS_PINNED required), demo (`make run` creates a demo PKI under XDS_PKI_DIR and uses it).",
+    ("off", "on", "demo"))
+XDS_PKI_DIR = Path(env.string("XDS_PKI_DIR", str(BASE_DIR / "var" / "pki"),
+                              "XDS_TLS=demo: where the demo PKI (CA, node and role certificates) is kept."))
+XDS_TLS_CERT = env.string("XDS_TLS_CERT", "", "This node's certificate (PEM, with its chain).")
+XDS_TLS_KEY = env.string("XDS_TLS_KEY", "", "This node's private key (PEM, unencrypted; keep it 0600).")
+XDS_TLS_CA = env.csv("XDS_TLS_CA", "", "CA certificates (PEM or DER files, comma-separated) a peer's certificate "
+                     "may chain to.")
+XDS_TLS_PINNED = env.csv("XDS_TLS_PINNED", "", "Certificates (files or directories of .pem/.crt/.der/.cer, "
+                         "comma-separated) a peer may present as they are, self-signed ones included.")
+XDS_TLS_VERIFY_HOSTNAME = env.boolean(
+    "XDS_TLS_VERIFY_HOSTNAME", False, "Outbound TLS checks the server certificate's DNS name against the host "
+    "connected to (ITI-19 FQDN Validation of Server Certificate option).")
+
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
 XDS_DEMO = env.boolean(
     "XDS_DEMO", True, "`make run` starts the two-hospital demo affinity domain (domain registry + repository, "
@@ -437,6 +455,8 @@ INSTALLED_APPS = [
     "demo",
     # The web portal (portal/): the clinician's and operator's pages, above the actors.
     "portal",
+    # The ATNA secure node (atna/): node identity table, TLS settings, the audit trail.
+    "atna",
     # xds_core (the protocol stack) and kos (KOS manifests) are plain libraries, not Django apps.
 ]
 

@@ -84,6 +84,7 @@ class EventId(_Coded):
     PATIENT_RECORD = ("110110", "Patient Record", "DCM")  # A.5.3.14
     PROCEDURE_RECORD = ("110111", "Procedure Record", "DCM")  # A.5.3.15
     QUERY = ("110112", "Query", "DCM")  # A.5.3.10
+    SECURITY_ALERT = ("110113", "Security Alert", "DCM")  # A.5.3.11
     USER_AUTHENTICATION = ("110114", "User Authentication", "DCM")  # A.5.3.12
 
 
@@ -170,6 +171,8 @@ class ObjectRole(IntEnum):
 
     PATIENT = 1
     REPORT = 3
+    MASTER_FILE = 5
+    SECURITY_RESOURCE = 13
     JOB = 20
     QUERY = 24
 
@@ -182,7 +185,9 @@ class ObjectIdType(_Coded):
 
     PATIENT_NUMBER = ("2", "Patient Number", "RFC-3881")
     REPORT_NUMBER = ("9", "Report Number", "RFC-3881")  # an XDS document uniqueId (ITI TF-2b 3.43.6.1)
+    URI = ("12", "URI", "RFC-3881")
     STUDY_INSTANCE_UID = ("110180", "Study Instance UID", "DCM")
+    NODE_ID = ("110182", "Node ID", "DCM")
     SUBMISSION_SET = ("urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "submission set classificationNode",
                       "IHE XDS Metadata")  # ITI TF-2b 3.41.5.1 / 3.42.5.1
 
@@ -240,6 +245,17 @@ AUDITED: Mapping[Transaction, Audited] = {
 #: Transferred, "C" at the receiver (PS3.15 A.5.3.7; EventTypeCode is optional there).
 DICOM_STORE = Audited(Flow.PUSH, (EventId.DICOM_INSTANCES_TRANSFERRED, EventAction.CREATE),
                       (EventId.DICOM_INSTANCES_TRANSFERRED, EventAction.READ))
+
+
+class SecurityAlertType(_Coded):
+    """EventTypeCode of a Security Alert (PS3.16 CID 403 "Audit Event Type Code"; ITI TF-2a 3.20.4.1.1.1)."""
+
+    NODE_AUTHENTICATION = ("110126", "Node Authentication", "DCM")
+    SECURITY_CONFIGURATION = ("110129", "Security Configuration", "DCM")
+    USE_OF_RESTRICTED_FUNCTION = ("110132", "Use of Restricted Function", "DCM")
+    AUDIT_RECORDING_STOPPED = ("110133", "Audit Recording Stopped", "DCM")
+    AUDIT_RECORDING_STARTED = ("110134", "Audit Recording Started", "DCM")
+    OBJECT_SECURITY_ATTRIBUTES_CHANGED = ("110135", "Object Security Attributes Changed", "DCM")
 
 
 # ---------------------------------------------------------------------------------- the event
@@ -302,6 +318,8 @@ class AuditEvent:
     participants: tuple[Participant, ...]
     objects: tuple[ParticipantObject, ...] = ()
     outcome_description: str = ""
+    #: EventTypeCodes besides the transaction's (a Security Alert's type, Login / Logout ...).
+    event_types: tuple[_Coded, ...] = ()
 
     @property
     def patient_ids(self) -> tuple[str, ...]:
@@ -438,6 +456,38 @@ def imaging_objects(patient_id: str | None, studies: Mapping[str, Iterable[str]]
     and the patient (1), when known."""
     return [*([patient(patient_id)] if patient_id else []),
             *(study(uid, instances) for uid, instances in studies.items())]
+
+
+def node_authentication_failure(*, listener: str, peer_address: str, reason: str, peer: str = "",
+                                time: datetime | None = None) -> AuditEvent:
+    """Security Alert, Node Authentication (PS3.15 A.5.3.11; ITI TF-2a Table 3.20.4.1.1.1-1): a peer failed
+    TLS authentication or is not in the node identity table, and was refused.
+
+    ``listener``: our listener (its URL, ``mllp://host:port``, ``dicom://AE@host:port``) -- the reporting
+    process; ``peer``: what the peer claimed (certificate subject, calling AE title), if anything;
+    ``reason``: free text without patient data.  Outcome 4: the attempt was mitigated (refused).
+    """
+    reporter = replace(this_node(listener), is_requestor=False, role=None)
+    performer = Participant(peer or "unauthenticated peer", peer_address, is_requestor=True)
+    subject = ParticipantObject(ObjectIdType.URI, listener, ObjectType.SYSTEM_OBJECT, ObjectRole.SECURITY_RESOURCE,
+                                details=(("Alert Description", reason),))
+    return AuditEvent(event_id=EventId.SECURITY_ALERT, action=EventAction.EXECUTE,
+                      outcome=EventOutcome.MINOR_FAILURE, transaction=None, time=time or datetime.now(UTC),
+                      participants=(reporter, performer), objects=(subject,), outcome_description=reason,
+                      event_types=(SecurityAlertType.NODE_AUTHENTICATION,))
+
+
+def security_alert(alert: SecurityAlertType, *, reporter: Participant, subject: str, description: str,
+                   outcome: EventOutcome = EventOutcome.SUCCESS, performers: Iterable[Participant] = (),
+                   subject_type: ObjectIdType = ObjectIdType.URI, time: datetime | None = None) -> AuditEvent:
+    """Any other Security Alert (PS3.15 A.5.3.11): tampering found, audit started/stopped, configuration
+    changed.  ``subject`` is the alert subject (a URI or node id), ``description`` its Alert Description."""
+    obj = ParticipantObject(subject_type, subject, ObjectType.SYSTEM_OBJECT, ObjectRole.SECURITY_RESOURCE,
+                            details=(("Alert Description", description),))
+    return AuditEvent(event_id=EventId.SECURITY_ALERT, action=EventAction.EXECUTE, outcome=outcome,
+                      transaction=None, time=time or datetime.now(UTC),
+                      participants=(reporter, *performers), objects=(obj,), outcome_description=description,
+                      event_types=(alert,))
 
 
 # ---------------------------------------------------------------------------------- outcomes
