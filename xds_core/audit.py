@@ -3,9 +3,10 @@
 Every transaction and listener of the three actors says here what happened -- which event, who
 took part, which patient(s) and objects, how it ended -- in the terms of an ATNA audit message
 (DICOM PS3.15 A.5 "Audit Message Format", sent by IHE ITI TF-2a 3.20 Record Audit Event).
-Turning an event into the RFC 3881 / PS3.15 XML and sending it over syslog/TLS is the ATNA
-sink's business, not this module's: the event carries what the message needs, except the
-AuditSourceIdentification, which is the deployment's own identity and belongs to the sink.
+Turning an event into the PS3.15 A.5 XML is :mod:`xds_core.audit_xml`'s business and storing and
+sending it over syslog/TLS the ATNA sink's (``atna.trail``), not this module's: the event carries
+what the message needs, except the AuditSourceIdentification, which is the deployment's own
+identity and belongs to the sink.
 
 * :func:`record` is the one call that emits an event.  The default sink is none: ``record``
   then returns at once (a factory passed instead of an event is never called), so the hot paths
@@ -19,8 +20,12 @@ AuditSourceIdentification, which is the deployment's own identity and belongs to
   :func:`describe`; code that finishes later (a streamed RAD-69 answer) keeps the exchange from
   :func:`current` and adds to it then.  The event is recorded once, when the answer is complete.
 * Listeners (MLLP, DICOM), the WADO view and the actors' own SOAP clients record directly.
+* The node's own events have builders here too: Security Alert (:func:`security_alert`,
+  :func:`node_authentication_failure`), Application Activity (:func:`application_activity`), User
+  Authentication (:func:`user_authentication`), Audit Log Used (:func:`audit_log_used`) and a
+  consumer's Import into its archive (:func:`data_import`); ``atna.activity`` and the portal call them.
 
-Nothing here reads settings or touches Django.  One module (~600 lines) on purpose: the
+Nothing here reads settings or touches Django.  One module (~800 lines) on purpose: the
 vocabularies, the event and its builders are the one concept an ATNA sink implements against;
 most of its length is the PS3.15 / IHE code tables.
 """
@@ -39,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum, IntEnum, StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -78,6 +83,7 @@ class EventId(_Coded):
     """EventID (PS3.16 CID 400 "Audit Event ID"; the messages of PS3.15 A.5.3)."""
 
     APPLICATION_ACTIVITY = ("110100", "Application Activity", "DCM")  # A.5.3.1
+    AUDIT_LOG_USED = ("110101", "Audit Log Used", "DCM")  # A.5.3.2
     DICOM_INSTANCES_TRANSFERRED = ("110104", "DICOM Instances Transferred", "DCM")  # A.5.3.7
     EXPORT = ("110106", "Export", "DCM")  # A.5.3.4 Data Export
     IMPORT = ("110107", "Import", "DCM")  # A.5.3.5 Data Import
@@ -258,6 +264,20 @@ class SecurityAlertType(_Coded):
     OBJECT_SECURITY_ATTRIBUTES_CHANGED = ("110135", "Object Security Attributes Changed", "DCM")
 
 
+class ApplicationActivityType(_Coded):
+    """EventTypeCode of Application Activity (PS3.16 CID 401 "Audit Event Type Code"; PS3.15 A.5.3.1)."""
+
+    APPLICATION_START = ("110120", "Application Start", "DCM")
+    APPLICATION_STOP = ("110121", "Application Stop", "DCM")
+
+
+class AuthenticationType(_Coded):
+    """EventTypeCode of User Authentication (PS3.16 CID 401; PS3.15 A.5.3.12)."""
+
+    LOGIN = ("110122", "Login", "DCM")
+    LOGOUT = ("110123", "Logout", "DCM")
+
+
 # ---------------------------------------------------------------------------------- the event
 
 
@@ -268,7 +288,9 @@ class Participant:
     ``user_id``: a SOAP requestor's wsa:ReplyTo, an endpoint's URL, an HL7 application
     (``MSH-3|MSH-4``) or a DICOM AE title; ``alternative_user_id``: our process id, or
     ``AETITLES=<title>`` for a DICOM application (A.5.2.2); ``network_address``: IP address or
-    machine name.
+    machine name; ``role``: the participant's part in the exchange (Source, Destination, Application...);
+    ``roles``: further RoleIDCodes -- for a human user, the access-control roles that authorized the
+    event (ITI TF-2a 3.20.7.1.1).
     """
 
     user_id: str
@@ -277,16 +299,21 @@ class Participant:
     user_name: str = ""
     is_requestor: bool = False
     role: ParticipantRole | None = None
+    roles: tuple[_Coded, ...] = ()
 
     @property
     def network_access_point_type(self) -> NetworkAccessPointType | None:
-        if not self.network_address:
-            return None
-        try:
-            ipaddress.ip_address(self.network_address)
-        except ValueError:
-            return NetworkAccessPointType.MACHINE_NAME
-        return NetworkAccessPointType.IP_ADDRESS
+        return _access_point_type(self.network_address) if self.network_address else None
+
+
+@lru_cache(maxsize=1024)
+def _access_point_type(address: str) -> NetworkAccessPointType:
+    # Cached: the same few peers come back on every transaction, and parsing an address costs ~5 µs.
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return NetworkAccessPointType.MACHINE_NAME
+    return NetworkAccessPointType.IP_ADDRESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +321,8 @@ class ParticipantObject:
     """A ParticipantObjectIdentification (PS3.15 A.5.1): a patient, a document, a study, a query...
 
     ``details`` are ParticipantObjectDetail (type, value) pairs; ``instances`` the SOP Instance
-    UIDs of a study (ParticipantObjectDescription, A.5.3.7); ``query`` the query as received.
+    UIDs of a study (ParticipantObjectDescription, A.5.3.7); ``query`` the query as received;
+    ``name`` a ParticipantObjectName (never with a query: the schema makes them a choice).
     """
 
     id_type: ObjectIdType | Transaction
@@ -304,6 +332,7 @@ class ParticipantObject:
     query: bytes = b""
     details: tuple[tuple[str, str], ...] = ()
     instances: tuple[str, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,6 +519,86 @@ def security_alert(alert: SecurityAlertType, *, reporter: Participant, subject: 
                       event_types=(alert,))
 
 
+def application_activity(started: bool, app: str, *, launcher: Participant | None = None,
+                         time: datetime | None = None) -> AuditEvent:
+    """Application Activity (PS3.15 A.5.3.1; ITI TF-2a Table 3.20.4.1.1.1-1 "Actor-start-stop"): the service
+    ``app`` (``xdsi-web:<site>``, ``xdsi-hl7:<site>`` ...) started or stopped.
+
+    One participant with RoleIDCode 110150 Application -- this process: UserID ``app``, AlternativeUserID
+    its process id, UserIsRequestor false -- and, when known, who launched it (110151 Application Launcher,
+    the requestor).  No participant objects (A.5.3.1 has none).
+    """
+    application = replace(this_node(app), is_requestor=False, role=ParticipantRole.APPLICATION)
+    launchers = (replace(launcher, is_requestor=True, role=ParticipantRole.APPLICATION_LAUNCHER),) if launcher else ()
+    kind = ApplicationActivityType.APPLICATION_START if started else ApplicationActivityType.APPLICATION_STOP
+    return AuditEvent(event_id=EventId.APPLICATION_ACTIVITY, action=EventAction.EXECUTE,
+                      outcome=EventOutcome.SUCCESS, transaction=None, time=time or datetime.now(UTC),
+                      participants=(application, *launchers), event_types=(kind,))
+
+
+def user_authentication(login: bool, user: Participant, *, node: Participant | None = None,
+                        outcome: EventOutcome = EventOutcome.SUCCESS, description: str = "",
+                        time: datetime | None = None) -> AuditEvent:
+    """User Authentication (PS3.15 A.5.3.12): ``user`` logged in (``login``) or out, or failed to.
+
+    ``user``: the person authenticated or claimed -- UserID the (claimed) user name, the browser's
+    address (NetworkAccessPoint is M); UserIsRequestor true, except for a logout the system made
+    (inactivity), where the caller passes ``is_requestor=False``.  ``node``: the process that performed
+    the authentication (0..1).  A failed login: outcome 4 or 8.  No participant objects; never a password.
+    """
+    performing = (replace(node, is_requestor=False),) if node is not None else ()
+    kind = AuthenticationType.LOGIN if login else AuthenticationType.LOGOUT
+    return AuditEvent(event_id=EventId.USER_AUTHENTICATION, action=EventAction.EXECUTE, outcome=outcome,
+                      transaction=None, time=time or datetime.now(UTC), participants=(user, *performing),
+                      outcome_description=description, event_types=(kind,))
+
+
+def data_import(*, importer: Participant, origins: Iterable[Participant], patient_id: str,
+                studies: Mapping[str, Iterable[str]], into: Participant | None = None,
+                humans: Iterable[Participant] = (), outcome: EventOutcome = EventOutcome.SUCCESS,
+                description: str = "", time: datetime | None = None) -> AuditEvent:
+    """Import (PS3.15 A.5.3.5): data from outside this organization entered it -- another site's study
+    imported into this hospital's archive under the local patient (IHE RAD IRWF.b import reconciliation).
+
+    ``importer``: this process, the requestor (110152 Destination Role ID, as the importing side of an
+    ITI-43); ``origins``: where the data came from (110153 Source Role ID: the other sites' imaging
+    sources); ``into``: the local archive it was stored in (a further Destination); ``humans``: the
+    person(s) who asked for it, when known (Human Requestor, as ITI TF-2b 3.43.6.1.1).  Objects: the
+    patient the data now belongs to (the local id) and the studies with their SOP instances.
+    """
+    parties = [replace(importer, is_requestor=True, role=ParticipantRole.DESTINATION),
+               *(replace(o, is_requestor=False, role=ParticipantRole.SOURCE) for o in origins)]
+    if into is not None:
+        parties.append(replace(into, is_requestor=False, role=ParticipantRole.DESTINATION))
+    parties.extend(replace(h, is_requestor=True) for h in humans)
+    return AuditEvent(event_id=EventId.IMPORT, action=EventAction.CREATE, outcome=outcome, transaction=None,
+                      time=time or datetime.now(UTC), participants=tuple(parties),
+                      objects=tuple(imaging_objects(patient_id, studies)), outcome_description=description)
+
+
+#: ParticipantObjectName of the audit trail (PS3.15 A.5.3.2).
+SECURITY_AUDIT_LOG = "Security Audit Log"
+
+
+def audit_log_used(user: Participant, query_description: str, *, log_uri: str = "xdsi:audit-trail",
+                   outcome: EventOutcome = EventOutcome.SUCCESS, node: Participant | None = None,
+                   time: datetime | None = None) -> AuditEvent:
+    """Audit Log Used (PS3.15 A.5.3.2): ``user`` (a person or process: the requestor) read or searched the trail.
+
+    The object is the trail: System Object / Security Resource, IDTypeCode 12 URI (``log_uri``), name
+    "Security Audit Log"; what was searched for (``query_description``: "patient=..., since=...") goes in
+    its ParticipantObjectDetail "QueryDescription" and the EventOutcomeDescription.  ``node``: the
+    process serving the search (the second participant A.5.3.2 allows).
+    """
+    trail = ParticipantObject(ObjectIdType.URI, log_uri, ObjectType.SYSTEM_OBJECT, ObjectRole.SECURITY_RESOURCE,
+                              details=(("QueryDescription", query_description),) if query_description else (),
+                              name=SECURITY_AUDIT_LOG)
+    serving = (replace(node, is_requestor=False),) if node is not None else ()
+    return AuditEvent(event_id=EventId.AUDIT_LOG_USED, action=EventAction.READ, outcome=outcome, transaction=None,
+                      time=time or datetime.now(UTC), participants=(replace(user, is_requestor=True), *serving),
+                      objects=(trail,), outcome_description=query_description)
+
+
 # ---------------------------------------------------------------------------------- outcomes
 
 
@@ -590,6 +699,8 @@ class Exchange:
     Whoever answers the exchange (the SOAP endpoint) creates it with the two parties, sets the
     ``transaction`` once known and calls :meth:`finish` with the outcome it saw; the operation
     adds the objects (:func:`describe`) and, when only it knows the real outcome, :meth:`worsen`.
+    An operation that returns some of the documents asked for says which (:meth:`deliver`): the
+    exchange then records a success for those and a failure for the rest (ITI TF-2b 3.43.6.1.2).
     """
 
     requestor: Participant
@@ -598,6 +709,8 @@ class Exchange:
     objects: list[ParticipantObject] = field(default_factory=list)
     outcome: EventOutcome | None = None
     description: str = ""
+    #: The ids of the documents returned, when the operation told (None: it did not).
+    delivered: set[str] | None = None
     _finished: bool = False
 
     def add(self, objects: Iterable[ParticipantObject]) -> None:
@@ -616,16 +729,34 @@ class Exchange:
             self.outcome = outcome
             self.description = description or self.description
 
+    def deliver(self, document_ids: Iterable[str]) -> None:
+        """The documents (uniqueIds) the answer returns; the others asked for were not."""
+        self.delivered = (self.delivered or set()) | set(document_ids)
+
     def finish(self, outcome: EventOutcome | None) -> None:
-        """Record the event, once; an exchange that never reached a transaction records nothing."""
+        """Record the event(s), once; an exchange that never reached a transaction records nothing."""
         if self._finished or self.transaction is None:
             return
         self._finished = True
         final = worst(outcome, self.outcome)
-        record(lambda: transaction_event(
-            self.transaction, Side.RESPONDER, requestor=self.requestor, responder=self.responder,
-            objects=self.objects, outcome=EventOutcome.SUCCESS if final is None else final,
-            description=self.description))
+        record(lambda: self._events(EventOutcome.SUCCESS if final is None else final))
+
+    def _events(self, outcome: EventOutcome) -> list[AuditEvent]:
+        def event(objects: Iterable[ParticipantObject], result: EventOutcome) -> AuditEvent:
+            return transaction_event(self.transaction, Side.RESPONDER, requestor=self.requestor,
+                                     responder=self.responder, objects=objects, outcome=result,
+                                     description=self.description)
+
+        documents = [o for o in self.objects if o.id_type is ObjectIdType.REPORT_NUMBER]
+        returned = [o for o in documents if self.delivered is not None and o.object_id in self.delivered]
+        if self.delivered is None or not returned or len(returned) == len(documents):
+            return [event(self.objects, outcome)]
+        # ITI TF-2b 3.43.6.1.2: mixed results -- a success event for the documents returned, a failure
+        # event for the rest (each with the other objects, e.g. the patient).
+        others = [o for o in self.objects if o.id_type is not ObjectIdType.REPORT_NUMBER]
+        missing = [o for o in documents if o.object_id not in self.delivered]
+        return [event([*others, *returned], EventOutcome.SUCCESS),
+                event([*others, *missing], max(outcome, EventOutcome.SERIOUS_FAILURE))]
 
 
 _current: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar("xds_audit_exchange", default=None)
@@ -662,6 +793,14 @@ def describe(build: Callable[..., Iterable[ParticipantObject]], *args: Any) -> N
     exchange = _current.get()
     if exchange is not None:
         exchange.describe(build, *args)
+
+
+def delivered(document_ids: Iterable[str]) -> None:
+    """The current exchange returns these documents (:meth:`Exchange.deliver`); no exchange: nothing,
+    and ``document_ids`` (a generator may be passed) is not even read."""
+    exchange = _current.get()
+    if exchange is not None:
+        exchange.deliver(document_ids)
 
 
 def worsen(outcome: EventOutcome, description: str = "") -> None:

@@ -39,6 +39,7 @@ from xds_core import audit
 from xds_core.ebxml.messages import DocumentRequest
 from xds_core.ebxml.responses import DocumentResponse, RetrieveDocumentSetResult
 from xds_core.errors import ErrorCode, RegistryError
+from xds_core.log_ref import log_ref
 from xds_core.soap.mtom import OutgoingPart
 from xds_repository import records
 from xds_repository import storage as store
@@ -109,7 +110,7 @@ def retrieve_document_set(requests: list[DocumentRequest], config: RepositoryCon
                 # immutable (content-addressed, renamed into place), so the checked file is sent.
                 store.verify(config.storage, row.storage_name, sha1=row.hash, size=row.size)
             except store.StorageError as exc:
-                logger.error("stored document %s failed its check: %s", row.unique_id, exc)
+                logger.error("stored document %s failed its check: %s", log_ref(row.unique_id), exc)
                 errors.append(_error(
                     ErrorCode.XDSRepositoryError,
                     f"document {wanted.document_unique_id} cannot be returned: stored content damaged",
@@ -132,6 +133,7 @@ def retrieve_document_set(requests: list[DocumentRequest], config: RepositoryCon
             f"document {wanted.document_unique_id} not returned: this request names {len(requests)} "
             f"DocumentRequests, one ITI-43 answers at most {limits.max_documents}; request the rest separately",
             wanted.document_unique_id))
+    audit.delivered(d.document_unique_id for d in documents)  # ITI TF-2b 3.43.6.1.2: mixed results, two events
     # The endpoint writes the transaction's one line (status, error count); the caps' share is a detail.
     logger.debug("transaction=ITI-43 requested=%d returned=%d errors=%s bytes=%d over_count_cap=%d "
                  "over_byte_cap=%d ms=%d", len(requests), len(documents),

@@ -94,6 +94,7 @@ def _query(request: HttpRequest, *keep: str, **changes: Any) -> str:
 def _refused(request: HttpRequest) -> HttpResponse:
     """A POST from a user who may not act here: 403, with the reason in words."""
     reason = why_not_home(request.user) or "Only this node's own hospital's users act on its imaging source."
+    portal_audit.refused(request, "operator action refused: not a user of this node's hospital")  # Security Alert
     logger.info("operator action refused user=%s path=%s", request.user.get_username(), request.path)
     return render(request, "portal/operator/refused.html", {"nav": "operator", "reason": reason}, status=403)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pydicom
 import pytest
@@ -26,6 +27,7 @@ from imaging_source.dicom.config import DicomConfig, FetchMethod, Peer
 from imaging_source.dicom.find import find_study
 from imaging_source.dicom.scp import DicomListener
 from imaging_source.publish import Outcome, publish
+from tests.audit_messages import keep_captured, valid_messages
 from xds_core import audit
 from xds_core.ebxml.messages import DocumentRequest, RetrieveImagingDocumentSetRequest, SeriesRequest, StudyRequest
 from xds_core.ebxml.parse import parse_retrieve_document_set_response
@@ -38,6 +40,14 @@ from .pacs_fixtures import NIST_STUDY_UID, configure_imaging_source
 
 SOURCE_ID = "1.3.6.1.4.1.21367.13.80.110"
 TRANSFERRED = audit.EventId.DICOM_INSTANCES_TRANSFERRED
+
+
+@pytest.fixture(autouse=True)
+def _every_recorded_event_is_a_valid_audit_message(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each event a test here captures is also written as its A.5 message(s) and checked against the XSD."""
+    captured = keep_captured(monkeypatch)
+    yield
+    valid_messages(captured)
 
 
 def _nist_patient() -> str:

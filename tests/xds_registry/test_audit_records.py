@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.audit_messages import keep_captured, valid_messages
 from tests.xds_registry.registry_helpers import AUTHORITY, fed_patient, new_patient_id, submission_bytes
 from xds_core import audit
 from xds_core.affinity_domain import load_affinity_domain
@@ -26,6 +27,14 @@ from xds_registry.patient_identity_feed.mllp import send, serve_in_thread
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SUBMISSION_SET = audit.ObjectIdType.SUBMISSION_SET
+
+
+@pytest.fixture(autouse=True)
+def _every_recorded_event_is_a_valid_audit_message(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each event a test here captures is also written as its A.5 message(s) and checked against the XSD."""
+    captured = keep_captured(monkeypatch)
+    yield
+    valid_messages(captured)
 
 
 def register(url: str, patient_id: str) -> tuple[str, dict[str, str]]:

@@ -7,10 +7,12 @@ shows up too: an in-process exchange is still two actors, each recording its own
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.audit_messages import keep_captured, valid_messages
 from tests.xds_repository.conftest import REPOSITORY_ID, Doc, kos_doc, new_oid, provide_and_register_parts, send
 from xds_core import audit
 from xds_core.ebxml import serialize as ebxml_serialize
@@ -22,6 +24,14 @@ from xds_core.vocabulary import Action, ResponseStatus
 pytestmark = pytest.mark.django_db
 
 T = audit.Transaction
+
+
+@pytest.fixture(autouse=True)
+def _every_recorded_event_is_a_valid_audit_message(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each event a test here captures is also written as its A.5 message(s) and checked against the XSD."""
+    captured = keep_captured(monkeypatch)
+    yield
+    valid_messages(captured)
 
 
 def retrieve(*unique_ids: str) -> str:
@@ -69,12 +79,19 @@ def test_provide_and_register_then_retrieve_record_one_event_per_transaction_and
     assert event.participant(audit.ParticipantRole.SOURCE).user_id == "local:repository"
 
 
-def test_a_retrieve_with_an_unknown_document_is_a_minor_failure(local: Path, patient: str) -> None:
+def test_a_partly_answered_retrieve_records_a_success_for_the_documents_returned_and_a_failure_for_the_rest(
+        local: Path, patient: str) -> None:
+    """ITI TF-2b 3.43.6.1.2: mixed results are one success event and one failure event."""
     doc = Doc(content=b"known")
     assert send(*provide_and_register_parts([doc], patient_id=patient)[:2])[0] == ResponseStatus.SUCCESS
+    unknown = new_oid()
     with audit.capture() as events:
-        assert retrieve(doc.unique_id, new_oid()) == ResponseStatus.PARTIAL_SUCCESS
-    assert sides(events) == [("ITI-43", "Export", "R", 4)]
+        assert retrieve(doc.unique_id, unknown) == ResponseStatus.PARTIAL_SUCCESS
+    assert sides(events) == [("ITI-43", "Export", "R", 0), ("ITI-43", "Export", "R", 8)]
+    assert [[o.object_id for o in e.objects] for e in events] == [[doc.unique_id], [unknown]]
+    with audit.capture() as events:
+        assert retrieve(new_oid()) == ResponseStatus.FAILURE
+    assert sides(events) == [("ITI-43", "Export", "R", 8)]  # nothing returned: one event
 
 
 def test_an_unreachable_registry_is_a_major_failure_sent_and_a_serious_failure_received(

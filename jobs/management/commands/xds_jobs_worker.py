@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from atna.activity import started
 from jobs.api import Backoff
 from jobs.registry import check_kind, registered_kinds
 from jobs.worker import WorkerConfig, default_worker_id, run_forever, run_one
@@ -53,6 +54,7 @@ class Command(BaseCommand):
         self.stdout.write(f"jobs worker {config.worker_id}; kinds {', '.join(kinds or registered_kinds())}; "
                           f"poll {poll}s; lease {settings.XDS_JOBS_LEASE}s")
         self.stdout.flush()
+        started("jobs-worker")  # Application Activity start/stop (atna.activity)
         processed = 0
         try:
             if once:
