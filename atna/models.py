@@ -68,3 +68,96 @@ class NodeIdentity(models.Model):
     def identity(self) -> Identity:
         ids = tuple(x.strip() for x in self.source_ids.replace(",", "\n").splitlines() if x.strip())
         return Identity(self.name, Role.parse_list(self.roles), ids)
+
+
+# ---------------------------------------------------------------------------------- the audit trail
+# (atna/trail.py writes the records, atna/chain.py chains, anchors and verifies them, atna/syslog_jobs.py ships
+# them to the Audit Record Repository; ITI TF-2a 3.20.)
+
+
+class AuditRecord(models.Model):
+    """One DICOM PS3.15 A.5 audit message, as stored at the moment its event was recorded.
+
+    One patient per message (ITI TF-2a 3.20.7.1): an event naming several patients is several rows.  The
+    columns besides ``message`` are what the trail is searched by; all of them (and ``message``) are covered by
+    the HMAC chain, so an edit of any of them is found by ``xds_audit verify``.  ``chain_seq`` is given by the
+    chainer (atna/chain.py), in its own order, never by the writer: a row committed late is chained later.
+    """
+
+    recorded_at = models.DateTimeField(help_text="When the row was written (UTC).")
+    event_time = models.DateTimeField(help_text="EventDateTime of the message (UTC).")
+    event_id = models.CharField("EventID", max_length=16, help_text="PS3.16 CID 400 code, e.g. 110112 Query.")
+    action = models.CharField("EventActionCode", max_length=1)
+    outcome = models.PositiveSmallIntegerField("EventOutcomeIndicator")
+    transaction = models.CharField("IHE transaction", max_length=16, blank=True,
+                                   help_text="The EventTypeCode of the IHE transaction (ITI-18 ...), if any.")
+    patient_id = models.CharField(max_length=255, blank=True, help_text="The message's one patient (CX), if any.")
+    user_id = models.CharField("requestor UserID", max_length=255, blank=True)
+    user_name = models.CharField("requestor UserName", max_length=255, blank=True,
+                                 help_text="The human user's name or the node identity of the requestor.")
+    message = models.TextField(help_text="The audit message (UTF-8 XML).")
+    chain_seq = models.BigIntegerField(null=True, blank=True, unique=True,
+                                       help_text="Position in the HMAC chain (null until chained).")
+    chain_hmac = models.CharField(max_length=64, blank=True, help_text="HMAC-SHA256 of the chain up to this row.")
+
+    class Meta:
+        verbose_name = "audit record"
+        ordering = ["-id"]
+        # One btree per searched column, declared here rather than with db_index, which on PostgreSQL adds a
+        # second (LIKE) index to every CharField: each index is written by every INSERT and by the chainer's
+        # UPDATE, per audited transaction.  Searches are exact (a patient's CX, a user) or by time.
+        indexes = [models.Index(fields=["patient_id", "event_time"], name="atna_audit_patient_idx"),
+                   models.Index(fields=["user_id"], name="atna_audit_user_id_idx"),
+                   models.Index(fields=["user_name"], name="atna_audit_user_name_idx"),
+                   models.Index(fields=["event_time"], name="atna_audit_time_idx")]
+
+    def __str__(self) -> str:
+        return f"audit record #{self.pk} ({self.event_id} {self.event_time:%Y-%m-%d %H:%M:%S})"
+
+
+class AuditChainState(models.Model):
+    """The chain's head, one row (pk 1): the chainer's lock (select_for_update) and compare-and-swap target."""
+
+    head_seq = models.BigIntegerField(default=0, help_text="Last chained seq (0: nothing chained).")
+    head_hmac = models.CharField(max_length=64, blank=True)
+    #: Identifies the HMAC key the chain was made with (an HMAC of a fixed label), so that a wrong key file is
+    #: reported as such instead of as "every record was altered".
+    key_id = models.CharField(max_length=16, blank=True)
+    #: Where the kept chain starts after retention pruned older records (1: nothing pruned), and the HMAC
+    #: the first kept record chains from.
+    start_seq = models.BigIntegerField(default=1)
+    start_prev_hmac = models.CharField(max_length=64, blank=True)
+    last_anchor_seq = models.BigIntegerField(default=0)
+    last_anchor_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "audit chain state"
+
+
+class AuditAnchor(models.Model):
+    """A copy of what was appended to the anchor file: the chain head at a time, or where a pruned chain starts."""
+
+    class Kind(models.TextChoices):
+        HEAD = "head", "chain head"
+        PRUNE = "prune", "prune (the kept chain starts after this seq)"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    seq = models.BigIntegerField()
+    hmac = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class SyslogCursor(models.Model):
+    """How far the trail was shipped to one Audit Record Repository (ITI-20: stored, sent when it is back)."""
+
+    destination = models.CharField(max_length=255, unique=True)
+    last_seq = models.BigIntegerField(default=0, help_text="Last chain seq the collector accepted.")
+    last_anchor_id = models.BigIntegerField(default=0, help_text="Last anchor sent.")
+    failing_since = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    sent = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
