@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import shlex
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class Hl7Feed:
     timeout: float = 30.0
     sending_application: str = "XDS_CONFORMANCE"
     receiving_application: str = "XDS_REGISTRY"
+    #: MLLP over TLS (ITI-19): a client context presenting our certificate; None: plain MLLP.
+    ssl_context: ssl.SSLContext | None = None
 
     def message(self, patient_id: str, control_id: str) -> bytes:
         now = datetime.now().strftime("%Y%m%d%H%M%S")
@@ -55,7 +58,8 @@ class Hl7Feed:
     def feed(self, patient_id: str) -> None:
         control_id = f"XC{secrets.token_hex(8)}"
         try:  # MLLP framing, size limit and timeout: xds_core.mllp
-            answer = mllp.exchange(self.host, self.port, self.message(patient_id, control_id), timeout=self.timeout)
+            answer = mllp.exchange(self.host, self.port, self.message(patient_id, control_id), timeout=self.timeout,
+                                   ssl_context=self.ssl_context)
         except (OSError, mllp.MllpError) as exc:
             raise FeedError(f"HL7 feed {self.host}:{self.port}: {exc}") from exc
         check_ack(answer, control_id)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from xds_core.mllp import FrameBuffer, MllpError, MllpListener, ServerLimits, frame, read_frames
+from xds_core.mllp import FrameBuffer, MllpError, MllpListener, Peer, ServerLimits, frame, read_frames
 
 BIG_ANSWER = b"A" * (4 * 1024 * 1024)
 
@@ -28,7 +28,7 @@ class Echo(MllpListener):
         self.finished = 0
         self.peak_threads = 0
 
-    def respond(self, message: bytes, peer: tuple[str, int]) -> bytes:
+    def respond(self, message: bytes, peer: Peer) -> bytes:
         self.peak_threads = max(self.peak_threads, threading.active_count())
         if message == b"boom":
             raise RuntimeError("patient Doe^Jane")  # the text must not reach the log
@@ -36,7 +36,7 @@ class Echo(MllpListener):
             return BIG_ANSWER
         return b"ACK " + message
 
-    def refusal(self, head: bytes, peer: tuple[str, int], reason: str) -> bytes | None:
+    def refusal(self, head: bytes, peer: Peer, reason: str) -> bytes | None:
         return b"AR " + head[:8] if head.startswith(b"MSH") else None
 
     def worker_finished(self) -> None:

@@ -9,18 +9,30 @@ may carry any number of messages, each answered with its ACK before the next is 
 message on ``xds.transaction``, without patient data: that goes to the audit trail, one Patient Record
 event per patient the message touched (:func:`audit_events`).  Messages are decoded as UTF-8, falling
 back to ISO-8859-1 (the HL7 v2 default character set) when the bytes are not UTF-8.
+
+Secure node (ITI TF-2a 3.19, issue 13): with a TLS context the listener takes only peers that completed a
+mutually authenticated handshake (a failed one: no answer, a Security Alert, :mod:`xds_core.mllp`); the
+verified certificate is then looked up in the node identity table (``atna.identities.for_certificate``) on
+the connection's first message.  A certificate without an enabled entry, or whose identity lacks the
+``feed`` role, gets an HL7 AR for every message of the connection (nothing is applied) and one Security Alert
+per connection.  An accepted peer's identity name is the requestor's UserName in its ITI-8 audit events.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from django.db import close_old_connections, connection
 
+from atna.identities import for_certificate
 from xds_core import audit, mllp
 from xds_core.affinity_domain import AffinityDomain
+from xds_core.identity import Identity, PeerCertificate, Role
 from xds_registry.patient_identity_feed.hl7v2 import (
     FeedOutcome,
     Hl7ParseError,
@@ -33,37 +45,106 @@ from xds_registry.patient_identity_feed.hl7v2 import (
 
 logger = logging.getLogger("xds.transaction")
 
+#: Who a verified certificate is: the node identity table's lookup (``atna.identities.for_certificate``).
+IdentityLookup = Callable[[PeerCertificate], Identity | None]
+
+#: The answer to every message of a peer the identity table does not let feed.  HL7 v2.5.1 2.9.2.1 (original
+#: acknowledgment mode): MSA-1 ``AR``, the message is rejected unprocessed, for a reason that is not its
+#: content.  HL7 table 0357 (v2.5.1, ERR-3) has no authorization code -- 100-103 and 200-206 all name a fault
+#: of the message -- so ERR-3 is 207, the table's code for a refusal by the receiving application itself, and
+#: ERR-8 (the user message) says why; the same answer whatever the reason, so a probe learns nothing.
+NOT_AUTHORIZED = "sending node not authorized to feed patients (node identity table, ITI TF-2a 3.19.6.1)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """The decision on a TLS peer the table does not let feed (kept in ``Peer.session``; why, for the log)."""
+
+    reason: str
+
 
 class MllpServer(mllp.MllpListener):
-    """``MllpServer((host, port), affinity_domain, limits)``; ``serve_forever()`` / ``shutdown()`` /
-    ``server_close()``."""
+    """``MllpServer((host, port), affinity_domain, limits, ssl_context=..., identities=...)``;
+    ``serve_forever()`` / ``shutdown()`` / ``server_close()``.
+
+    ``ssl_context``: MLLP over TLS (``atna.tls.node_server_context()`` at the edge); ``identities``: the
+    certificate -> identity lookup (default: the node identity table).
+    """
 
     label = "ITI-8"
 
     def __init__(self, address: tuple[str, int], affinity_domain: AffinityDomain | None,
-                 limits: mllp.ServerLimits | None = None) -> None:
+                 limits: mllp.ServerLimits | None = None, *, ssl_context: ssl.SSLContext | None = None,
+                 identities: IdentityLookup = for_certificate) -> None:
         self.affinity_domain = affinity_domain
-        super().__init__(address, limits)
+        self.identities = identities
+        super().__init__(address, limits, ssl_context=ssl_context)
 
-    def respond(self, message: bytes, peer: tuple[str, int]) -> bytes:
+    def respond(self, message: bytes, peer: mllp.Peer) -> bytes:
         return self.process(message, peer).encode("utf-8")
 
-    def process(self, data: bytes, peer: tuple[str, int]) -> str:
+    def process(self, data: bytes, peer: mllp.Peer) -> str:
         started = time.monotonic()
         text = _decode(data)
         # Connection hygiene around each message: a connection the database dropped (restart) or past
         # CONN_MAX_AGE is replaced before the message and released after it, as Django does per request.
         close_old_connections()
         try:
+            decision = self._authorize(peer)
+            if isinstance(decision, _Refused):
+                return self._refuse(text, peer, started)
             ack, message, outcome = handle(text, self.affinity_domain)
         finally:
             close_old_connections()
         _log(peer, message, outcome, started)
         if message is not None:
-            audit.record(lambda: audit_events(message, outcome, peer[0]))
+            audit.record(lambda: audit_events(message, outcome, peer.address, identity=decision))
         return ack
 
-    def refusal(self, head: bytes, peer: tuple[str, int], reason: str) -> bytes | None:
+    def _authorize(self, peer: mllp.Peer) -> Identity | _Refused | None:
+        """The connection's identity (None on a plain listener: no node authentication there), decided on its
+        first message and kept for the next ones; a refusal raises its Security Alert once."""
+        if peer.certificate is None:
+            return None
+        if peer.session is None:
+            peer.session = self._decide(peer, peer.certificate)
+        decision: Identity | _Refused = peer.session
+        return decision
+
+    def _decide(self, peer: mllp.Peer, certificate: PeerCertificate) -> Identity | _Refused:
+        identity = self.identities(certificate)
+        if identity is None:
+            reason = "certificate not in the node identity table (or its entry is disabled)"
+            audit.record(audit.node_authentication_failure(listener=self.uri, peer_address=peer.address,
+                                                            peer=certificate.subject, reason=reason))
+        elif not identity.has(Role.FEED):  # authenticated, but ITI-8 is not among what it may do
+            reason = f"identity {identity.name} lacks the role {Role.FEED.value}"
+            performer = audit.Participant(certificate.subject, peer.address, user_name=identity.name,
+                                          is_requestor=True)
+            audit.record(audit.security_alert(
+                audit.SecurityAlertType.USE_OF_RESTRICTED_FUNCTION, reporter=audit.this_node(self.uri),
+                subject=self.uri, description=reason, outcome=audit.EventOutcome.MINOR_FAILURE,
+                performers=(performer,)))
+        else:
+            return identity
+        # The certificate's fingerprint names the node (no patient data); the subject is in the Security Alert.
+        logger.warning("ITI-8 peer=%s:%s refused: %s (certificate sha256=%s)", peer.address, peer.port, reason,
+                       certificate.sha256)
+        return _Refused(reason)
+
+    def _refuse(self, text: str, peer: mllp.Peer, started: float) -> str:
+        """AR to a message of a refused peer: nothing applied, only its MSH read to address the ACK."""
+        try:
+            message: Message | None = parse_message(text)
+        except Hl7ParseError:
+            message = None
+        outcome = FeedOutcome("AR", NOT_AUTHORIZED, "207", "")
+        _log(peer, message, outcome, started)
+        if message is not None:
+            audit.record(lambda: audit_events(message, outcome, peer.address, refused=True))
+        return build_ack(message, outcome)
+
+    def refusal(self, head: bytes, peer: mllp.Peer, reason: str) -> bytes | None:
         """A frame over the size limit: AR when its MSH segment can be read (HL7 v2.5.1 2.9.2: the message
         is rejected, not processed), else no answer; the listener closes the connection either way."""
         started = time.monotonic()
@@ -79,6 +160,15 @@ class MllpServer(mllp.MllpListener):
         _log(peer, message, outcome, started)
         return build_ack(message, outcome).encode("utf-8")
 
+    def authentication_failed(self, peer: mllp.Peer, reason: str) -> None:
+        """The Security Alert of a failed handshake, with the same database hygiene as a message (the audit
+        trail may write it to the database)."""
+        close_old_connections()
+        try:
+            super().authentication_failed(peer, reason)
+        finally:
+            close_old_connections()
+
     def worker_finished(self) -> None:
         connection.close()  # each worker thread has its own database connection
 
@@ -90,9 +180,9 @@ def _decode(data: bytes) -> str:
         return data.decode("iso-8859-1")
 
 
-def _log(peer: tuple[str, int], message: Message | None, outcome: FeedOutcome, started: float) -> None:
+def _log(peer: mllp.Peer, message: Message | None, outcome: FeedOutcome, started: float) -> None:
     logger.info("ITI-8 peer=%s:%s type=%s^%s control=%s ack=%s err=%s field=%s ms=%.1f",
-                peer[0], peer[1], message.message_type if message else "-",
+                peer.address, peer.port, message.message_type if message else "-",
                 message.trigger_event if message else "-", message.control_id if message else "-",
                 outcome.ack_code, outcome.error_code or "-", outcome.error_field or "-",
                 (time.monotonic() - started) * 1000)
@@ -107,16 +197,23 @@ _FEED_ACTIONS: dict[str, tuple[tuple[str, int, audit.EventAction], ...]] = {
 }
 
 
-def audit_events(message: Message, outcome: FeedOutcome, address: str) -> list[audit.AuditEvent]:
+def audit_events(message: Message, outcome: FeedOutcome, address: str, *, identity: Identity | None = None,
+                 refused: bool = False) -> list[audit.AuditEvent]:
     """The Document Registry's Patient Record events for one ITI-8 message (none for a message that is
-    not one of the ADT events ITI-8 carries).  Source: the sending application ``MSH-3|MSH-4``."""
+    not one of the ADT events ITI-8 carries).  Source: the sending application ``MSH-3|MSH-4``, with the
+    node identity its certificate maps to as UserName; ``refused``: the peer was not authorized (nothing
+    applied)."""
     touched = _FEED_ACTIONS.get(message.trigger_event) if message.message_type == "ADT" else None
     if not touched:
         return []
     sender = audit.remote(f"{message.field('MSH', 3)}|{message.field('MSH', 4)}", address)
+    if identity is not None:
+        sender = replace(sender, user_name=identity.name)
     receiver = audit.this_node(f"{message.field('MSH', 5)}|{message.field('MSH', 6)}")
     if outcome.ack_code == "AA":
         result = audit.EventOutcome.SUCCESS
+    elif refused:
+        result = audit.EventOutcome.SERIOUS_FAILURE
     elif outcome.error_code == "207":  # HL7 table 0357: application internal error (ours)
         result = audit.EventOutcome.MAJOR_FAILURE
     else:
@@ -141,14 +238,19 @@ def _patient_id(message: Message, outcome: FeedOutcome, segment: str, number: in
 
 
 def serve_in_thread(host: str, port: int, affinity_domain: AffinityDomain | None,
-                    limits: mllp.ServerLimits | None = None) -> tuple[MllpServer, threading.Thread]:
+                    limits: mllp.ServerLimits | None = None, *, ssl_context: ssl.SSLContext | None = None,
+                    identities: IdentityLookup = for_certificate) -> tuple[MllpServer, threading.Thread]:
     """Start a server on a background thread (tests; port 0 = ephemeral).  Stop with ``server.shutdown()``."""
-    server = MllpServer((host, port), affinity_domain, limits)
+    server = MllpServer((host, port), affinity_domain, limits, ssl_context=ssl_context, identities=identities)
     thread = threading.Thread(target=server.serve_forever, name="mllp", daemon=True)
     thread.start()
     return server, thread
 
 
-def send(host: str, port: int, message: str, *, timeout: float = 10.0) -> str:
-    """Send one HL7 message (text) and return the ACK text: :func:`xds_core.mllp.exchange` in UTF-8."""
-    return mllp.exchange(host, port, message.encode("utf-8"), timeout=timeout).decode("utf-8")
+def send(host: str, port: int, message: str, *, timeout: float = 10.0,
+         ssl_context: ssl.SSLContext | None = None) -> str:
+    """Send one HL7 message (text) and return the ACK text: :func:`xds_core.mllp.exchange` in UTF-8.
+
+    ``ssl_context``: MLLP over TLS with our certificate (``atna.tls.node_client_context()`` at the edge)."""
+    return mllp.exchange(host, port, message.encode("utf-8"), timeout=timeout,
+                         ssl_context=ssl_context).decode("utf-8")

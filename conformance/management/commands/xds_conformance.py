@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from atna.tls import node_client_context
 from conformance import report
 from conformance.codes import CodesFileError, load_codes
 from conformance.manifest import ManifestError, load_manifest
@@ -83,7 +84,7 @@ class Command(BaseCommand):
                 host, port = parse_host_port(options["feed_hl7"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-            feed_client = Hl7Feed(host, port, timeout=options["timeout"])
+            feed_client = Hl7Feed(host, port, timeout=options["timeout"], ssl_context=node_client_context())
         elif options["feed_cmd"]:
             if "{pid}" not in options["feed_cmd"]:
                 raise CommandError("--feed-cmd must contain {pid}")

@@ -107,7 +107,8 @@ def test_hl7_listener_command_answers_over_mllp(tmp_path: Path):
     proc = subprocess.Popen([*manage, "xds_hl7_listener", "--port", "0"], env=env, cwd=base,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
+        # The start line, after any warning (XDS_TLS=off is one).
+        line = next(text for text in iter(proc.stdout.readline, "") if "MLLP listener on" in text)
         port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
         message = ("MSH|^~\\&|SRC|FAC|REG|AFF|20261127120000||ADT^A04^ADT_A01|L1|P|2.3.1\r"
                    f"PID|||L1^^^&{AUTHORITY}&ISO||Doe^John\r")
