@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +46,13 @@ class DicomImportError(ConnectionError):
 
 @dataclass(frozen=True)
 class StoreScp:
-    """The PACS that receives the import: its AE title and address."""
+    """The PACS that receives the import: its AE title and address; ``tls``, the client context to speak to
+    it with (PS3.15 B.10 / ITI-19: our certificate presented, the PACS's verified), None for plain TCP."""
 
     ae_title: str
     host: str
     port: int
+    tls: ssl.SSLContext | None = None
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -176,7 +179,8 @@ class StoreRequestor:
         ae.add_requested_context(STUDY_ROOT_FIND)
         for sop_class, transfer_syntax in sorted(self._contexts)[-(_MAX_CONTEXTS - 1):]:
             ae.add_requested_context(sop_class, [transfer_syntax])
-        assoc = ae.associate(self.scp.host, self.scp.port, ae_title=self.scp.ae_title)
+        tls_args = (self.scp.tls, self.scp.host) if self.scp.tls is not None else None
+        assoc = ae.associate(self.scp.host, self.scp.port, ae_title=self.scp.ae_title, tls_args=tls_args)
         if not assoc.is_established:
             state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
             raise DicomImportError(f"association {self.calling_ae_title} -> {self.scp} {state}")

@@ -35,6 +35,7 @@ import copy
 import datetime as dt
 import io
 import logging
+import ssl
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -55,7 +56,9 @@ from pydicom.sequence import Sequence
 from consumer.destinations import DestinationError, InstanceRef
 from consumer.dicom_import import STORE_WARNINGS, DicomImportError, StoreRequestor, StoreScp, Timeouts
 from consumer.part10 import Part10Error, UnsupportedLayout, read_layout
+from xds_core.log_ref import log_ref
 from xds_core.metadata.values import CX
+from xds_core.tls import TlsAdapter
 
 logger = logging.getLogger("consumer.pacs_import")
 
@@ -280,7 +283,7 @@ class DicomImport:
             raise DestinationError(f"C-STORE of {ref.sop_instance_uid} to {self.requestor.scp}: "
                                    f"status 0x{status:04X}")
         self.stored += 1
-        logger.debug("import transport=c-store sop=%s status=0x%04X", ref.sop_instance_uid, status)
+        logger.debug("import transport=c-store sop=%s status=0x%04X", log_ref(ref.sop_instance_uid), status)
 
     def close(self) -> None:
         self.requestor.close()
@@ -314,11 +317,15 @@ class DicomwebImport:
 
     def __init__(self, base_url: str, reconciliation: ImportReconciliation, *,
                  session: requests.Session | None = None, timeout: float = 120.0,
+                 tls: ssl.SSLContext | None = None,
                  boundary: Callable[[], str] = lambda: uuid.uuid4().hex,
                  batch_instances: int = 100, batch_bytes: int = 32 * 1024 * 1024) -> None:
         self.base = base_url.rstrip("/")
         self.reconciliation = reconciliation
-        self.session = session or requests.Session()
+        #: An ``https`` origin server is called with this client context (ITI-19: our certificate presented,
+        #: the server's verified); the sessions made here mount it.
+        self.tls = tls
+        self.session = session or self._new_session()
         #: The sender thread's session: a caller's own session is used for it too (the caller then sees every
         #: request), otherwise one of its own, so that a query never shares a connection with a STOW in flight.
         self._given_session = session is not None
@@ -334,6 +341,12 @@ class DicomwebImport:
         self._sender: ThreadPoolExecutor | None = None
         self._in_flight: Future[None] | None = None
         self._send_session: requests.Session | None = None
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        if self.tls is not None:
+            session.mount("https://", TlsAdapter(self.tls))
+        return session
 
     def has(self, ref: InstanceRef) -> bool:
         return any(_json_value(row, "00080018") == ref.sop_instance_uid
@@ -393,7 +406,7 @@ class DicomwebImport:
         self._wait()
         if self._sender is None:
             self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stow-rs")
-            self._send_session = self.session if self._given_session else requests.Session()
+            self._send_session = self.session if self._given_session else self._new_session()
         self._in_flight = self._sender.submit(self._post, batch)
 
     def _wait(self) -> None:

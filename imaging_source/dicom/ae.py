@@ -116,7 +116,13 @@ class AssociationError(ConnectionError):
 
 
 def associate(ae: NoDelayAE, peer: Peer, **kwargs: Any) -> Any:
-    """Open an association to ``peer`` or raise :class:`AssociationError`."""
+    """Open an association to ``peer`` or raise :class:`AssociationError`.
+
+    Over TLS when the peer has a context (PS3.15 B.10: our certificate presented, the peer's verified; a
+    failed handshake is a failed association, nothing is sent in clear).
+    """
+    if peer.tls_args is not None:
+        kwargs.setdefault("tls_args", peer.tls_args)
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, **kwargs)
     if not assoc.is_established:
         state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"

@@ -7,7 +7,7 @@ A.5.3.7), a DIMSE status as an EventOutcomeIndicator, and a DICOM peer as a part
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydicom
@@ -50,9 +50,12 @@ def dimse_outcome(status: int) -> audit.EventOutcome:
     return audit.EventOutcome.MAJOR_FAILURE if status in _OURS else audit.EventOutcome.SERIOUS_FAILURE
 
 
-def peer(ae_title: str, address: str) -> audit.Participant:
-    """A remote DICOM application: its AE title, also as AETITLES= (PS3.15 A.5.2.2)."""
-    return audit.remote(ae_title, address, ae_title=ae_title)
+def peer(ae_title: str, address: str, *, identity: str = "") -> audit.Participant:
+    """A remote DICOM application: its AE title, also as AETITLES= (PS3.15 A.5.2.2); ``identity``, the name of
+    the node identity it authenticated as (issue 13: by certificate, or AE title + address), is its UserName
+    (A.5.2.3: "a human-meaningful name")."""
+    participant = audit.remote(ae_title, address, ae_title=ae_title)
+    return replace(participant, user_name=identity) if identity else participant
 
 
 @dataclass

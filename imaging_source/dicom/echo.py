@@ -50,7 +50,7 @@ def echo(calling_ae: str, peer: Peer, timeout: float = 1.5) -> EchoResult:
     ae = make_ae(calling_ae, timeouts={"connection": timeout, "acse": timeout, "dimse": timeout,
                                        "network": timeout})
     ae.add_requested_context(Verification)
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title, tls_args=peer.tls_args)
     if not assoc.is_established:
         state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
         return result(False, f"association {state}")

@@ -28,6 +28,8 @@ from imaging_source.dicom.ae import POOL, associate, pacs_ae, quiesce
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.study import StudyRef, modifying_systems
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
+from xds_core.tls import TlsAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +207,9 @@ class CFindFinder(_StudyRowsFinder):
             return ref
 
         ref = self._run(run)
-        logger.info("dicom find-study method=c-find study=%s found=%s series=%d instances=%d ms=%.1f", study_uid,
-                    ref is not None, len(ref.series) if ref else 0, ref.instance_count if ref else 0,
-                    (time.perf_counter() - started) * 1000)
+        logger.info("dicom find-study method=c-find study=%s found=%s series=%d instances=%d ms=%.1f",
+                    log_ref(study_uid), ref is not None, len(ref.series) if ref else 0,
+                    ref.instance_count if ref else 0, (time.perf_counter() - started) * 1000)
         return ref
 
     def _modifying_systems(self, assoc: Any, study_uid: str, tree: list[tuple[Any, list[Any]]]) -> list[str]:
@@ -239,7 +241,8 @@ class CFindFinder(_StudyRowsFinder):
             rows = self._run(lambda assoc: self._query(
                 assoc, "IMAGE", {"SOPInstanceUID": sop_instance_uid}, ("StudyInstanceUID", "SeriesInstanceUID")))
         except FindError:
-            logger.info("dicom locate-instance sop=%s failed (PACS refuses relational queries?)", sop_instance_uid)
+            logger.info("dicom locate-instance sop=%s failed (PACS refuses relational queries?)",
+                        log_ref(sop_instance_uid))
             return None
         for row in rows:
             if _text(row, "StudyInstanceUID"):
@@ -274,6 +277,8 @@ class QidoFinder(_StudyRowsFinder):
         self.config = config
         self.base = config.dicomweb_url.rstrip("/")
         self.session = session or requests.Session()
+        if session is None and config.tls is not None:  # an https PACS: our certificate, our trust (ITI-19)
+            self.session.mount("https://", TlsAdapter(config.tls))
         # Orthanc gzips when asked, which costs more CPU than it saves on loopback (measured on this project's machine).
         self.session.headers.update({"Accept": "application/dicom+json", "Accept-Encoding": "identity"})
 
@@ -305,7 +310,7 @@ class QidoFinder(_StudyRowsFinder):
             by_series.setdefault(_text(im, "SeriesInstanceUID"), []).append(im)
         ref = _study_ref(studies[0], [(se, by_series.get(_text(se, "SeriesInstanceUID"), [])) for se in series_rows])
         ref.modifying_systems = self._modifying_systems(ref)
-        logger.info("dicom find-study method=qido-rs study=%s series=%d instances=%d ms=%.1f", study_uid,
+        logger.info("dicom find-study method=qido-rs study=%s series=%d instances=%d ms=%.1f", log_ref(study_uid),
                     len(ref.series), ref.instance_count, (time.perf_counter() - started) * 1000)
         return ref
 

@@ -22,6 +22,11 @@
 
 Every DIMSE transaction logs one line (``dicom <service> ...``).
 
+Who may call is decided before any handler runs as well (:mod:`imaging_source.dicom.admission`): with
+``admission`` the listener speaks TLS only (PS3.15 B.10) when it has a server context, and admits an
+association only for a peer of the node identity table; the identity's name is the requestor's UserName in
+the audit records.
+
 Hostile peers are bounded before any handler runs (:mod:`imaging_source.dicom.acceptor`): associations
 per Calling AE Title and in total, idle and stalled associations, PDU lengths
 (:mod:`imaging_source.dicom.pdu_limits`).  In the listener process received data sets are reassembled in
@@ -46,7 +51,8 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 
 from imaging_source.dicom import auditing
-from imaging_source.dicom.acceptor import GuardedAssociationServer
+from imaging_source.dicom.acceptor import GuardedAssociationServer, identity_of
+from imaging_source.dicom.admission import PeerAdmission
 from imaging_source.dicom.ae import NoDelayAssociationServer, make_ae
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.dimse_retrieve import spool_name
@@ -71,6 +77,7 @@ from imaging_source.dicom.status import (
 )
 from xds_core import audit, disk
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +122,12 @@ class DicomListener:
                  on_instance: Callable[[ReceivedInstance], None] | None = None,
                  on_mpps_completed: Callable[[list[str], str], None] | None = None,
                  on_mpps_in_progress: Callable[[Dataset, str], None] | None = None,
-                 host: str | None = None, port: int | None = None) -> None:
+                 host: str | None = None, port: int | None = None,
+                 admission: PeerAdmission | None = None) -> None:
         self.config = config
+        #: TLS and the node identity table (None: plain TCP and anyone, as before issue 13; the listener
+        #: command always passes one).
+        self.admission = admission
         self.spool_dir = Path(config.spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         # Imported here: the DICOM package itself needs no Django; the MPPS steps are database rows.
@@ -158,11 +169,14 @@ class DicomListener:
         # A data set whose last fragment never came is still in its reassembly file when the
         # association ends (received.py): removed then, whatever ended it.
         self.server = ae.start_listener(self.address, evt_handlers=handlers, server_class=GuardedAssociationServer,
-                                        limits=limits, on_association_end=discard_partial)
+                                        limits=limits, on_association_end=discard_partial,
+                                        admission=self.admission)
         host, port = self.server.server_address[:2]
-        logger.info("dicom listener ae=%s address=%s:%d max_associations=%d per_ae=%d max_pdu=%d network_timeout=%gs",
-                    self.config.ae_title, host, port, limits.max_associations, limits.max_associations_per_ae,
-                    limits.max_pdu_length, limits.network_timeout)
+        transport = "tls" if self.admission is not None and self.admission.uses_tls else "plain"
+        logger.info("dicom listener ae=%s address=%s:%d transport=%s identities=%s max_associations=%d per_ae=%d "
+                    "max_pdu=%d network_timeout=%gs", self.config.ae_title, host, port, transport,
+                    "on" if self.admission is not None else "off", limits.max_associations,
+                    limits.max_associations_per_ae, limits.max_pdu_length, limits.network_timeout)
         return host, port
 
     def stop(self) -> None:
@@ -311,12 +325,12 @@ class DicomListener:
         except Exception as exc:  # noqa: BLE001
             status = status_for(exc)
             if not isinstance(exc, DicomServiceError):
-                logger.exception("MPPS N-CREATE %s failed", uid)
+                logger.exception("MPPS N-CREATE %s failed", log_ref(uid))
         else:
             self._announce_in_progress(reply, uid)
         finally:
             self.mpps.release()  # closes this thread's connection (after the work)
-        logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), uid,
+        logger.info("dicom MPPS N-CREATE from=%s mpps=%s state=%s status=0x%04X", self._peer(event), log_ref(uid),
                     state or "-", status)
         audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_6, reply, status))
         self._close_old_connections()
@@ -333,7 +347,7 @@ class DicomListener:
         try:
             self.on_mpps_in_progress(ds, uid)
         except Exception:  # noqa: BLE001
-            logger.exception("dicom MPPS N-CREATE mpps=%s: the in-progress callback failed", uid)
+            logger.exception("dicom MPPS N-CREATE mpps=%s: the in-progress callback failed", log_ref(uid))
 
     def _on_n_set(self, event: Any) -> tuple[int, Dataset | None]:
         request = event.request
@@ -365,11 +379,11 @@ class DicomListener:
         except Exception as exc:  # noqa: BLE001
             status = status_for(exc)
             if not isinstance(exc, DicomServiceError):
-                logger.exception("MPPS N-SET %s failed", uid)
+                logger.exception("MPPS N-SET %s failed", log_ref(uid))
         finally:
             self.mpps.release()  # closes this thread's connection (after the work)
-        logger.info("dicom MPPS N-SET from=%s mpps=%s state=%s studies=%s status=0x%04X", self._peer(event), uid,
-                    state or "-", ",".join(studies) or "-", status)
+        logger.info("dicom MPPS N-SET from=%s mpps=%s state=%s studies=%s status=0x%04X", self._peer(event),
+                    log_ref(uid), state or "-", ",".join(log_ref(s) for s in studies) or "-", status)
         audit.record(lambda: self._mpps_event(event, audit.Transaction.RAD_7, reply, status))
         self._close_old_connections()
         return status, reply
@@ -377,7 +391,8 @@ class DicomListener:
     # -- audit (xds_core.audit) ----------------------------------------------------------------
     def _parties(self, event: Any) -> tuple[audit.Participant, audit.Participant]:
         requestor = event.assoc.requestor
-        return (auditing.peer(requestor.ae_title, requestor.address),
+        identity = identity_of(event.assoc)
+        return (auditing.peer(requestor.ae_title, requestor.address, identity=identity.name if identity else ""),
                 audit.this_node(self.config.ae_title, ae_title=self.config.ae_title))
 
     def _note_store(self, event: Any, sop_uid: str, status: int, ds: Dataset | None) -> None:
@@ -415,8 +430,9 @@ def _reassembly_dir(event: Any) -> Path | None:
 
 
 def _loggable(uid: str) -> str:
-    """A received UID for a log line: as is when it is a UID, else quoted and cut (no forged lines)."""
-    return uid if is_dicom_uid(uid) else repr(uid[:80])
+    """A received UID for a log line: its reference only (issue 13: no UIDs in operational logs; a forged value
+    is hashed too, so it cannot forge lines either)."""
+    return log_ref(uid)
 
 
 def _attributes_or_none(event: Any) -> Dataset | None:

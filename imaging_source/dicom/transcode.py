@@ -45,6 +45,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from xds_core.log_ref import log_ref
+
 logger = logging.getLogger(__name__)
 
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -212,5 +214,5 @@ def transcode_dataset(ds: Dataset, target: str) -> bytes:
         raise TranscodeError(f"cannot transcode {UID(source).name} -> {UID(target).name}: {exc}") from exc
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
-    logger.debug("transcoded %s %s -> %s", ds.SOPInstanceUID, source, target)
+    logger.debug("transcoded %s %s -> %s", log_ref(ds.SOPInstanceUID), source, target)
     return out.getvalue()

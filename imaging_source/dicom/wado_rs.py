@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -121,7 +122,7 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                 if ahead is not None:
                     request, ahead = ahead, None
                 else:
-                    request = _WadoGet(base, target, wado_accept(asked), deadlines)
+                    request = _WadoGet(base, target, wado_accept(asked), deadlines, config.tls)
                 response = request.response()
                 if asked is not None and response.status in REFUSED_STATUSES:
                     logger.info("WADO-RS: the PACS answered %d to transfer-syntax=%s; asking for the instances"
@@ -130,7 +131,7 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
                     asked = None
                     response.read()  # a small error body: read, so the connection can be kept
                     _wado_release(base, response)
-                    response = _WadoGet(base, target, WADO_ACCEPT, deadlines).response()
+                    response = _WadoGet(base, target, WADO_ACCEPT, deadlines, config.tls).response()
             except TimeoutError as exc:  # connect or send: the PACS takes no request (OSError, but a time rule)
                 raise PacsTimeout(f"WADO-RS: the PACS did not take the request within {deadlines.first_byte:g} s"
                                   f" ({exc})") from exc
@@ -165,13 +166,17 @@ def fetch_wado(config: DicomConfig, series: Sequence[SeriesFetch], collector: Co
 _connections = threading.local()
 
 
-def _wado_connection(base: SplitResult) -> http.client.HTTPConnection:
+def _wado_connection(base: SplitResult, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    """This thread's connection to the PACS at ``base``; an ``https`` one presents our certificate and
+    verifies the PACS's with ``tls`` (ITI-19; the node's client context, DicomConfig.tls)."""
     pool: dict[str, http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
     key = f"{base.scheme}://{base.netloc}"
     connection = pool.get(key)
     if connection is None:
-        kind = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
-        connection = kind(base.hostname or "127.0.0.1", base.port)
+        if base.scheme == "https":
+            connection = http.client.HTTPSConnection(base.hostname or "127.0.0.1", base.port, context=tls)
+        else:
+            connection = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port)
         pool[key] = connection
     return connection
 
@@ -197,7 +202,7 @@ def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | No
     base = urlsplit(config.dicomweb_url.rstrip("/"))
     try:
         return _WadoGet(base, _wado_targets(base, item)[0], wado_accept(_asked_syntax(base, transfer_syntax)),
-                        deadlines)
+                        deadlines, config.tls)
     except FetchError as exc:  # not a UID: the retrieval refuses it per document, nothing to send
         logger.info("WADO-RS request not sent ahead: %s", exc)
         return None
@@ -215,8 +220,9 @@ class _WadoGet:
     """
 
     def __init__(self, base: SplitResult, path: str, accept: str = WADO_ACCEPT,
-                 deadlines: PacsDeadlines = DEFAULT_DEADLINES) -> None:
+                 deadlines: PacsDeadlines = DEFAULT_DEADLINES, tls: ssl.SSLContext | None = None) -> None:
         self.base = base
+        self.tls = tls
         self.path = path
         self.accept = accept
         self.deadlines = deadlines
@@ -229,7 +235,7 @@ class _WadoGet:
                 f"{unquote(self.base.username)}:{unquote(self.base.password or '')}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         for attempt in (1, 2):
-            connection = _wado_connection(self.base)
+            connection = _wado_connection(self.base, self.tls)
             reused = connection.sock is not None
             try:
                 if not reused:
@@ -293,7 +299,10 @@ def _wado_release(base: SplitResult, response: http.client.HTTPResponse) -> None
     """Keep the connection only if the answer was read to its end and the PACS keeps it alive."""
     if not response.isclosed() or response.will_close:
         response.close()
-        _wado_connection(base).close()
+        pool: dict[str, http.client.HTTPConnection] = _connections.__dict__.setdefault("pool", {})
+        connection = pool.get(f"{base.scheme}://{base.netloc}")
+        if connection is not None:
+            connection.close()
 
 
 #: Seconds to connect to the PACS (at most; the first-byte deadline when it is shorter).  Reads wait

@@ -30,6 +30,24 @@
 #   LOCAL_PACS_WORKLISTS []        a folder of worklist files (*.wl) the PACS serves as a Modality
 #                                  Worklist SCP (Orthanc's ModalityWorklists plugin); empty: none
 #   PYTHON [python3]               interpreter with pydicom, for 'load' without arguments
+#
+# Secure node (issue 13; ITI-19 / PS3.15 B.10), the node's own settings:
+#   XDS_TLS [off]                  on or demo: the DICOM port speaks DICOM TLS only (client certificate
+#                                  required; C-MOVE to the xdsi modality over TLS too), the HTTP port HTTPS
+#                                  only, client certificates required; off: plain.  The HTTPS is a socat TLS
+#                                  front on 127.0.0.1:ORTHANC_HTTP_PORT forwarding to Orthanc's plain HTTP on
+#                                  ORTHANC_HTTP_BACKEND_PORT [ORTHANC_HTTP_PORT+10000], which Orthanc answers
+#                                  from loopback only (RemoteAccessAllowed false): Debian's Orthanc 1.10.1
+#                                  crashes (SIGSEGV in a civetweb worker, a null function pointer) on the
+#                                  first HTTPS connection with OpenSSL 3 whatever the Ssl* options -- checked
+#                                  on this project's Debian 12 machine
+#   XDS_TLS_CERT, XDS_TLS_KEY      the certificate (PEM, with its chain; its subjectAltName must name
+#                                  127.0.0.1) and key Orthanc presents, on both ports and as an SCU --
+#                                  the node's own is fine: the node identity table must then list it
+#   XDS_TLS_CA, XDS_TLS_PINNED     comma-separated PEM/DER files (or directories of .pem/.crt/.der/.cer) of
+#                                  the CAs and pinned certificates Orthanc trusts (copied into one PEM
+#                                  file, LOCAL_PACS_DIR/tls/trusted.pem); a pinned certificate must be
+#                                  self-signed here: OpenSSL in Orthanc anchors only at self-signed ones
 set -euo pipefail
 
 ORTHANC_AET="${ORTHANC_AET:-ORTHANC}"
@@ -52,7 +70,24 @@ WORKLIST_PLUGIN=/usr/share/orthanc/plugins/libModalityWorklists.so
 CONFIG="$LOCAL_PACS_DIR/orthanc.json"
 PIDFILE="$LOCAL_PACS_DIR/orthanc.pid"
 LOG="$LOCAL_PACS_DIR/orthanc.log"
-URL="http://127.0.0.1:$ORTHANC_HTTP_PORT"
+XDS_TLS="${XDS_TLS:-off}"
+if [ "$ORTHANC_HTTP_PORT" -le 55535 ]; then default_backend=$((ORTHANC_HTTP_PORT + 10000))
+else default_backend=$((ORTHANC_HTTP_PORT - 10000)); fi
+ORTHANC_HTTP_BACKEND_PORT="${ORTHANC_HTTP_BACKEND_PORT:-$default_backend}"
+FRONT_PIDFILE="$LOCAL_PACS_DIR/https-front.pid"
+FRONT_LOG="$LOCAL_PACS_DIR/https-front.log"
+TLS_DIR="$LOCAL_PACS_DIR/tls"
+TRUSTED="$TLS_DIR/trusted.pem"
+HTTPS_PEM="$TLS_DIR/https.pem"
+CURL_TLS=()
+ECHO_TLS=()
+if [ "$XDS_TLS" = "off" ]; then
+  URL="http://127.0.0.1:$ORTHANC_HTTP_PORT"
+else
+  URL="https://127.0.0.1:$ORTHANC_HTTP_PORT"
+  CURL_TLS=(--cert "${XDS_TLS_CERT:-}" --key "${XDS_TLS_KEY:-}" --cacert "$TRUSTED")
+  ECHO_TLS=(+tls "${XDS_TLS_KEY:-}" "${XDS_TLS_CERT:-}" +cf "$TRUSTED")
+fi
 
 # Files bundled in the pydicom 3.0.x wheel (no download), with distinct UIDs.
 SAMPLE_FILES="CT_small.dcm MR_small.dcm examples_overlay.dcm examples_palette.dcm
@@ -63,19 +98,19 @@ die() { echo "local-pacs: error: $*" >&2; exit 1; }
 
 install_if_missing() {
   if [ -x "$ORTHANC_BIN" ] && [ -f "$DICOMWEB_PLUGIN" ] && command -v echoscu >/dev/null \
-     && command -v curl >/dev/null; then
+     && command -v curl >/dev/null && command -v socat >/dev/null; then
     return 0
   fi
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || die "Orthanc is missing and you are not root: apt-get install orthanc orthanc-dicomweb dcmtk curl"
+    command -v sudo >/dev/null || die "Orthanc is missing and you are not root: apt-get install orthanc orthanc-dicomweb dcmtk curl socat"
     sudo="sudo"
   fi
-  say "installing orthanc, orthanc-dicomweb, dcmtk, curl (apt-get)"
+  say "installing orthanc, orthanc-dicomweb, dcmtk, curl, socat (apt-get)"
   $sudo apt-get update -qq
   # The package's own service is not started where policy-rc.d or the lack of systemd forbids it.
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    orthanc orthanc-dicomweb dcmtk curl >/dev/null
+    orthanc orthanc-dicomweb dcmtk curl socat >/dev/null
 }
 
 # PID of our Orthanc if it runs, else nothing.
@@ -88,8 +123,50 @@ our_pid() {
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 answers() {
-  curl -sf -o /dev/null "$URL/system" &&
-    echoscu -aet "$XDSI_AET" -aec "$ORTHANC_AET" 127.0.0.1 "$ORTHANC_DICOM_PORT" >/dev/null 2>&1
+  curl -sf "${CURL_TLS[@]}" -o /dev/null "$URL/system" &&
+    echoscu -aet "$XDSI_AET" -aec "$ORTHANC_AET" "${ECHO_TLS[@]}" 127.0.0.1 "$ORTHANC_DICOM_PORT" >/dev/null 2>&1
+}
+
+# One PEM file of every certificate in XDS_TLS_CA and XDS_TLS_PINNED (files, or directories of
+# .pem/.crt/.der/.cer; DER is converted), and the HTTPS server's certificate + key in one PEM (Orthanc's
+# SslCertificate takes both in one file).
+# ITI TF-2a 3.19.6.2.3: the four suites IHE requires, then stronger ones (as xds_core/tls.py CIPHERS).
+BCP195_CIPHERS="ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"
+
+write_tls_files() {
+  [ -r "${XDS_TLS_CERT:-}" ] || die "XDS_TLS=$XDS_TLS: XDS_TLS_CERT is not a readable file"
+  [ -r "${XDS_TLS_KEY:-}" ] || die "XDS_TLS=$XDS_TLS: XDS_TLS_KEY is not a readable file"
+  (umask 077; mkdir -p "$TLS_DIR")
+  local tmp="$TRUSTED.tmp" item file found=0
+  : > "$tmp"
+  IFS=',' read -r -a items <<< "${XDS_TLS_CA:-},${XDS_TLS_PINNED:-}"
+  for item in "${items[@]}"; do
+    item="$(echo "$item" | xargs)"; [ -n "$item" ] || continue
+    [ -e "$item" ] || die "trusted certificate $item: no such file or directory"
+    while IFS= read -r -d '' file; do
+      if grep -q -- "-----BEGIN CERTIFICATE-----" "$file"; then cat "$file" >> "$tmp"; echo >> "$tmp"
+      else openssl x509 -inform DER -in "$file" >> "$tmp" || die "$file: not a certificate"; fi
+      found=$((found + 1))
+    done < <(if [ -d "$item" ]; then
+               find "$item" -maxdepth 1 -type f \( -iname '*.pem' -o -iname '*.crt' -o -iname '*.der' -o -iname '*.cer' \) -print0 | sort -z
+             else printf '%s\0' "$item"; fi)
+  done
+  [ "$found" -gt 0 ] || die "XDS_TLS=$XDS_TLS: no trusted certificate (XDS_TLS_CA / XDS_TLS_PINNED)"
+  mv "$tmp" "$TRUSTED"
+  (umask 077; cat "$XDS_TLS_CERT" "$XDS_TLS_KEY" > "$HTTPS_PEM")
+  # Orthanc 1.10.1 has no setting for the DICOM TLS protocol floor, and DCMTK leaves OpenSSL's default (TLS 1.0
+  # and 1.1 accepted).  OpenSSL's system-default section, given to Orthanc's process only (OPENSSL_CONF), sets
+  # the PS3.15 B.10 / ITI-19 floor: TLS 1.2 and the BCP195 suites.
+  cat > "$TLS_DIR/openssl-bcp195.cnf" <<CNF
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_section
+[ssl_section]
+system_default = bcp195
+[bcp195]
+MinProtocol = TLSv1.2
+CipherString = $BCP195_CIPHERS
+CNF
 }
 
 write_config() {
@@ -101,16 +178,31 @@ write_config() {
     plugins="$plugins, \"$WORKLIST_PLUGIN\""
     worklists="\"Worklists\" : { \"Enable\" : true, \"Database\" : \"$LOCAL_PACS_WORKLISTS\" },"
   fi
+  local tls_options="" use_tls=false dicomweb_ssl=false http_port="$ORTHANC_HTTP_PORT"
+  if [ "$XDS_TLS" != "off" ]; then
+    write_tls_files
+    use_tls=true
+    # PS3.15 B.10 on the DICOM port (TLS 1.2+, a client certificate required and verified); HTTP goes to the
+    # backend port, behind the HTTPS front (start_front).
+    tls_options="
+  \"DicomTlsEnabled\" : true,
+  \"DicomTlsCertificate\" : \"$XDS_TLS_CERT\",
+  \"DicomTlsPrivateKey\" : \"$XDS_TLS_KEY\",
+  \"DicomTlsTrustedCertificates\" : \"$TRUSTED\",
+  \"DicomTlsRemoteCertificateRequired\" : true,"
+    dicomweb_ssl=true
+    http_port="$ORTHANC_HTTP_BACKEND_PORT"
+  fi
   cat > "$CONFIG" <<EOF
 {
-  "Name" : "xdsi-local-pacs",
+  "Name" : "xdsi-local-pacs",$tls_options
   "StorageDirectory" : "$LOCAL_PACS_DIR/storage",
   "IndexDirectory" : "$LOCAL_PACS_DIR/storage",
   "Plugins" : [ $plugins ],
   $worklists
 
   "HttpServerEnabled" : true,
-  "HttpPort" : $ORTHANC_HTTP_PORT,
+  "HttpPort" : $http_port,
   "RemoteAccessAllowed" : false,
   "AuthenticationEnabled" : false,
 
@@ -125,7 +217,7 @@ write_config() {
   "DicomAlwaysAllowGet" : false,
   "DicomAlwaysAllowMove" : false,
   "DicomModalities" : {
-    "xdsi" : [ "$XDSI_AET", "$XDSI_HOST", $XDSI_PORT ]
+    "xdsi" : { "AET" : "$XDSI_AET", "Host" : "$XDSI_HOST", "Port" : $XDSI_PORT, "UseDicomTls" : $use_tls }
   },
 
   "SaveJobs" : false,
@@ -134,10 +226,32 @@ write_config() {
     "Enable" : true,
     "Root" : "/dicom-web/",
     "EnableWado" : true,
-    "WadoRoot" : "/wado"
+    "WadoRoot" : "/wado",
+    "Ssl" : $dicomweb_ssl
   }
 }
 EOF
+}
+
+front_pid() {
+  [ -f "$FRONT_PIDFILE" ] || return 0
+  local pid; pid="$(cat "$FRONT_PIDFILE")"
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "socat" ]; then echo "$pid"; fi
+}
+
+# The HTTPS front (XDS_TLS): TLS 1.2 floor, the ITI-19 suites (TLS 1.3's own stay on), a client certificate
+# required (verify=1) and verified against the trusted set; one forked process per connection.
+start_front() {
+  [ -z "$(front_pid)" ] || return 0
+  nohup socat "OPENSSL-LISTEN:$ORTHANC_HTTP_PORT,bind=127.0.0.1,reuseaddr,fork,cert=$HTTPS_PEM,cafile=$TRUSTED,verify=1,openssl-min-proto-version=TLS1.2,cipher=$BCP195_CIPHERS" \
+    "TCP:127.0.0.1:$ORTHANC_HTTP_BACKEND_PORT" </dev/null >"$FRONT_LOG" 2>&1 &
+  echo $! > "$FRONT_PIDFILE"
+}
+
+stop_front() {
+  local pid; pid="$(front_pid)"
+  if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+  rm -f "$FRONT_PIDFILE"
 }
 
 cmd_start() {
@@ -147,13 +261,18 @@ cmd_start() {
     return 0
   fi
   local port
-  for port in "$ORTHANC_HTTP_PORT" "$ORTHANC_DICOM_PORT"; do
+  local ports=("$ORTHANC_HTTP_PORT" "$ORTHANC_DICOM_PORT")
+  [ "$XDS_TLS" = "off" ] || ports+=("$ORTHANC_HTTP_BACKEND_PORT")
+  for port in "${ports[@]}"; do
     if port_in_use "$port"; then die "port $port on 127.0.0.1 is already in use by another program"; fi
   done
   write_config
   # TCP_NODELAY=1: Debian's DCMTK leaves Nagle on, which costs ~40 ms per DIMSE message.
-  TCP_NODELAY=1 nohup "$ORTHANC_BIN" "$CONFIG" </dev/null >"$LOG" 2>&1 &
+  local tls_env=()
+  [ "$XDS_TLS" = "off" ] || tls_env=("OPENSSL_CONF=$TLS_DIR/openssl-bcp195.cnf")
+  env "${tls_env[@]}" TCP_NODELAY=1 nohup "$ORTHANC_BIN" "$CONFIG" </dev/null >"$LOG" 2>&1 &
   echo $! > "$PIDFILE"
+  [ "$XDS_TLS" = "off" ] || start_front
   local waited=0
   until answers; do
     if [ -z "$(our_pid)" ]; then
@@ -164,11 +283,13 @@ cmd_start() {
     fi
     sleep 0.1; waited=$((waited + 1))
   done
+  [ "$XDS_TLS" = "off" ] || say "DICOM TLS and HTTPS with client certificates (XDS_TLS=$XDS_TLS), trust $TRUSTED"
   say "started (PID $(cat "$PIDFILE")): DICOM $ORTHANC_AET@127.0.0.1:$ORTHANC_DICOM_PORT," \
       "HTTP $URL, DICOMweb $URL/dicom-web, C-MOVE destination $XDSI_AET@$XDSI_HOST:$XDSI_PORT"
 }
 
 cmd_stop() {
+  stop_front
   local pid; pid="$(our_pid)"
   if [ -z "$pid" ]; then
     rm -f "$PIDFILE"; say "not running"; return 0
@@ -189,7 +310,7 @@ cmd_status() {
   local pid; pid="$(our_pid)"
   if [ -n "$pid" ] && answers; then
     say "running (PID $pid): DICOM $ORTHANC_AET@127.0.0.1:$ORTHANC_DICOM_PORT, HTTP $URL, state $LOCAL_PACS_DIR"
-    curl -s "$URL/statistics" | grep -E '"Count(Patients|Studies|Series|Instances)"' | tr -d ' ,'
+    curl -s "${CURL_TLS[@]}" "$URL/statistics" | grep -E '"Count(Patients|Studies|Series|Instances)"' | tr -d ' ,'
     return 0
   fi
   if [ -n "$pid" ]; then
@@ -223,7 +344,7 @@ cmd_load() {
   fi
   local ok=0 failed=0 file
   while IFS= read -r -d '' file; do
-    if curl -sf -o /dev/null -X POST -H 'Content-Type: application/dicom' \
+    if curl -sf "${CURL_TLS[@]}" -o /dev/null -X POST -H 'Content-Type: application/dicom' \
          --data-binary @"$file" "$URL/instances"; then
       ok=$((ok + 1))
     else
@@ -237,8 +358,10 @@ cmd_load() {
 cmd_register() {
   [ "$#" -eq 4 ] || die "usage: register NAME AET HOST PORT"
   [ -n "$(our_pid)" ] || die "not running: start it first"
-  curl -sf -o /dev/null -X PUT "$URL/modalities/$1" \
-    -d "{\"AET\":\"$2\",\"Host\":\"$3\",\"Port\":$4}" || die "Orthanc refused modality $1"
+  local use_tls=false
+  [ "$XDS_TLS" = "off" ] || use_tls=true
+  curl -sf "${CURL_TLS[@]}" -o /dev/null -X PUT "$URL/modalities/$1" \
+    -d "{\"AET\":\"$2\",\"Host\":\"$3\",\"Port\":$4,\"UseDicomTls\":$use_tls}" || die "Orthanc refused modality $1"
   say "registered modality $1: $2@$3:$4"
 }
 

@@ -225,6 +225,9 @@ def dicom_listener(settings: dict[str, str], *, ae_title: str = "XDSI_IDS") -> I
     env = {**os.environ, "PYTHONPATH": str(BASE_DIR), "DJANGO_SETTINGS_MODULE": "config.settings",
            "PYTHONUNBUFFERED": "1", "DICOM_AE_TITLE": ae_title, "DICOM_PORT": str(port), "DICOM_HOST": "127.0.0.1",
            "DICOM_STABLE_DELAY": "0", "DICOMWEB_URL": "", **settings}
+    # The listener admits peers through the node identity table (issue 13): its database is migrated, as make run does.
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "migrate", "-v0"], cwd=BASE_DIR, env=env, check=True,
+                   timeout=300)
     process = subprocess.Popen([sys.executable, str(BASE_DIR / "manage.py"), "xds_dicom_listener", "--port", str(port)],
                                cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)

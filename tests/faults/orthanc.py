@@ -21,6 +21,9 @@ API::
         pacs.dicom_pacs_setting    # "AET@127.0.0.1:port", the DICOM_PACS setting's form
         pacs.state_dir             # LOCAL_PACS_DIR (config, storage, orthanc.log, orthanc.pid)
 
+``tls=TlsFiles(cert, key, trust)``: the PACS speaks DICOM TLS and HTTPS with client certificates required
+(local-pacs.sh's XDS_TLS / XDS_TLS_CERT / XDS_TLS_KEY / XDS_TLS_CA); ``rest_url`` is then ``https://...``.
+
 ``PrivateOrthanc(state_dir, ...)`` with ``start()`` / ``stop()`` does the same without the context
 manager; ``stop()`` resumes a stalled Orthanc first (a stopped process does not act on SIGTERM).  The
 script's environment: LOCAL_PACS_DIR, ORTHANC_DICOM_PORT / ORTHANC_HTTP_PORT (free ephemeral ports,
@@ -39,6 +42,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from imaging_source.dicom.config import Peer
@@ -54,6 +58,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The certificate and key the PACS presents and the certificates it trusts (PEM paths)."""
+
+    cert: Path
+    key: Path
+    trust: tuple[Path, ...]
+
+
 class OrthancError(RuntimeError):
     """local-pacs.sh failed (its output is in the message)."""
 
@@ -62,7 +75,7 @@ class PrivateOrthanc:
     """One private Orthanc, driven through local-pacs.sh (see the module docstring)."""
 
     def __init__(self, state_dir: Path, *, ae_title: str = "ORTHANC", xdsi_aet: str = "XDSI_IDS",
-                 xdsi_host: str = "127.0.0.1", xdsi_port: int | None = None) -> None:
+                 xdsi_host: str = "127.0.0.1", xdsi_port: int | None = None, tls: TlsFiles | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.ae_title = ae_title
         self.dicom_port = free_port()
@@ -75,12 +88,17 @@ class PrivateOrthanc:
         self.env = {**os.environ, "LOCAL_PACS_DIR": str(self.state_dir), "ORTHANC_AET": ae_title,
                     "ORTHANC_DICOM_PORT": str(self.dicom_port), "ORTHANC_HTTP_PORT": str(self.http_port),
                     "XDSI_AET": xdsi_aet, "XDSI_HOST": xdsi_host, "XDSI_PORT": str(self.xdsi_port),
-                    "PYTHON": sys.executable, "TCP_NODELAY": "1"}
+                    "PYTHON": sys.executable, "TCP_NODELAY": "1", "XDS_TLS": "off"}
+        self.tls = tls
+        if tls is not None:
+            self.env.update({"XDS_TLS": "on", "XDS_TLS_CERT": str(tls.cert), "XDS_TLS_KEY": str(tls.key),
+                             "ORTHANC_HTTP_BACKEND_PORT": str(free_port()),
+                             "XDS_TLS_CA": ",".join(str(t) for t in tls.trust), "XDS_TLS_PINNED": ""})
 
     # -- addresses ---------------------------------------------------------------------------------
     @property
     def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def dicomweb_url(self) -> str:

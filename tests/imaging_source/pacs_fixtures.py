@@ -92,7 +92,8 @@ def pacs() -> Iterator[Pacs]:
     users = state.parent / "xdsi-test-pacs.users"
     users.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LOCAL_PACS_DIR": str(state), "ORTHANC_DICOM_PORT": "4243", "ORTHANC_HTTP_PORT": "8043",
-           "XDSI_PORT": "11113", "PYTHON": sys.executable, "TCP_NODELAY": "1"}
+           "XDSI_PORT": "11113", "PYTHON": sys.executable, "TCP_NODELAY": "1",
+           "XDS_TLS": "off"}  # the shared test PACS is plain whatever the shell says (TLS: tests/faults/orthanc.py)
     scp_port = _free_port()
     ae_title = f"XDSI_T{os.getpid() % 100000}"
     info = Pacs(env, 4243, 8043, ae_title, scp_port, Path(tempfile.mkdtemp(prefix="xdsi-spool-")))

@@ -10,6 +10,12 @@ Publication is not done here: MPPS COMPLETED and a stable study queue an
 ``imaging_source.publish_study`` job (keyed by Study Instance UID) that the job worker
 (``manage.py xds_jobs_worker``) runs, so a DIMSE answer never waits on RAD-68.
 Every DIMSE transaction logs one line.  Stops cleanly on SIGTERM / Ctrl-C.
+
+Secure node (issue 13, :mod:`imaging_source.dicom.admission`): with XDS_TLS on the listener speaks DICOM TLS
+only (PS3.15 B.10, this node's XDS_TLS_CERT/KEY, peers verified against XDS_TLS_CA / XDS_TLS_PINNED; the
+handshake bounded by DICOM_ACSE_TIMEOUT) and admits a peer only when its certificate is in the node identity
+table; with XDS_TLS off, by its Calling AE Title and address once the table has AE-title rows (none: anyone,
+with a warning).  The worklist SCP is called over TLS per DICOM_WORKLIST_TLS.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from imaging_source.dicom.config import DicomConfig, Peer
+from atna.activity import started
+from imaging_source.dicom.admission import PeerAdmission
+from imaging_source.dicom.config import DicomConfig, Peer, PeerTls
 from imaging_source.dicom.received import disk_reassembly
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
 from imaging_source.patient_mapping import parse_rewrite_rules
@@ -66,15 +74,24 @@ class Command(BaseCommand):
         def on_mpps_in_progress(ds: Any, mpps_uid: str) -> None:
             announce_procedure_in_progress(ds, mpps_uid, rules, max_attempts=max_attempts)
 
+        from atna.tls import node_server_context
+
+        server_tls = node_server_context()
+        admission = PeerAdmission.with_identity_table(server_tls, handshake_timeout=dicom.listener.acse_timeout)
+        if server_tls is None and not admission.ae_titles_configured():
+            self.stderr.write("warning: XDS_TLS is off and the node identity table has no DICOM AE title row: "
+                              "any calling AE may associate (see SECURITY.md)")
         listener = DicomListener(dicom, on_instance=on_instance, on_mpps_completed=on_mpps_completed,
-                                 on_mpps_in_progress=on_mpps_in_progress, port=options["port"])
+                                 on_mpps_in_progress=on_mpps_in_progress, port=options["port"], admission=admission)
         poller = None
         if settings.DICOM_WORKLIST:
             def on_scheduled(item: Any, key: str) -> None:
                 close_old_connections()
                 announce_procedure(Event.PROCEDURE_SCHEDULED, item, key, rules, max_attempts=max_attempts)
 
-            poller = WorklistPoller(dicom.ae_title, Peer.from_dict(settings.DICOM_WORKLIST), on_scheduled,
+            worklist = Peer.from_dict(settings.DICOM_WORKLIST,
+                                      tls=PeerTls(settings.DICOM_WORKLIST_TLS).context(dicom.tls))
+            poller = WorklistPoller(dicom.ae_title, worklist, on_scheduled,
                                     interval=float(settings.DICOM_WORKLIST_POLL))
         # This process reassembles received data sets on disk, next to the spool (a C-MOVE'd instance
         # is then renamed into it): pynetdicom's switch is process-wide, and this process runs no C-GET.
@@ -90,6 +107,7 @@ class Command(BaseCommand):
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+        started("dicom-listener")  # Application Activity start/stop (atna.activity)
         if poller is not None:
             threading.Thread(target=poller.run, args=(stop,), name="worklist-poller", daemon=True).start()
             self.stdout.write(f"polling the worklist {poller.peer} every {poller.interval:.0f}s")

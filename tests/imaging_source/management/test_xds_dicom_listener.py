@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 
 from imaging_source.dicom.ae import associate, make_ae
 from imaging_source.dicom.config import Peer
+from xds_core.log_ref import log_ref
 
 BASE_DIR = Path(__file__).resolve().parents[3]
 
@@ -31,7 +32,11 @@ def _free_port() -> int:
 def test_listener_process_answers_echo_and_store_and_stops_cleanly(tmp_path) -> None:
     port = _free_port()
     env = {**os.environ, "XDS_VAR_DIR": str(tmp_path), "LOG_LEVEL": "INFO", "DICOM_STABLE_DELAY": "0",
-           "PYTHONUNBUFFERED": "1", "TCP_NODELAY": "1"}
+           "PYTHONUNBUFFERED": "1", "TCP_NODELAY": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'node.sqlite3'}"}
+    # The listener admits peers through the node identity table (issue 13): its database is migrated first, as
+    # `make run` does.
+    subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "migrate", "-v0"], cwd=BASE_DIR, env=env,
+                   check=True, timeout=300)
     process = subprocess.Popen([sys.executable, str(BASE_DIR / "manage.py"), "xds_dicom_listener", "--port", str(port)],
                                cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -53,8 +58,9 @@ def test_listener_process_answers_echo_and_store_and_stops_cleanly(tmp_path) -> 
     assert store.returncode == 0, store.stderr
     assert process.returncode == 0, output
     assert "dicom C-ECHO from=MODALITY@127.0.0.1 status=0x0000" in output
-    assert "dicom C-STORE from=MODALITY@127.0.0.1 kind=incoming sop=1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322" \
-        " status=0x0000" in output
+    # The SOP Instance UID as its log reference (issue 13: no UIDs in operational logs).
+    sop = log_ref("1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322")
+    assert f"dicom C-STORE from=MODALITY@127.0.0.1 kind=incoming sop={sop} status=0x0000" in output
     assert "dicom listener stopped" in output
 
 
