@@ -42,7 +42,7 @@ from xds_core.ebxml.parse import parse_retrieve_document_set_response
 from xds_core.ebxml.serialize import retrieve_imaging_document_set_request
 from xds_core.errors import ErrorCode, XdsError
 from xds_core.identifiers import is_dicom_uid
-from xds_core.soap.client import SoapClient, SoapResult, TransportError
+from xds_core.soap.client import SoapClient, SoapResult, TransportError, new_session
 from xds_core.soap.mtom import Attachment
 from xds_core.vocabulary import Action, ResponseStatus
 
@@ -185,7 +185,8 @@ def retrieve_manifest(manifest: Manifest, destination: Destination, *,
         raise RetrievalSetupError(f"max_attempts must be at least 1, not {max_attempts}")
     started = time.monotonic()
     report = RetrievalReport()
-    with tempfile.TemporaryDirectory(prefix="xds-consumer-") as spool, requests.Session() as session:
+    # new_session(): under XDS_TLS this node's certificate is presented to the imaging sources (ITI-19).
+    with tempfile.TemporaryDirectory(prefix="xds-consumer-") as spool, new_session() as session:
         run = _Run(destination, report, progress, Path(spool), session, syntaxes, max_attempts, backoff, timeout)
         for study in manifest.studies:
             for series in study.series:

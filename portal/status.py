@@ -29,9 +29,10 @@ from typing import Any
 import requests
 from django.db import connection
 
-from imaging_source.dicom.config import Peer
+from imaging_source.dicom.config import Peer, PeerTls, node_client_context
 from imaging_source.dicom.echo import echo
 from xds_core import disk
+from xds_core.soap.client import new_session
 
 #: Seconds any one check may take (connect, answer); checks run side by side.
 TIMEOUT = 1.5
@@ -65,13 +66,15 @@ class NodeConfig:
         """Built from a settings object, passed in by the caller."""
         from xds_repository.conf import document_store_root
 
-        pacs = Peer.from_dict(settings.DICOM_PACS) if settings.DICOM_PACS else None
+        tls = node_client_context(settings)  # under XDS_TLS our C-ECHOs speak DICOM TLS (PS3.15 B.10)
+        pacs = (Peer.from_dict(settings.DICOM_PACS, tls=PeerTls(settings.DICOM_PACS_TLS).context(tls))
+                if settings.DICOM_PACS else None)
         store_root = document_store_root()
         listener = None
         if getattr(settings, "XDS_RUN_DICOM", True) and pacs is not None:
             # A listener bound to every address is reached on loopback.
             host = settings.DICOM_HOST if settings.DICOM_HOST not in ("", "0.0.0.0", "::") else "127.0.0.1"
-            listener = Peer(settings.DICOM_AE_TITLE, host, settings.DICOM_PORT)
+            listener = Peer(settings.DICOM_AE_TITLE, host, settings.DICOM_PORT, tls)
         return cls(site_key=settings.XDS_SITE_KEY, site_name=settings.XDS_SITE_NAME,
                    ae_title=settings.DICOM_AE_TITLE, listener=listener, pacs=pacs,
                    dicomweb_url=settings.DICOMWEB_URL or "", imaging_source_id=settings.XDS_IMAGING_SOURCE_ID,
@@ -150,9 +153,11 @@ def http_words(exc: requests.RequestException) -> str:
 
 def http_check(url: str, timeout: float, *, ok_statuses: tuple[int, ...] = (200, 204)) -> Check:
     try:
-        # One request, no keep-alive: nothing of a status check lingers in the peer's server.
-        answer = requests.get(url, timeout=timeout, headers={"Accept": "application/dicom+json, */*",
-                                                             "Connection": "close"})
+        # One request, no keep-alive: nothing of a status check lingers in the peer's server.  A session of
+        # new_session(): under XDS_TLS an https:// peer sees this node's certificate (ITI-19).
+        with new_session() as session:
+            answer = session.get(url, timeout=timeout, headers={"Accept": "application/dicom+json, */*",
+                                                                "Connection": "close"})
     except requests.RequestException as exc:
         return Check(DOWN, http_words(exc), url)
     if answer.status_code in ok_statuses:
@@ -290,8 +295,9 @@ class PeerStatus:
 def peer_status(name: str, url: str, timeout: float) -> PeerStatus:
     """Ask a peer node for its ``/healthz`` (a 503 still carries its document)."""
     try:
-        answer = requests.get(f"{url}/healthz", timeout=timeout, headers={"Accept": "application/json",
-                                                                                  "Connection": "close"})
+        with new_session() as session:  # our certificate presented under XDS_TLS (ITI-19)
+            answer = session.get(f"{url}/healthz", timeout=timeout, headers={"Accept": "application/json",
+                                                                             "Connection": "close"})
     except requests.RequestException as exc:
         return PeerStatus(name, url, DOWN, http_words(exc))
     try:

@@ -41,6 +41,10 @@ CIPHERS = ":".join((
 #: OpenSSL (through Python's ssl) does not choose any by itself.
 _DH_PARAMS = Path(__file__).resolve().parent / "data" / "ffdhe2048.pem"
 
+#: The WSGI environ key under which the web server hands the verified client certificate (a PeerCertificate)
+#: to the application (config.http_worker; read by atna.middleware and the SOAP endpoint's audit record).
+ENVIRON_PEER_CERTIFICATE = "xds.peer_certificate"
+
 _TLS_OPTIONS = ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
 
 

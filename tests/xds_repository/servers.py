@@ -96,10 +96,24 @@ class Server:
             self.killed = True
 
 
-def start_server(workdir: Path, *, workers: int = 1, **settings: str) -> Server:
-    """Migrate a fresh database and start gunicorn serving the whole suite."""
+def start_server(workdir: Path, *, workers: int = 1, session: requests.Session | None = None, setup: str = "",
+                 audit_file: Path | None = None, **settings: str) -> Server:
+    """Migrate a fresh database and start gunicorn serving the whole suite.
+
+    ``XDS_TLS`` in ``settings`` (not ``off``): the server speaks HTTPS (the worker reads XDS_TLS* itself) and
+    ``session`` -- a client certificate the server's identity table knows -- checks that it answers.
+    ``setup``: Python for ``manage.py shell`` after ``migrate`` (identity rows...).  ``audit_file``: the
+    server's audit events as JSON lines (tests/gunicorn_audit_capture.py).
+    """
     env = server_env(workdir, **settings)
     manage(env, "migrate", "--noinput")
+    if setup:
+        manage(env, "shell", "-c", setup)
+    capture: list[str] = []
+    if audit_file is not None:
+        env["XDS_TEST_AUDIT_FILE"] = str(audit_file)
+        capture = ["--config", str(BASE_DIR / "tests" / "gunicorn_audit_capture.py")]
+    scheme = "https" if env.get("XDS_TLS", "off") != "off" else "http"
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -108,24 +122,25 @@ def start_server(workdir: Path, *, workers: int = 1, **settings: str) -> Server:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"fd://{listener.fileno()}",
-             *worker_arguments(workers, 4), "--timeout", "600", "--no-control-socket"],
+             *worker_arguments(workers, 4), "--timeout", "600", "--no-control-socket", *capture],
             env=env, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),),
             start_new_session=True)
     listener.close()
-    server = Server(f"http://127.0.0.1:{port}", env, workdir, process, log)
+    server = Server(f"{scheme}://127.0.0.1:{port}", env, workdir, process, log)
     try:
-        _wait_until_ready(server)
+        _wait_until_ready(server, session)
     except BaseException:
         server.stop()  # never leave a server behind
         raise
     return server
 
 
-def _wait_until_ready(server: Server) -> None:
+def _wait_until_ready(server: Server, session: requests.Session | None = None) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            if requests.get(server.url + "/xds/repository", timeout=10).status_code == 200 and server.worker_pids():
+            answer = (session or requests).get(server.url + "/xds/repository", timeout=10)
+            if answer.status_code == 200 and server.worker_pids():
                 return
         except (requests.ConnectionError, requests.Timeout):
             pass

@@ -25,7 +25,8 @@ instead of a connection reset.  MTOM parts spill to disk once the request holds
 Every transaction logs exactly one line on the ``xds.transaction`` logger, and -- when an audit
 sink is installed -- records exactly one :class:`~xds_core.audit.AuditEvent`: this endpoint knows
 the peer, the transaction and how the answer ended; the operation adds the patient and objects
-(:func:`xds_core.audit.describe`).
+(:func:`xds_core.audit.describe`).  Under TLS the record's requestor carries the peer's node identity and
+certificate subject, read here at the edge from the request (the web worker and ``atna.middleware`` put them).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -56,12 +57,14 @@ from xds_core.ebxml.responses import adhoc_query_response, registry_response, re
 from xds_core.errors import ErrorCode, RegistryError, XdsError
 from xds_core.http.direct_write import ENVIRON_KEY as DIRECT_WRITER_KEY
 from xds_core.http.direct_write import DirectWriter
+from xds_core.identity import Identity, PeerCertificate
 from xds_core.ns import q
 from xds_core.safe_xml import DEFAULT_MAX_XML_NODES, parse_xml, to_bytes
 from xds_core.soap.envelope import SoapRequest, SoapResponse, parse_envelope, render_fault
 from xds_core.soap.faults import SoapFault
 from xds_core.soap.mtom import DEFAULT_MEMORY_BUDGET, BodyChunk, IncomingMessage, MessageTooLarge, MtomError, joined
 from xds_core.soap.mtom_reader import read_message
+from xds_core.tls import ENVIRON_PEER_CERTIFICATE
 
 transaction_log = logging.getLogger("xds.transaction")
 logger = logging.getLogger(__name__)
@@ -316,6 +319,8 @@ class XdsEndpoint:
             content_length = 0
         exchange = (audit.soap_exchange(meta.get("REMOTE_ADDR", ""), request.build_absolute_uri(request.path))
                     if audit.enabled() else None)
+        if exchange is not None:
+            exchange.requestor = _authenticated(exchange.requestor, request)
         return self._http_response(self.handle(content_type, meta["wsgi.input"], content_length,
                                                Limits.from_settings(), direct=meta.get(DIRECT_WRITER_KEY),
                                                exchange=exchange))
@@ -451,6 +456,20 @@ class XdsEndpoint:
         exchange = audit.soap_exchange("", f"local:{self.spec.name}") if audit.enabled() else None
         answer = self.handle(content_type, io.BytesIO(body), len(body), Limits.from_settings(), exchange=exchange)
         return answer.status, answer.content_type, answer.body
+
+
+def _authenticated(requestor: audit.Participant, request: HttpRequest) -> audit.Participant:
+    """The requestor as TLS authenticated it (issue 13): UserName = its node identity (``request.xds_identity``,
+    set by the identity middleware), AlternativeUserID = its certificate's subject (PS3.15 A.5.2: an
+    alternative identification of the same participant).  Plain HTTP: the requestor as it was."""
+    certificate = request.META.get(ENVIRON_PEER_CERTIFICATE)
+    identity = getattr(request, "xds_identity", None)
+    if not isinstance(certificate, PeerCertificate) and not isinstance(identity, Identity):
+        return requestor
+    return replace(requestor,
+                   user_name=identity.name if isinstance(identity, Identity) else requestor.user_name,
+                   alternative_user_id=(certificate.subject if isinstance(certificate, PeerCertificate)
+                                        else requestor.alternative_user_id))
 
 
 def _audit_outcome(record: _Record) -> audit.EventOutcome | None:

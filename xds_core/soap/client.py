@@ -14,6 +14,7 @@ knows no actor.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -49,6 +50,38 @@ LOCAL_SCHEME = "local:"
 #: Runs one exchange in process: (Content-Type, body) -> (HTTP status, Content-Type, answer chunks).
 LocalDispatch = Callable[[str, bytes], tuple[int, str, Iterator[bytes]]]
 _LOCAL_ENDPOINTS: dict[str, LocalDispatch] = {}
+
+
+#: Makes a new session for calls to another node, or None when a plain one will do.  The deployment's edge
+#: installs one (``atna.tls.tls_session``: our TLS certificate presented, ITI-19); this module knows no settings.
+SessionFactory = Callable[[], "requests.Session | None"]
+_session_factory: SessionFactory | None = None
+_thread_sessions = threading.local()
+
+
+def set_session_factory(factory: SessionFactory | None) -> SessionFactory | None:
+    """Install the factory of the sessions of clients made without ``session=``; returns the previous one."""
+    global _session_factory
+    previous, _session_factory = _session_factory, factory
+    _thread_sessions.__dict__.clear()
+    return previous
+
+
+def new_session() -> requests.Session:
+    """A new session for calls to another node, as the installed factory makes them (the caller closes it)."""
+    made = _session_factory() if _session_factory is not None else None
+    return made if made is not None else requests.Session()
+
+
+def _default_session() -> requests.Session | None:
+    """This thread's session from the installed factory (made once per thread and kept: a requests.Session is
+    not thread-safe, and its pool reuses connections); None without a factory or when it gives None."""
+    if _session_factory is None:
+        return None
+    made: tuple[requests.Session | None, SessionFactory] | None = getattr(_thread_sessions, "made", None)
+    if made is None or made[1] is not _session_factory:
+        made = _thread_sessions.made = (_session_factory(), _session_factory)
+    return made[0]
 
 
 def register_local_endpoint(name: str, dispatch: LocalDispatch) -> None:
@@ -139,7 +172,11 @@ def _result_from_message(http_status: int, message: IncomingMessage) -> SoapResu
 
 
 class SoapClient:
-    """A SOAP 1.2 client for one endpoint URL (``http(s)://...`` or ``local:<name>``)."""
+    """A SOAP 1.2 client for one endpoint URL (``http(s)://...`` or ``local:<name>``).
+
+    ``session``: the ``requests.Session`` to send with (its TLS adapter presents our certificate); none
+    given: this thread's session of the installed factory (:func:`set_session_factory`), else plain ``requests``.
+    """
 
     def __init__(self, url: str, *, timeout: float = 120.0, max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
                  max_xml_size: int = DEFAULT_MAX_XML_SIZE, spool_dir: str | None = None,
@@ -198,7 +235,7 @@ class SoapClient:
             "Accept-Encoding": "identity",
         }
         data: object = _SizedBody(chunks, length) if length is not None else chunks
-        session = self._session or requests
+        session = self._session or _default_session() or requests
         try:
             response = session.post(self.url, data=data, headers=headers, stream=True, timeout=self.timeout)
         except requests.RequestException as exc:
