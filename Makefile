@@ -13,7 +13,8 @@ export PYTHONDONTWRITEBYTECODE := 1
         conformance pacs-start pacs-stop pacs-load system-deps venv migrate clean
 
 help:
-	@echo "make run     set everything up and start the two-hospital demo affinity domain (XDS_DEMO=false: one node on :$(PORT))"
+	@echo "make run     set everything up and start the two-hospital demo affinity domain (XDS_DEMO=false: one node on :$(PORT);"
+	@echo "             XDS_TLS=demo: every listener over mutual TLS with a demo PKI under var/pki, see SECURITY.md)"
 	@echo "make test    run the whole test suite (starts a local Orthanc PACS for the DICOM tests)"
 	@echo "make bench   run the registry/repository/imaging benchmarks against 'XDS_DEMO=false make run'"
 	@echo "make bench-ab BASE=rev  interleaved A/B benchmark of two commits"
@@ -33,16 +34,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 # Debian packages: Orthanc + DICOMweb plugin + dcmtk (the local PACS and an independent DICOM peer),
-# chromium + chromium-driver (the portal's browser tests) and npm (axe-core for their accessibility checks).
+# chromium + chromium-driver (the portal's browser tests) and npm (axe-core for their accessibility checks);
+# socat (the Orthancs' HTTPS front under XDS_TLS, imaging_source/pacs/local-pacs.sh) and openssl (the TLS tests'
+# s_client probes).
 system-deps:
 	@if ! command -v Orthanc >/dev/null || ! command -v storescu >/dev/null \
 	    || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ ! -x /usr/bin/chromium ] \
-	    || [ ! -x /usr/bin/chromedriver ] || ! command -v npm >/dev/null; then \
-	  echo "installing orthanc, orthanc-dicomweb, dcmtk, chromium, chromium-driver, npm (apt)"; \
+	    || [ ! -x /usr/bin/chromedriver ] || ! command -v npm >/dev/null || ! command -v socat >/dev/null \
+	    || ! command -v openssl >/dev/null; then \
+	  echo "installing orthanc, orthanc-dicomweb, dcmtk, socat, openssl, chromium, chromium-driver, npm (apt)"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
-	    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk curl chromium chromium-driver \
-	    $$(command -v npm >/dev/null || echo npm) >/dev/null; \
+	    apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk curl socat openssl chromium \
+	    chromium-driver $$(command -v npm >/dev/null || echo npm) >/dev/null; \
 	fi
 
 # axe-core (package.json, exact pin; package-lock.json) for the browser tests' accessibility checks.

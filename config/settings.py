@@ -180,6 +180,11 @@ HL7_RATE_WINDOW = env.integer(
 HL7_FRAME_DEADLINE = env.integer(
     "HL7_FRAME_DEADLINE", 120, "ITI-8 MLLP: seconds within which a message, once begun, must have arrived whole.",
     minimum=1, maximum=3600)
+# MLLP over TLS (issue 13, helper B): the handshake runs on the I/O thread with its own deadline, so a silent
+# TLS client costs a socket for this long, never a worker.
+HL7_HANDSHAKE_TIMEOUT = env.integer(
+    "HL7_HANDSHAKE_TIMEOUT", 10, "ITI-8 MLLP over TLS (XDS_TLS on): seconds within which a connection's TLS "
+    "handshake must be complete, else it is closed (and a Security Alert recorded).", minimum=1, maximum=300)
 
 # --- Imaging Document Source ---------------------------------------------------------
 XDS_IMAGING_SOURCE_ID = env.oid(
@@ -367,7 +372,7 @@ XDS_TLS = env.choice(
     "(plain TCP, local development only; a warning is logged), on (XDS_TLS_CERT/KEY and XDS_TLS_CA and/or "
     "XDS_TLS_PINNED required), demo (`make run` creates a demo PKI under XDS_PKI_DIR and uses it).",
     ("off", "on", "demo"))
-XDS_PKI_DIR = Path(env.string("XDS_PKI_DIR", str(BASE_DIR / "var" / "pki"),
+XDS_PKI_DIR = Path(env.string("XDS_PKI_DIR", str(VAR_DIR / "pki"),
                               "XDS_TLS=demo: where the demo PKI (CA, node and role certificates) is kept."))
 XDS_TLS_CERT = env.string("XDS_TLS_CERT", "", "This node's certificate (PEM, with its chain).")
 XDS_TLS_KEY = env.string("XDS_TLS_KEY", "", "This node's private key (PEM, unencrypted; keep it 0600).")
@@ -378,6 +383,46 @@ XDS_TLS_PINNED = env.csv("XDS_TLS_PINNED", "", "Certificates (files or directori
 XDS_TLS_VERIFY_HOSTNAME = env.boolean(
     "XDS_TLS_VERIFY_HOSTNAME", False, "Outbound TLS checks the server certificate's DNS name against the host "
     "connected to (ITI-19 FQDN Validation of Server Certificate option).")
+
+# --- Audit trail (ATNA, issue 13: atna/trail.py, atna/chain.py, atna/syslog_jobs.py) ----------------
+XDS_AUDIT = env.boolean(
+    "XDS_AUDIT", True, "Keep the ATNA audit trail: every audit event becomes a DICOM PS3.15 A.5 message stored in "
+    "the database (written before the answer goes out), HMAC-chained by the job worker, anchored to a file and "
+    "shipped to XDS_AUDIT_SYSLOG. Not installed under pytest.")
+XDS_AUDIT_SOURCE_ID = env.string(
+    "XDS_AUDIT_SOURCE_ID", "", "AuditSourceID of this node's audit messages (PS3.15 A.5.1; empty: "
+    "<XDS_SITE_KEY>@<hostname>).")
+XDS_AUDIT_ENTERPRISE_SITE_ID = env.string(
+    "XDS_AUDIT_ENTERPRISE_SITE_ID", "", "AuditEnterpriseSiteID of this node's audit messages (the hospital; "
+    "empty: none).")
+XDS_AUDIT_KEY_FILE = Path(env.string(
+    "XDS_AUDIT_KEY_FILE", str(VAR_DIR / "audit" / "hmac.key"), "The audit chain's HMAC key, kept outside the "
+    "database (created 0600 by the first chaining; back it up: without it `xds_audit verify` cannot pass)."))
+XDS_AUDIT_ANCHOR_FILE = Path(env.string(
+    "XDS_AUDIT_ANCHOR_FILE", str(VAR_DIR / "audit" / "anchors.log"), "Append-only file the audit chain's head is "
+    "anchored to (seq, HMAC, time); `xds_audit verify` finds truncated records with it. Keep it off the "
+    "database's disk."))
+XDS_AUDIT_CHAIN_INTERVAL = env.integer(
+    "XDS_AUDIT_CHAIN_INTERVAL", 5, "Seconds between runs of the audit chainer and the syslog shipper (jobs of "
+    "the job worker).", minimum=1, maximum=3600)
+XDS_AUDIT_ANCHOR_INTERVAL = env.integer(
+    "XDS_AUDIT_ANCHOR_INTERVAL", 60, "Seconds between anchors of the audit chain's head (when it moved).",
+    minimum=1)
+XDS_AUDIT_SYSLOG = env.string(
+    "XDS_AUDIT_SYSLOG", "", "Audit Record Repository (ITI-20): tls://host:6514 (RFC 5425, mutual TLS with this "
+    "node's certificate), udp://host:514 (RFC 5426), tcp://host:port (plain, development); empty: not shipped.")
+XDS_AUDIT_RETENTION_DAYS = env.integer(
+    "XDS_AUDIT_RETENTION_DAYS", 2190, "Days audit records are kept (default six years); a daily job deletes "
+    "older ones and anchors where the kept chain starts.", minimum=1)
+
+# --- DICOM TLS (issue 13, helper C): which DICOM peers speak TLS (imaging_source/dicom/config.py PeerTls) ----
+DICOM_PACS_TLS = env.choice(
+    "DICOM_PACS_TLS", "node", "Whether DICOM_PACS speaks DICOM TLS (PS3.15 B.10; our associations to it present "
+    "XDS_TLS_CERT): node (as XDS_TLS), on, off (a PACS on a secured segment that cannot do TLS). An https "
+    "DICOMWEB_URL is always called with this node's certificate.", ("node", "on", "off"))
+DICOM_WORKLIST_TLS = env.choice(
+    "DICOM_WORKLIST_TLS", "node", "Whether DICOM_WORKLIST speaks DICOM TLS: node (as XDS_TLS), on, off.",
+    ("node", "on", "off"))
 
 # --- `make run` supervisor (config/supervisor.py) ------------------------------------
 XDS_DEMO = env.boolean(
@@ -463,6 +508,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that every middleware below counts: the portal's pages carry Server-Timing (its benchmark reads it).
     "portal.middleware.ServerTimingMiddleware",
+    # Issue 13 (secure node): under XDS_TLS, a request whose client certificate maps to no node identity is
+    # refused before anything else runs (static files, sessions, views); removes itself when XDS_TLS=off.
+    "atna.middleware.NodeIdentityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (admin's CSS) from STATIC_ROOT, which `make run` fills with collectstatic.
     "whitenoise.middleware.WhiteNoiseMiddleware",

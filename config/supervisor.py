@@ -14,7 +14,16 @@ Two shapes, chosen by ``XDS_DEMO``:
 
 A node's services: ``web`` gunicorn (SOAP endpoints and admin); ``hl7`` the ITI-8 feed (MLLP);
 ``dicom`` the Imaging Document Source's DICOM listener (C-STORE + MPPS SCP, stable-study watcher);
-``jobs`` the job worker (publications, prefetch).  Output is prefixed with the service's name.
+``jobs`` the job worker (publications, prefetch, the audit trail's chaining).  Output is prefixed with the
+service's name.
+
+``XDS_TLS=demo`` (issue 13) makes every node a secure node: the supervisor first creates or completes the demo
+PKI under ``XDS_PKI_DIR`` (``atna.pki_demo``), writes each site's env file with ``XDS_TLS=on`` and that site's
+node certificate, fills each site's node identity table (``manage.py xds_demo_identities``, from
+``demo.sites.demo_identities``) before any listener starts, checks readiness over TLS presenting the site's own
+certificate, and prints ``https://`` URLs and how to present the role certificates.  The listeners read the
+TLS settings themselves (gunicorn's worker, the MLLP and DICOM listeners, ``local-pacs.sh`` for the Orthancs).
+Plain TCP (``XDS_TLS=off``) stays the default, with a warning.
 
 A service that exits is started again after a delay (1 s, doubling with each crash to at most 60 s; back
 to 1 s once it had run :data:`STABLE_AFTER` seconds), and its crash count is logged: one failing listener
@@ -32,6 +41,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -41,9 +51,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from config.http_worker import worker_arguments
+
+if TYPE_CHECKING:
+    from atna.pki_demo import DemoPki
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -140,7 +153,11 @@ def node_services(port: int, workers: int, kinds: Iterable[str], *, prefix: str 
         # machine (tests, benchmarks) would fight over it, and we do not use it.
         "--no-control-socket",
         "--timeout", "3600", "--graceful-timeout", "10", "--access-logfile", "-",
-        "--access-logformat", 'http %(h)s "%(r)s" %(s)s %(B)s %(M)sms',
+        # The path without its query string (%(U)s, not %(r)s): a query carries patient ids (portal
+        # /patient/?id=, WADO's studyUID=); no PHI in operational logs (issue 13).
+        "--access-logformat", 'http %(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms',
+        # ... and UIDs in the path (/manifests/.../series/<UID>/thumbnail.png) as their log references.
+        "--logger-class", "config.access_log.PhiSafeLogger",
     ]
     extra = dict(env or {})
     malloc = {k: v for k, v in WEB_MALLOC_ENV.items() if k not in os.environ}
@@ -298,17 +315,19 @@ def _signal_group(pid: int, signum: int) -> None:
         pass
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` answers 200; ``context``: over TLS, presenting that context's certificate."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - our loopback URL
             return bool(response.status == 200)
     except OSError:
         return False
 
 
-def _wait_for(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT) -> None:
+def _wait_for(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT,
+              context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while not _answers(url):
+    while not _answers(url, context):
         if supervisor.stopping.is_set() or time.monotonic() > deadline:
             raise SystemExit(f"supervisor | {url} did not answer")
         time.sleep(0.2)
@@ -335,18 +354,52 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+#: The single node's name in the demo PKI (``XDS_DEMO=false XDS_TLS=demo``).
+SINGLE_NODE = "node"
+
+
+def single_node_tls(settings: Any) -> dict[str, str]:
+    """``XDS_DEMO=false XDS_TLS=demo``: the demo PKI with one node certificate, this node's TLS environment, and
+    its identity plan (itself with every role, the role certificates with theirs) written beside the PKI."""
+    from atna.pki_demo import DEMO_ROLES, ensure_demo_pki
+    from demo.sites import DemoIdentity, tls_env
+    from xds_core.identity import Role
+
+    if settings.XDS_TLS != "demo":
+        return {}
+    pki, issued = ensure_demo_pki(Path(settings.XDS_PKI_DIR), (SINGLE_NODE,))
+    say(f"demo PKI {_shown(pki.directory)}: " + (f"issued {', '.join(issued)}" if issued else "kept as it was"))
+    rows = [DemoIdentity(SINGLE_NODE, pki.node(SINGLE_NODE).cert, tuple(Role), (), "this node (demo)")]
+    rows += [DemoIdentity(f"demo-{role.value}", pki.client(role).cert, (role,), (),
+                          f"demo client certificate of the {role.value} role") for role in DEMO_ROLES]
+    plan = pki.directory / "single-node-identities.json"
+    plan.write_text(json.dumps({SINGLE_NODE: [row.as_json() for row in rows]}, indent=2))
+    return {**tls_env(pki, SINGLE_NODE), "XDS_DEMO_IDENTITIES": str(plan)}
+
+
 def run_single() -> int:
     settings = _settings()
+    tls = single_node_tls(settings)
+    # Every step and service of this node inherits it (children get {**os.environ, **their env}).
+    os.environ.update({k: v for k, v in tls.items() if k != "XDS_DEMO_IDENTITIES"})
+    if settings.XDS_TLS == "off":
+        say("XDS_TLS=off: every listener speaks plain TCP, for local development only (SECURITY.md)")
     supervisor = Supervisor()
     try:
         if settings.XDS_RUN_PACS:
             supervisor.start_pacs({}, "pacs")
         _run_step([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], "migrating the database")
+        if tls:
+            _run_step([PYTHON, "manage.py", "xds_demo_identities", SINGLE_NODE, "--plan", tls["XDS_DEMO_IDENTITIES"]],
+                      "the node identity table")
         _run_step([PYTHON, "manage.py", "xds_repository_reconcile"],
                   "reconciling repository documents left by an interrupted run")
+        _run_step([PYTHON, "manage.py", "xds_audit", "schedule"], "the audit trail's jobs (atna.trail_jobs)")
         supervisor.start(services())
+        scheme = "https" if settings.XDS_TLS != "off" else "http"
         say(f"started {', '.join(s.name for s in supervisor.running)}; endpoints at "
-            f"http://127.0.0.1:{settings.PORT}/xds/{{registry,repository,imaging-source}}; Ctrl-C stops everything")
+            f"{scheme}://127.0.0.1:{settings.PORT}/xds/{{registry,repository,imaging-source}}; Ctrl-C stops "
+            "everything")
         return supervisor.wait()
     finally:
         supervisor.stop()
@@ -392,19 +445,51 @@ def mark_portal_users(demo_dir: Path) -> None:
     marker.chmod(0o600)
 
 
+def demo_pki(settings: Any) -> DemoPki | None:
+    """``XDS_TLS=demo``: the demo PKI under ``XDS_PKI_DIR``, created or completed now (atna.pki_demo); None
+    when the demo runs in plain TCP (``XDS_TLS=off``, the local-development default: a warning says so)."""
+    from atna.pki_demo import DEMO_NODES, ensure_demo_pki
+
+    if settings.XDS_TLS == "off":
+        say("XDS_TLS=off: every listener speaks plain TCP, for local development only (XDS_TLS=demo: TLS with "
+            "a demo PKI; SECURITY.md)")
+        return None
+    if settings.XDS_TLS != "demo":
+        raise SystemExit("supervisor | the demo affinity domain makes its own certificates: XDS_TLS=demo (or off); "
+                         "XDS_TLS=on is for a node run with its own (XDS_DEMO=false)")
+    pki, issued = ensure_demo_pki(Path(settings.XDS_PKI_DIR), DEMO_NODES)
+    say(f"demo PKI {_shown(pki.directory)}: " + (f"issued {', '.join(issued)}" if issued else "kept as it was"))
+    return pki
+
+
+def site_client_context(pki: DemoPki | None, site_key: str) -> ssl.SSLContext | None:
+    """The TLS client context of a demo site's node certificate (None without a PKI: plain HTTP)."""
+    if pki is None:
+        return None
+    from xds_core.tls import TlsSettings, client_context
+
+    node = pki.node(site_key)
+    return client_context(TlsSettings(enabled=True, cert=str(node.cert), key=str(node.key), ca=(str(pki.ca.cert),)))
+
+
 def run_demo() -> int:
     """The two-hospital affinity domain; serving within ~30 s of a warm start (everything installed)."""
-    from demo.sites import demo_sites, endpoint_directory, write_env_files
+    from demo.sites import demo_identities, demo_sites, endpoint_directory, write_env_files
     from demo.studies import B_NIST, NIST_PATIENT, NIST_STUDY_UID, SCHEDULED_EXAMPLE, affinity_cx
 
     began = time.monotonic()
     settings = _settings()
     database_url = os.environ.get("DATABASE_URL", "")
-    sites = demo_sites(settings, database_url)
+    pki = demo_pki(settings)
+    sites = demo_sites(settings, database_url, pki)
     demo_dir = Path(settings.VAR_DIR) / "demo"
     env_files = write_env_files(sites, demo_dir)
     endpoints_file = demo_dir / "endpoints.json"
     endpoints_file.write_text(json.dumps(endpoint_directory(sites), indent=2))
+    identities_file = demo_dir / "identities.json"
+    if pki is not None:
+        identities_file.write_text(json.dumps({key: [row.as_json() for row in rows] for key, rows
+                                               in demo_identities(sites, pki).items()}, indent=2))
     # The site's file wins over the environment (config.env.apply_env_file): each process is its site.
     site_env = {site.key: {"XDS_ENV_FILE": str(env_files[site.key])} for site in sites}
     if database_url.startswith(("postgres://", "postgresql://")):
@@ -422,18 +507,26 @@ def run_demo() -> int:
                 future.result()
         _parallel([(manage + ["migrate", "--noinput", "-v", "0"], f"migrating {site.key}'s database",
                     site_env[site.key], f"{site.key[-1] if site.is_hospital else 'dom'}-setup") for site in sites])
+        if pki is not None:  # before any listener starts: the first call between nodes is already known
+            _parallel([(manage + ["xds_demo_identities", site.key, "--plan", str(identities_file)],
+                        f"{site.key}'s node identity table", site_env[site.key],
+                        f"{site.key[-1] if site.is_hospital else 'dom'}-setup") for site in sites])
         _run_step(manage + ["xds_repository_reconcile"], "reconciling the domain repository", site_env["domain"],
                   "dom-setup")
+        _parallel([(manage + ["xds_audit", "schedule"], f"{site.key}'s audit trail jobs", site_env[site.key],
+                    f"{site.key[-1] if site.is_hospital else 'dom'}-setup") for site in sites])
         for site in sites:
             label = "dom-" if site.key == "domain" else f"{site.key[-1]}-"
             workers = int(site.env["WEB_CONCURRENCY"]) if site.is_hospital else settings.WEB_CONCURRENCY
             supervisor.start(node_services(site.http_port, workers, site.services, prefix=label,
                                            env=site_env[site.key]))
-        _wait_for(f"{domain.base_url}/xds/registry?wsdl", supervisor)
+        # Readiness over TLS is checked as the site itself would call it: with its own node certificate.
+        _wait_for(f"{domain.base_url}/xds/registry?wsdl", supervisor, context=site_client_context(pki, domain.key))
         _run_step(manage + ["xds_demo_load", "domain"], "demo patients into the registry",
                   {**site_env["domain"], **login.env}, "dom-demo")
         for hospital in hospitals:
-            _wait_for(f"{hospital.base_url}/xds/imaging-source?wsdl", supervisor)
+            _wait_for(f"{hospital.base_url}/xds/imaging-source?wsdl", supervisor,
+                      context=site_client_context(pki, hospital.key))
         _parallel([(manage + ["xds_demo_load", h.key, "--endpoints", str(endpoints_file)],
                     f"demo studies of {h.title}: its PACS, then RAD-68", {**site_env[h.key], **login.env},
                     f"{h.key[-1]}-demo") for h in hospitals])
@@ -442,7 +535,7 @@ def run_demo() -> int:
         scheduled, modality = SCHEDULED_EXAMPLE
         print(banner(sites, env_files, affinity_cx(NIST_PATIENT.affinity_id), NIST_STUDY_UID, b,
                      B_NIST.local_cx(), B_NIST.local_id, B_NIST.issuer, time.monotonic() - began,
-                     scheduled=(scheduled.local_id, scheduled.issuer, modality), portal_login=login.text),
+                     scheduled=(scheduled.local_id, scheduled.issuer, modality), portal_login=login.text, pki=pki),
               flush=True)
         return supervisor.wait()
     finally:
@@ -451,8 +544,9 @@ def run_demo() -> int:
 
 def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, study_uid: str, importer: Any,
            local_patient: str, local_id: str, issuer: str, seconds: float,
-           scheduled: tuple[str, str, str] | None = None, portal_login: str = "") -> str:
-    """What ``make run`` prints once the demo serves: every address, and the commands to try."""
+           scheduled: tuple[str, str, str] | None = None, portal_login: str = "", pki: DemoPki | None = None) -> str:
+    """What ``make run`` prints once the demo serves: every address, and the commands to try (and, with a demo
+    PKI, how to present its client certificates)."""
     python = _shown(Path(PYTHON)) if Path(PYTHON).is_relative_to(BASE_DIR) else PYTHON
     lines = ["", f"XDS-I.b demo affinity domain serving ({seconds:.0f}s). Ctrl-C stops everything.", ""]
     if portal_login:
@@ -471,7 +565,7 @@ def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, 
                       f"Retrieve Location UID {site.imaging_source_id}",
                       f"  DICOM listener           {site.dicom_ae_title}@127.0.0.1:{site.dicom_port}  (C-STORE, MPPS)",
                       f"  Orthanc PACS             {site.pacs.ae_title}@127.0.0.1:{site.pacs.dicom_port}  "
-                      f"http://127.0.0.1:{site.pacs.http_port}/  DICOMweb {site.pacs.dicomweb_url}"]
+                      f"{site.pacs.http_url}/  DICOMweb {site.pacs.dicomweb_url}"]
     b_env = _shown(env_files[importer.key])
     lines += ["", f"Import Hospital A's study into {importer.title}'s PACS, as a prior of its own patient {local_id}:",
               f"  XDS_ENV_FILE={b_env} {python} manage.py xds_fetch --patient '{affinity_patient}' "
@@ -486,7 +580,27 @@ def banner(sites: list[Any], env_files: dict[str, Path], affinity_patient: str, 
                   f"its priors at other sites within {importer.env.get('DICOM_WORKLIST_POLL', '60')}s):",
                   f"  XDS_ENV_FILE={b_env} {python} manage.py xds_demo_schedule --patient {patient} "
                   f"--issuer {patient_issuer} --modality {modality}"]
+    if pki is not None:
+        lines += tls_lines(pki, sites)
     return "\n".join([*lines, ""])
+
+
+def tls_lines(pki: DemoPki, sites: list[Any]) -> list[str]:
+    """The banner's TLS part: every listener wants a client certificate of the demo PKI; how to present one."""
+    from atna.pki_demo import DEMO_ROLES
+
+    domain = next(site for site in sites if site.key == "domain")
+    consumer, admin = pki.client("consumer"), pki.client("admin")
+    ca = _shown(pki.ca.cert)
+    roles = ", ".join(role.value for role in DEMO_ROLES)
+    return ["", f"TLS (XDS_TLS=demo): every listener (HTTPS, MLLP, DICOM, Orthanc) requires a client certificate of "
+                f"the demo PKI {_shown(pki.directory)}; ours admit only those their identity table knows.",
+            f"  role certificates ({roles}): {_shown(consumer.cert.parent)}/<role>.crt and .key; the CA: {ca}",
+            f"  curl --cert {_shown(consumer.cert)} --key {_shown(consumer.key)} --cacert {ca} "
+            f"'{domain.base_url}/xds/registry?wsdl'",
+            f"  a browser: import {_shown(admin.p12)} (password in {_shown(admin.p12_password_file)}) and trust {ca}",
+            f"  more: {_shown(Path(PYTHON)) if Path(PYTHON).is_relative_to(BASE_DIR) else PYTHON} manage.py xds_pki "
+            "issue --role consumer --name NAME --out DIR --p12 --register (with a site's XDS_ENV_FILE)"]
 
 
 def main() -> int:

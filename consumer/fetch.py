@@ -16,6 +16,7 @@ from consumer.find import FoundManifest
 from consumer.manifest import ManifestError, RetrievedManifest, fetch_manifest
 from consumer.models import EndpointKind
 from consumer.retrieval import ProgressEvent, RetrievalSetupError, retrieve_manifest
+from xds_core import audit
 
 #: DICOM PS3.6 Table A-1 / PS3.5 Annex A transfer syntaxes asked for in RAD-69 (RAD TF-3 4.69.4.1.2).
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -112,6 +113,40 @@ def retrieve_into(retrieved: RetrievedManifest, destination: Destination, resolv
     outcome.per_study = [{"study": s.study_instance_uid, "requested": s.requested, "retrieved": s.retrieved,
                           "already_present": s.already_present, "failed": s.failed} for s in result.studies()]
     return outcome
+
+
+def record_import(retrieved: RetrievedManifest, outcome: ManifestOutcome, resolvers: Resolvers, *, importer: str,
+                  local_patient: str, archive: str, trigger: str = "") -> None:
+    """Audit an import into this site's archive (PS3.15 A.5.3.5 Import, IHE IRWF.b): the studies of
+    ``retrieved`` now belong to ``local_patient`` (CX) in ``archive`` (``AET@host:port`` or a DICOMweb URL);
+    they came from the imaging sources the manifest names; ``importer`` is this consumer's identity;
+    ``trigger`` ``portal:<user>`` names the clinician who asked (a prefetch's trigger names no person)."""
+    if not audit.enabled():
+        return
+
+    def origin(location_uid: str) -> audit.Participant:
+        try:
+            return audit.soap_server(resolvers.imaging_source(location_uid))
+        except UnknownEndpoint:  # not in the directory: still named, by its UID
+            return audit.Participant(f"urn:oid:{location_uid}")
+
+    def event() -> audit.AuditEvent:
+        manifest = retrieved.manifest
+        locations = dict.fromkeys(s.retrieve_location_uid for st in manifest.studies for s in st.series
+                                  if s.retrieve_location_uid)
+        ae_title, _, address = archive.partition("@")
+        into = (audit.soap_server(archive) if "://" in archive
+                else audit.remote(archive, address.rpartition(":")[0], ae_title=ae_title))
+        studies = {st.study_instance_uid: [i.sop_instance_uid for s in st.series for i in s.instances]
+                   for st in manifest.studies}
+        result = (audit.EventOutcome.SUCCESS if outcome.ok else audit.EventOutcome.MINOR_FAILURE
+                  if outcome.any_present else audit.EventOutcome.SERIOUS_FAILURE)
+        humans = [audit.Participant(trigger.removeprefix("portal:"))] if trigger.startswith("portal:") else []
+        return audit.data_import(importer=audit.this_node(importer), origins=[origin(u) for u in locations],
+                                 into=into, humans=humans, patient_id=local_patient, studies=studies, outcome=result,
+                                 description=outcome.error or ("; ".join(sorted({e["code"] for e in outcome.errors}))))
+
+    audit.record(event)
 
 
 def fetch_into(found: FoundManifest, destination: Destination, resolvers: Resolvers, *, syntaxes: Sequence[str],

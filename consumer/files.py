@@ -25,6 +25,7 @@ from pathlib import Path
 from consumer.destinations import DestinationError, InstanceRef
 from consumer.part10 import Part10Error, read_identity
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class FilesDestination:
     def close(self) -> None:
         """Finish the writes, and make the renames durable: one fsync per directory written to."""
         for uid, why in self.flush().items():  # a caller that never flushed still hears of it, in the log
-            logger.warning("files destination: instance %s not written: %s", uid, why)
+            logger.warning("files destination: instance %s not written: %s", log_ref(uid), why)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

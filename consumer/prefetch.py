@@ -36,6 +36,7 @@ from consumer.fetch import (
     Resolvers,
     get_manifest,
     outcome_of,
+    record_import,
     resolver,
     retrieve_into,
     transfer_syntaxes,
@@ -46,6 +47,7 @@ from consumer.retrieval import ProgressEvent
 from jobs.api import enqueue
 from jobs.models import Job
 from jobs.registry import JobError, PermanentJobError
+from xds_core.log_ref import log_ref
 from xds_core.metadata.values import CX
 
 logger = logging.getLogger(__name__)
@@ -88,15 +90,20 @@ class PrefetchConfig:
     rules: PrefetchRules
     max_attempts: int
     timeout: float = 300.0
+    #: The client context for DICOM TLS to ``pacs`` (PS3.15 B.10; XDS_TLS, DICOM_PACS_TLS), None: plain.
+    pacs_tls: Any = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> PrefetchConfig:
+        from atna.tls import node_client_context  # the edge: this node's certificate, under XDS_TLS
+
         return cls(settings.XDS_CONSUMER_REGISTRY_URL, tuple(settings.XDS_CONSUMER_KOS_FORMAT_CODES),
                    settings.XDS_IMAGING_SOURCE_ID, settings.XDS_REPOSITORY_UNIQUE_ID, settings.DICOM_PACS,
                    settings.DICOM_AE_TITLE, settings.XDS_SITE_CONSUMER_IDENTITY,
                    PrefetchRules(settings.XDS_PREFETCH_LOOKBACK_DAYS, settings.XDS_PREFETCH_MAX_STUDIES,
                                  settings.XDS_PREFETCH_MATCH),
-                   settings.XDS_JOBS_MAX_ATTEMPTS)
+                   settings.XDS_JOBS_MAX_ATTEMPTS,
+                   pacs_tls=None if settings.DICOM_PACS_TLS == "off" else node_client_context())
 
     def resolvers(self) -> Resolvers:
         own = not self.registry_url  # this server's registry: its repository and imaging source in process
@@ -174,7 +181,7 @@ def plan_prefetch(job: Job, config: PrefetchConfig, *, now: datetime | None = No
         outcome = outcome_of(candidate)
         retrieved = get_manifest(candidate, resolvers, outcome, timeout=config.timeout)
         if retrieved is None:
-            logger.info("prefetch manifest=%s skipped: its manifest could not be read", candidate.unique_id)
+            logger.info("prefetch manifest=%s skipped: its manifest could not be read", log_ref(candidate.unique_id))
             continue
         locations = {s.retrieve_location_uid for st in retrieved.manifest.studies for s in st.series}
         if locations <= {config.own_imaging_source_id}:
@@ -212,7 +219,8 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
         raise PermanentJobError("DICOM_PACS is not set: nowhere to import into")
     reconciliation = reconciliation_for(local, found.patient_id, config.consumer_identity, local_issuer=issuer)
     destination = DicomImport(config.calling_ae_title,
-                              StoreScp(config.pacs["ae_title"], config.pacs["host"], int(config.pacs["port"])),
+                              StoreScp(config.pacs["ae_title"], config.pacs["host"], int(config.pacs["port"]),
+                                       config.pacs_tls),
                               reconciliation)
     record, _ = PriorImport.objects.get_or_create(
         manifest_unique_id=found.unique_id,
@@ -231,6 +239,9 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
         # site holds it (a study stored in Explicit VR stays byte for byte the same pixel data).
         retrieve_into(retrieved, destination, resolvers, outcome, syntaxes=transfer_syntaxes(compress=False),
                       progress=ImportProgress(record.pk), timeout=config.timeout)
+        record_import(retrieved, outcome, resolvers, importer=config.consumer_identity, local_patient=local,
+                      archive=f"{config.pacs['ae_title']}@{config.pacs['host']}:{config.pacs['port']}",
+                      trigger=record.trigger)
     else:
         destination.close()
     codes = sorted({e["code"] for e in outcome.errors})
@@ -240,7 +251,7 @@ def import_prior(job: Job, config: PrefetchConfig, local_authority: str) -> Prio
                     PriorImportState.PARTIAL if outcome.any_present else PriorImportState.FAILED)
     record.detail = "; ".join(codes) if codes else ("manifest not retrieved" if retrieved is None else "")
     record.save()
-    logger.info("prefetch import manifest=%s state=%s present=%d requested=%d", found.unique_id, record.state,
+    logger.info("prefetch import manifest=%s state=%s present=%d requested=%d", log_ref(found.unique_id), record.state,
                 record.present, record.requested)
     if not outcome.ok:
         raise JobError(f"prior {found.unique_id}: {record.state} ({record.detail or 'no error code'})")

@@ -28,6 +28,7 @@ from consumer.destinations import DestinationError, InstanceRef
 from consumer.retrieval import RetrievalReport, RetrievalSetupError, retrieve_manifest
 from kos.reader import Manifest
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +238,11 @@ class ZipStream:
             self._writer.discard = True
             if destination is not None:
                 destination.abandon()
-            logger.info("zip download of manifest %s cancelled after %d bytes", self.document_uid,
+            logger.info("zip download of manifest %s cancelled after %d bytes", log_ref(self.document_uid),
                         self._writer.written)
         except Exception as exc:  # noqa: BLE001 - the thread must end the stream whatever happened
             self.error = f"{type(exc).__name__}: {exc}"
-            logger.warning("zip download of manifest %s failed: %s", self.document_uid, type(exc).__name__)
+            logger.warning("zip download of manifest %s failed: %s", log_ref(self.document_uid), type(exc).__name__)
             if destination is not None:  # end the archive readable, the README saying what went wrong
                 try:
                     destination.add_text("README.txt", readme(self.manifest, self.document_uid,
@@ -249,7 +250,7 @@ class ZipStream:
                     destination.finish()
                 except Exception:  # noqa: BLE001 - the zip is cut short: the client sees a broken archive
                     logger.warning("zip download of manifest %s: the archive could not be finished",
-                                   self.document_uid)
+                                   log_ref(self.document_uid))
         finally:
             if self._thread_teardown is not None:
                 self._thread_teardown()

@@ -43,6 +43,7 @@ from jobs import api as jobs_api
 from jobs.models import ACTIVE_STATES, Job, JobState
 from kos.builder import ManifestError
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger("imaging_source.operations")
 
@@ -298,7 +299,7 @@ def request_publication(study_uid: str, *, dicom: DicomConfig, max_attempts: int
         raise LookupError(f"the PACS does not know study {study_uid}")
     already = jobs_api.active_job(PUBLISH_STUDY, study_uid) is not None
     job = enqueue_publication(study_uid, trigger=PORTAL_TRIGGER, max_attempts=max_attempts)
-    logger.info("operator publication study=%s job=%s already_active=%s", study_uid, job.pk, already)
+    logger.info("operator publication study=%s job=%s already_active=%s", log_ref(study_uid), job.pk, already)
     return PublicationRequest(job, already)
 
 

@@ -62,6 +62,7 @@ from kos.validate import errors as kos_errors
 from kos.validate import validate_manifest
 from xds_core import audit
 from xds_core.errors import ErrorCode
+from xds_core.log_ref import log_ref
 from xds_core.vocabulary import DICOM_MIME_TYPE, Action, ResponseStatus
 
 logger = logging.getLogger("imaging_source.publish")
@@ -438,5 +439,5 @@ def _log(study: StudyRef, outcome: Outcome, started: float, **extra: Any) -> Non
     fields = " ".join(f"{k}={v}" for k, v in extra.items())
     # No patient here: the operational log carries none (the audit record of RAD-68 does).
     logger.info("transaction=RAD-68 study=%s instances=%d outcome=%s ms=%d %s",
-                study.study_instance_uid, study.instance_count, outcome,
+                log_ref(study.study_instance_uid), study.instance_count, outcome,
                 int((time.monotonic() - started) * 1000), fields)

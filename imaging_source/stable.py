@@ -29,6 +29,7 @@ from typing import Any
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.find import FindError, find_study, study_instance_counts
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger("imaging_source.stable")
 
@@ -83,7 +84,7 @@ class StableStudyWatcher:
             try:
                 self.publish(uid)
             except Exception:  # noqa: BLE001 - one failing study must not stop the others
-                logger.exception("stable publish of %s failed", uid)
+                logger.exception("stable publish of %s failed", log_ref(uid))
         return ready
 
     def run(self, stop: threading.Event, *, tick: float = 1.0, poll: Callable[[], dict[str, int]] | None = None,
@@ -125,8 +126,8 @@ def publish_study(study_uid: str, dicom: DicomConfig, publish_config: Any, *, tr
 
     study = find_study(study_uid, dicom)
     if study is None or study.instance_count == 0:
-        logger.warning("publish trigger=%s study=%s: not found in the PACS", trigger, study_uid)
+        logger.warning("publish trigger=%s study=%s: not found in the PACS", trigger, log_ref(study_uid))
         return None
     result = publish(study, publish_config, trigger=trigger)
-    logger.info("publish trigger=%s study=%s outcome=%s", trigger, study_uid, getattr(result, "outcome", "?"))
+    logger.info("publish trigger=%s study=%s outcome=%s", trigger, log_ref(study_uid), getattr(result, "outcome", "?"))
     return result

@@ -20,6 +20,12 @@ What it does:
 4. prints every figure side by side: each side's values, medians and the HEAD/BASE ratio of
    medians, and writes them to ``var/bench/ab.json``.
 
+The two sides may also be ONE commit run two ways: ``--base-env`` / ``--head-env KEY=VALUE`` give a side
+settings of its own (``XDS_AUDIT=off`` against ``on``), and ``--tls head`` runs that side as a secure node
+(``XDS_TLS=on`` with a PKI made for the run under ``var/bench-ab/pki``: the server's listeners and the
+benchmark clients speak TLS with mutual authentication, ITI-19).  ``--benches`` picks the benchmarks
+(``repository,imaging`` for the TLS figures: the registry benchmark's ITI-42 client is a raw plain socket).
+
 Everything runs on loopback and stops by itself; the worktrees, databases and servers are removed
 at the end (``--keep`` keeps the worktrees).
 """
@@ -31,6 +37,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -67,9 +74,15 @@ class Side:
     var_dir: Path
     process: subprocess.Popen | None = None
     figures: dict[str, list[float]] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def env(self, pacs_env: dict[str, str]) -> dict[str, str]:
-        return {**os.environ, **pacs_env, "DATABASE_URL": self.database_url, "PORT": str(self.port),
+        return {**os.environ, **pacs_env, **self.extra_env, "DATABASE_URL": self.database_url, "PORT": str(self.port),
                 "HL7_PORT": str(self.hl7_port), "DICOM_PORT": str(self.dicom_port), "XDS_VAR_DIR": str(self.var_dir),
                 "XDS_RUN_PACS": "false", "PYTHONDONTWRITEBYTECODE": "1",
                 # One node with every actor (`make run` starts the two-hospital demo by default).
@@ -93,17 +106,55 @@ def psql(base_url: str, sql: str) -> None:
     run(["psql", f"{base_url}/postgres", "-qc", sql], cwd=BASE_DIR, quiet=True)
 
 
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 120.0) -> None:
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 120.0, context: ssl.SSLContext | None = None
+             ) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"bench-ab: the server for {url} exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=context):
                 return
         except OSError:
             time.sleep(0.5)
     raise SystemExit(f"bench-ab: no answer from {url} after {seconds:.0f} s")
+
+
+#: Run in a TLS side's manage.py shell: the node's own certificate (XDS_TLS_CERT) is an identity with every
+#: role, so the benchmark clients, which present it, are admitted (the identity table, issue 13).
+_REGISTER_NODE = """
+import ssl
+from django.conf import settings
+from atna.models import NodeIdentity
+from xds_core.identity import PeerCertificate, Role
+der = ssl.PEM_cert_to_DER_cert(open(settings.XDS_TLS_CERT).read())
+NodeIdentity.objects.update_or_create(name="bench-node", defaults={
+    "cert_sha256": PeerCertificate.from_der(der).sha256, "roles": ",".join(r.value for r in Role)})
+"""
+
+
+def _make_pki(directory: Path, sides: list[Side]) -> ssl.SSLContext:
+    """A CA and one node certificate per TLS side (xds_core.pki); the sides' XDS_TLS settings point at them.
+    Returns a client context presenting the first TLS side's certificate (for the readiness checks)."""
+    sys.path.insert(0, str(BASE_DIR))
+    from xds_core import pki
+    from xds_core.tls import TlsSettings, client_context
+
+    ca = pki.issue_ca("bench-ab CA")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.crt").write_bytes(ca.cert_pem)
+    first: TlsSettings | None = None
+    for side in sides:
+        if not side.tls:
+            continue
+        stem = side.label.split()[0].lower()
+        cert, key = pki.issue(ca, f"bench-{stem}", dns_names=("localhost",), addresses=("127.0.0.1",)
+                              ).write(directory, stem)
+        side.extra_env.update({"XDS_TLS": "on", "XDS_TLS_CERT": str(cert), "XDS_TLS_KEY": str(key),
+                               "XDS_TLS_CA": str(directory / "ca.crt")})
+        first = first or TlsSettings(enabled=True, cert=str(cert), key=str(key), ca=(str(directory / "ca.crt"),))
+    assert first is not None
+    return client_context(first)
 
 
 def dig(data: dict, path: tuple[str, ...]) -> float:
@@ -127,7 +178,18 @@ def main() -> int:
     parser.add_argument("--database", default=os.environ.get("BENCH_AB_DATABASE", "postgres://postgres@127.0.0.1:5432"),
                         help="PostgreSQL server URL without a database name")
     parser.add_argument("--keep", action="store_true", help="keep the worktrees under var/bench-ab")
+    parser.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for the BASE side only (repeatable)")
+    parser.add_argument("--head-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for the HEAD side only (repeatable)")
+    parser.add_argument("--tls", choices=("base", "head", "both"), help="run that side as a TLS secure node")
+    parser.add_argument("--benches", default="registry,repository,imaging",
+                        help="comma-separated: registry, repository, imaging")
     args = parser.parse_args()
+    args.benches = [b.strip() for b in args.benches.split(",") if b.strip()]
+    unknown = set(args.benches) - {"registry", "repository", "imaging"}
+    if unknown:
+        parser.error(f"unknown benches: {', '.join(sorted(unknown))}")
 
     work = BASE_DIR / "var" / "bench-ab"
     shutil.rmtree(work, ignore_errors=True)
@@ -139,8 +201,12 @@ def main() -> int:
         tree = work / label.lower()
         run(["git", "worktree", "add", "--detach", "-f", str(tree), sha], cwd=BASE_DIR, quiet=True)
         db = f"xdsi_bench_ab_{label.lower()}"
-        sides.append(Side(f"{label} {sha}", sha, tree, 8201 + index, 12701 + index, 11201 + index,
-                          f"{args.database}/{db}", work / f"var-{label.lower()}"))
+        side_env = dict(item.split("=", 1) for item in (args.base_env if label == "BASE" else args.head_env))
+        tls = args.tls in (label.lower(), "both")
+        suffix = " TLS" if tls else "".join(f" {k}={v}" for k, v in side_env.items())
+        sides.append(Side(f"{label} {sha}{suffix}"[:40], sha, tree, 8201 + index, 12701 + index, 11201 + index,
+                          f"{args.database}/{db}", work / f"var-{label.lower()}", extra_env=side_env, tls=tls))
+    client_context = _make_pki(work / "pki", sides) if args.tls else None
     # One PACS for both servers (ports of its own, so a developer's `make run` keeps running).
     pacs_env = {"LOCAL_PACS_DIR": str(work / "pacs"), "ORTHANC_DICOM_PORT": "14252", "ORTHANC_HTTP_PORT": "18052",
                 "DICOM_PACS": "ORTHANC@127.0.0.1:14252", "DICOMWEB_URL": "http://127.0.0.1:18052/dicom-web"}
@@ -157,12 +223,17 @@ def main() -> int:
             side.var_dir.mkdir(parents=True)
             env = side.env(pacs_env)
             run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=side.tree, env=env)
+            if side.tls:  # the node's own certificate is the benchmark clients' identity: all roles
+                run([PYTHON, "manage.py", "shell", "-c", _REGISTER_NODE], cwd=side.tree, env=env, quiet=True)
             side.process = subprocess.Popen([PYTHON, "-m", "config.supervisor"], cwd=side.tree, env=env,
                                             stdout=open(side.var_dir / "server.log", "wb"),
                                             stderr=subprocess.STDOUT, start_new_session=True)
-            wait_for(f"http://127.0.0.1:{side.port}/xds/registry?wsdl", side.process)
+            wait_for(f"{side.url}/xds/registry?wsdl", side.process,
+                     context=client_context if side.tls else None)
+            if "registry" not in args.benches:
+                continue
             say(f"{side.label}: server on port {side.port}; loading {args.entries} registry entries")
-            run([PYTHON, "manage.py", "xds_bench_registry", "--url", f"http://127.0.0.1:{side.port}",
+            run([PYTHON, "manage.py", "xds_bench_registry", "--url", side.url,
                  "--entries", str(args.entries), "--submissions", "200", "--queries", "50", "--raw-entries", "1000"],
                 cwd=side.tree, env=env, quiet=True)
         for round_index in range(args.pairs):
@@ -192,7 +263,7 @@ def main() -> int:
 
 def measure(side: Side, pacs_env: dict[str, str], args: argparse.Namespace) -> None:
     env = side.env(pacs_env)
-    url = f"http://127.0.0.1:{side.port}"
+    url = side.url
     out = side.var_dir / "bench"
     runs = {
         "registry": ["xds_bench_registry", "--skip-load", "--submissions", str(args.submissions),
@@ -205,9 +276,13 @@ def measure(side: Side, pacs_env: dict[str, str], args: argparse.Namespace) -> N
     }
     results: dict[str, dict] = {}
     for bench, argv in runs.items():
+        if bench not in args.benches:
+            continue
         run([PYTHON, "manage.py", *argv, "--url", url], cwd=side.tree, env=env, quiet=True)
         results[bench] = json.loads((out / f"{bench}.json").read_text())
     for name, bench, path, _unit in METRICS:
+        if bench not in results:
+            continue
         value = dig(results[bench], path)
         side.figures.setdefault(name, []).append(value)
         say(f"  {name}: {value:g}")

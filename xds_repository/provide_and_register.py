@@ -41,6 +41,7 @@ from pydicom.errors import InvalidDicomError
 
 from xds_core import audit, disk
 from xds_core.errors import ErrorCode, RegistryError, XdsError
+from xds_core.log_ref import log_ref
 from xds_core.metadata.objects import DocumentEntry, Submission
 from xds_core.soap.mtom import Attachment
 from xds_core.vocabulary import DICOM_MIME_TYPE, KOS_FORMAT_CODE, KOS_SOP_CLASS_UID, ObjectType, ResponseStatus
@@ -176,7 +177,7 @@ def _store_and_register(submission: Submission, incoming: list[_Incoming], confi
                                  len(rows))
         logger.debug("transaction=ITI-41 outcome=%s documents=%d bytes=%d unique_ids=%s registry=%s ms=%d",
                      outcome, len(entries), sum(i.attachment.size for i in incoming),
-                     ",".join(e.unique_id or "" for e in entries), config.registry_url or "local:registry",
+                     ",".join(log_ref(e.unique_id) for e in entries), config.registry_url or "local:registry",
                      (time.monotonic() - started) * 1000)
 
 

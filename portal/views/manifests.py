@@ -48,6 +48,7 @@ from portal.manifest_cache import (
 from portal.models import ManifestCache
 from xds_core import audit as xds_audit
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import log_ref
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +131,9 @@ def thumbnail(request: HttpRequest, repository_uid: str, document_uid: str, seri
     except NotFound:
         raise Http404("no such series in the manifest") from None
     except ThumbnailUnavailable as exc:
-        # The reason names UIDs and the source, never the patient.
-        logger.warning("thumbnail manifest=%s series=%s unavailable (%d): %s", document_uid, series_uid,
-                       exc.status, exc)
+        # The reason names UIDs: the log shows their references only (issue 13, no UIDs in logs).
+        logger.warning("thumbnail manifest=%s series=%s unavailable (%d)", log_ref(document_uid),
+                       log_ref(series_uid), exc.status)
         response = HttpResponse(placeholder_png(), content_type="image/png", status=exc.status)
         response["Cache-Control"] = "no-store"
         return response
@@ -149,6 +150,7 @@ def thumbnail(request: HttpRequest, repository_uid: str, document_uid: str, seri
 @require_POST
 def import_manifest(request: HttpRequest, repository_uid: str, document_uid: str) -> HttpResponse:
     if not is_home_user(request.user):
+        audit.refused(request, "import refused: not a user of this node's hospital")  # Security Alert
         return _message(request, "Import not allowed", why_not_home(request.user), 403)
     row, _stale, error = _load(request, repository_uid, document_uid)
     if row is None:
@@ -160,7 +162,7 @@ def import_manifest(request: HttpRequest, repository_uid: str, document_uid: str
         if patient is None:
             return _message(request, "Import not started", " ".join(problems), 400, row=row)
     job = queue_import(row, patient, request.user.get_username(), max_attempts=settings.XDS_JOBS_MAX_ATTEMPTS)
-    logger.info("portal import manifest=%s job=%d", row.document_uid, job.pk)
+    logger.info("portal import manifest=%s job=%d", log_ref(row.document_uid), job.pk)
     return HttpResponseRedirect(reverse("portal:import_status", args=[job.pk]))
 
 
@@ -221,7 +223,7 @@ def download(request: HttpRequest, repository_uid: str, document_uid: str) -> Ht
     audit.exported(request, [xds_audit.patient(row.patient_id),
                              xds_audit.document(row.document_uid, row.repository_uid),
                              *(xds_audit.study(uid) for uid in row.study_uids)])
-    logger.info("portal zip download manifest=%s instances=%d", row.document_uid, row.instance_count)
+    logger.info("portal zip download manifest=%s instances=%d", log_ref(row.document_uid), row.instance_count)
     response = StreamingHttpResponse(stream, content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="manifest-{row.document_uid}.zip"'
     response["Cache-Control"] = "private, no-store"

@@ -26,7 +26,7 @@ def test_each_site_has_its_own_identity_ports_database_and_state(tmp_path: Path)
     sites = demo_sites(_settings(tmp_path))
     assert [s.key for s in sites] == ["domain", "hospital-a", "hospital-b"]
     domain, a, b = sites
-    assert domain.services == ("web", "hl7") and a.services == b.services == ("web", "dicom", "jobs")
+    assert domain.services == ("web", "hl7", "jobs") and a.services == b.services == ("web", "dicom", "jobs")
     assert len({s.env["DATABASE_URL"] for s in sites}) == 3 and len({s.env["XDS_VAR_DIR"] for s in sites}) == 3
     ports = [s.http_port for s in sites] + [a.dicom_port, b.dicom_port] + [
         p for h in (a, b) for p in (h.pacs.dicom_port, h.pacs.http_port)]

@@ -15,7 +15,14 @@ import requests
 
 from xds_core import pki
 from xds_core.identity import PeerCertificate, normalize_fingerprint
-from xds_core.tls import TlsConfigurationError, TlsSettings, client_context, peer_certificate, requests_adapter, server_context
+from xds_core.tls import (
+    TlsConfigurationError,
+    TlsSettings,
+    client_context,
+    peer_certificate,
+    requests_adapter,
+    server_context,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,8 @@ def domain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths: dict[str, Path] = {"ca": root / "ca.crt"}
     paths["server"], paths["server_key"] = pki.issue(ca, "server.test", dns_names=("localhost",),
                                                      addresses=("127.0.0.1",)).write(root, "server")
-    paths["client"], paths["client_key"] = pki.issue(ca, "consumer", unit="consumer", server=False).write(root, "client")
+    consumer = pki.issue(ca, "consumer", unit="consumer", server=False)
+    paths["client"], paths["client_key"] = consumer.write(root, "client")
     stranger = pki.issue_ca("Stranger CA")
     paths["stranger"], paths["stranger_key"] = pki.issue(stranger, "intruder", server=False).write(root, "stranger")
     pinned = pki.self_signed("pinned-peer")

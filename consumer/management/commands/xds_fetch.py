@@ -30,6 +30,7 @@ from consumer.fetch import (
     Resolvers,
     get_manifest,
     outcome_of,
+    record_import,
     resolver,
     retrieve_into,
     transfer_syntaxes,
@@ -206,6 +207,10 @@ class Command(BaseCommand):
         finally:
             if show:
                 self.stderr.write("")
+        if not options.get("out"):  # an import into this site's archive (PS3.15 A.5.3.5)
+            record_import(retrieved, outcome, resolvers, importer=settings.XDS_SITE_CONSUMER_IDENTITY,
+                          local_patient=options["local_patient"],
+                          archive=options.get("to_pacs") or options["to_dicomweb"])
         for study in outcome.per_study:
             self.summary(f"study {study['study']}: {study['already_present'] + study['retrieved']}/"
                          f"{study['requested']} instances present ({study['retrieved']} retrieved, "
@@ -247,14 +252,18 @@ class Command(BaseCommand):
 
         reconciliation = reconciliation_for(options["local_patient"], found.patient_id or options["patient"],
                                             settings.XDS_SITE_CONSUMER_IDENTITY)
+        from atna.tls import node_client_context  # under XDS_TLS the PACS sees this node's certificate
+
         if options.get("to_dicomweb"):
-            return DicomwebImport(options["to_dicomweb"], reconciliation, timeout=options["timeout"])
+            return DicomwebImport(options["to_dicomweb"], reconciliation, timeout=options["timeout"],
+                                  tls=node_client_context())
         from consumer.dicom_import import StoreScp
 
         ae_title, _, address = options["to_pacs"].partition("@")
         host, _, port = address.rpartition(":")
-        return DicomImport(options.get("calling_ae") or settings.DICOM_AE_TITLE, StoreScp(ae_title, host, int(port)),
-                           reconciliation)
+        tls = None if settings.DICOM_PACS_TLS == "off" else node_client_context()
+        return DicomImport(options.get("calling_ae") or settings.DICOM_AE_TITLE,
+                           StoreScp(ae_title, host, int(port), tls), reconciliation)
 
     def summary(self, line: str, options: dict[str, Any]) -> None:
         (self.stderr if options["json"] else self.stdout).write(line)

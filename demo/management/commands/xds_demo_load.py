@@ -8,10 +8,14 @@ Run with the site's environment (``XDS_ENV_FILE=var/demo/<site>.env``), after it
   mappings, its demo studies into its own PACS (STOW-RS, skipped when the PACS already holds them), then
   each study published through the real RAD-68 path to the domain's repository (an unchanged study is
   not sent again, so a warm start costs a few queries).
+
+Its output is ``make run``'s log: the sub-commands' lines naming patients and studies are kept out of it
+(issue 13: no patient data in operational logs), only counts are written; failures still go to stderr.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from atna.tls import new_http_session
 from demo.sites import HOSPITALS
 from demo.studies import PATIENTS, DemoStudy, affinity_cx, instances, records_of, stow_body, studies_of
 
@@ -41,19 +46,20 @@ class Command(BaseCommand):
             for patient in PATIENTS:
                 call_command("xds_patient", "add", affinity_cx(patient.affinity_id), "--family", patient.family,
                              "--given", patient.given, "--birth-date", patient.birth_date, "--sex", patient.sex,
-                             stdout=self.stdout, stderr=self.stderr)
+                             stdout=io.StringIO(), stderr=self.stderr)
             self.stdout.write(f"demo domain: {len(PATIENTS)} patients in {time.monotonic() - started:.1f}s")
             return
         if options["endpoints"]:
             call_command("xds_endpoints", "load", str(options["endpoints"]), stdout=self.stdout)
         for record in records_of(site):
             call_command("xds_patient_map", "set", record.local_id, affinity_cx(record.patient.affinity_id),
-                         "--issuer", record.issuer, "--note", "demo", stdout=self.stdout)
+                         "--issuer", record.issuer, "--note", "demo", stdout=io.StringIO())
         studies = studies_of(site)
-        for study in studies:
-            self.upload(study)
+        with new_http_session() as session:
+            for study in studies:
+                self.upload(session, study)
         call_command("xds_publish", study=[s.study_instance_uid for s in studies], trigger="command",
-                     stdout=self.stdout, stderr=self.stderr)
+                     stdout=io.StringIO(), stderr=self.stderr)
         self.stdout.write(f"demo {site}: {len(studies)} studies in its PACS and published "
                           f"in {time.monotonic() - started:.1f}s")
 
@@ -70,14 +76,16 @@ class Command(BaseCommand):
         membership = ["--hospital", own.key, "--hospital-name", own.title] if own else []
         call_command("xds_portal_user", "add", "admin", *membership, "--superuser", *password, stdout=self.stdout)
 
-    def upload(self, study: DemoStudy) -> None:
-        """STOW-RS the study into this site's PACS unless it holds every instance already (QIDO-RS)."""
+    def upload(self, session: requests.Session, study: DemoStudy) -> None:
+        """STOW-RS the study into this site's PACS unless it holds every instance already (QIDO-RS).
+
+        Under XDS_TLS the PACS is HTTPS and wants our node certificate: the node's own session presents it."""
         base = settings.DICOMWEB_URL
         if not base:
             raise CommandError("DICOMWEB_URL is empty: the demo loads its studies by STOW-RS")
         parts = list(instances(study))
         uid = study.study_instance_uid
-        answer = requests.get(f"{base}/studies", params={"StudyInstanceUID": uid,
+        answer = session.get(f"{base}/studies", params={"StudyInstanceUID": uid,
                                                          "includefield": "00201208"}, timeout=30)
         answer.raise_for_status()
         found = answer.json() if answer.content else []
@@ -85,7 +93,7 @@ class Command(BaseCommand):
         if held >= len(parts):
             return
         body, content_type = stow_body(parts)
-        stored = requests.post(f"{base}/studies", data=body, timeout=120,
+        stored = session.post(f"{base}/studies", data=body, timeout=120,
                                headers={"Content-Type": content_type, "Accept": "application/dicom+json"})
         if stored.status_code not in (200, 202):
             raise CommandError(f"STOW-RS of demo study {uid} answered HTTP {stored.status_code}")

@@ -16,6 +16,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
+from atna.tls import node_client_context
+
 
 def ae_title(value: str) -> str:
     """PS3.5 Table 6.2-1 AE: 1-16 characters, no backslash."""
@@ -76,7 +78,9 @@ class Command(BaseCommand):
         called, host, port = _peer(options["to"])
         ae = AE(ae_title(options["calling_ae"]))
         ae.add_requested_context(ModalityPerformedProcedureStep)
-        assoc = ae.associate(host, port, ae_title=called)
+        # Under XDS_TLS the listener admits only TLS with a certificate of its identity table: the site's own.
+        context = node_client_context()
+        assoc = ae.associate(host, port, ae_title=called, tls_args=(context, None) if context else None)
         if not assoc.is_established:
             raise CommandError(f"no association with {options['to']}")
         uid, study = generate_uid(), generate_uid()

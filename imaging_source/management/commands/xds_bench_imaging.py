@@ -44,6 +44,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from atna.tls import new_http_session
 from imaging_source.dicom.part10 import read_file_meta
 from imaging_source.dicom.wado_rs import iter_multipart, iter_multipart_parts
 from xds_core.ebxml.messages import (
@@ -209,7 +210,7 @@ class Command(BaseCommand):
             [StudyRequest(study, [SeriesRequest(series, [DocumentRequest(settings.XDS_IMAGING_SOURCE_ID, uid)
                                                          for uid in uids])])], [ExplicitVRLittleEndian]))
         client = SoapClient(endpoint, timeout=600)
-        session = requests.Session()
+        session = requests.Session()  # WADO-RS straight from the PACS (the baseline)
         session.headers.update({"Accept": WADO_ACCEPT, "Accept-Encoding": "identity"})
 
         envelope_type, _, envelope_chunks = write_message(to_bytes(build_envelope(
@@ -217,7 +218,7 @@ class Command(BaseCommand):
             message_id=f"urn:uuid:{uuid.uuid4()}", reply_to=WSA_ANONYMOUS)), [],
             action=Action.RetrieveImagingDocumentSet.value)
         envelope = b"".join(envelope_chunks)
-        post = requests.Session()
+        post = new_http_session()  # to our RAD-69 endpoint: https presents this node's certificate (ITI-19)
         post.headers.update({"Content-Type": envelope_type, "Accept-Encoding": "identity"})
 
         def rad69() -> float:

@@ -69,6 +69,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from atna.tls import node_client_context
 from conformance.patients import FeedError, check_ack
 from consumer.find import FindError, FindQuery, find_manifests
 from consumer.management.commands.xds_bench_consumer import (
@@ -630,7 +631,7 @@ class Command(BaseCommand):
             control = f"XB{secrets.token_hex(6)}"
             try:
                 answer = mllp.exchange(*sites.hl7, adt_a04(patient, BENCH_FAMILY, BENCH_GIVEN, control),
-                                       timeout=30)
+                                       timeout=30, ssl_context=node_client_context())
                 check_ack(answer, control)
             except (OSError, mllp.MllpError, FeedError) as exc:
                 raise CommandError(f"ITI-8 feed of the bench patient to {sites.hl7[0]}:{sites.hl7[1]}: {exc}") from exc

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from atna.tls import node_client_context
 from xds_core import mllp
 from xds_core.bench import server_pids
 from xds_core.ebxml import serialize as ebxml_serialize
@@ -90,14 +91,19 @@ def _provide_and_register(patient_id: str, part: OutgoingPart,
 class _Peer:
     def __init__(self, url: str, timeout: float) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise CommandError(f"--url must be an http:// URL of a running server, got {url!r}")
-        self.host, self.port = parts.hostname, parts.port or 80
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CommandError(f"--url must be an http(s):// URL of a running server, got {url!r}")
+        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
         self.base = parts.path.rstrip("/")
         self.timeout = timeout
+        # https: this node's certificate is presented (XDS_TLS*), as the actors' own clients do (ITI-19).
+        self.context = node_client_context() if parts.scheme == "https" else None
+        if parts.scheme == "https" and self.context is None:
+            raise CommandError("an https:// --url needs XDS_TLS=on with this node's certificate (XDS_TLS_CERT ...)")
 
     def connect(self) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+                if self.context is not None else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout))
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
@@ -273,7 +279,8 @@ class Command(BaseCommand):
             "PV1||O",
         ]
         try:
-            answer = mllp.exchange(host, int(port), ("\r".join(segments) + "\r").encode(), timeout=10)
+            answer = mllp.exchange(host, int(port), ("\r".join(segments) + "\r").encode(), timeout=10,
+                                   ssl_context=node_client_context())
         except (OSError, mllp.MllpError) as exc:
             self.stderr.write(f"ITI-8 feed to {address} failed ({exc}); the registry must already know "
                               f"{patient_id}")
