@@ -117,14 +117,8 @@ def install(source: AuditSource) -> AuditTrail:
             return _installed
         trail = AuditTrail(source)
 
-        def sink(event: audit.AuditEvent) -> None:
-            try:
-                trail(event)
-            finally:  # the sink before ours (the portal's journal) gets the event even if storing failed
-                if _previous is not None:
-                    _previous(event)
-
-        _previous = audit.set_sink(sink)
+        # The sink installed before ours still gets every event, even one ours failed on.
+        _previous = audit.chain_sink(trail)
         _installed = trail
         return trail
 

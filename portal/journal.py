@@ -177,14 +177,8 @@ def install(directory: Path, max_bytes: int = MAX_BYTES) -> Journal:
             return _installed
         journal = Journal(directory, max_bytes)
 
-        def sink(event: audit.AuditEvent) -> None:
-            try:
-                journal(event)
-            finally:  # the sink before ours (an ATNA sender) gets the event even if the journal failed
-                if _previous is not None:
-                    _previous(event)
-
-        _previous = audit.set_sink(sink)
+        # The sink installed before ours still gets every event, even one ours failed on.
+        _previous = audit.chain_sink(journal)
         _installed = journal
         return journal
 

@@ -641,6 +641,24 @@ def set_sink(sink: Sink | None) -> Sink | None:
     return previous
 
 
+def chain_sink(sink: Sink) -> Sink | None:
+    """Install ``sink`` in front of the sink installed now, which still receives every event -- even one
+    ``sink`` failed on; returns that previous sink (``set_sink(previous)`` takes ``sink`` out again)."""
+    global _sink
+    with _sink_lock:
+        previous = _sink
+
+        def chained(event: AuditEvent) -> None:
+            try:
+                sink(event)
+            finally:
+                if previous is not None:
+                    previous(event)
+
+        _sink = chained
+    return previous
+
+
 def enabled() -> bool:
     """Whether events are recorded at all (a sink is installed)."""
     return _sink is not None

@@ -73,6 +73,16 @@ def _name(common_name: str, organization: str, unit: str = "") -> x509.Name:
     return x509.Name(parts)
 
 
+def _with_alt_names(builder: x509.CertificateBuilder, dns_names: tuple[str, ...], addresses: tuple[str, ...]
+                    ) -> x509.CertificateBuilder:
+    """subjectAltName with the DNS names and IP addresses, if any (for the FQDN Validation option, 3.19.6.1.4)."""
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    if not alt_names:
+        return builder
+    return builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+
+
 def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
 
@@ -120,11 +130,7 @@ def issue(ca: Issued, common_name: str, *, organization: str = "XDS-I.b demo aff
                .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
                               critical=False))
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
+    return Issued(_with_alt_names(builder, dns_names, addresses).sign(ca.key, hashes.SHA256()), key)
 
 
 def self_signed(common_name: str, *, organization: str = "XDS-I.b", dns_names: tuple[str, ...] = (),
@@ -137,8 +143,4 @@ def self_signed(common_name: str, *, organization: str = "XDS-I.b", dns_names: t
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=MAX_LIFETIME_DAYS))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    alt_names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    if alt_names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-    return Issued(builder.sign(key, hashes.SHA256()), key)
+    return Issued(_with_alt_names(builder, dns_names, addresses).sign(key, hashes.SHA256()), key)

@@ -224,3 +224,24 @@ def test_a_request_that_names_no_transaction_of_ours_records_nothing(endpoint: s
     with audit.capture() as events:
         unknown = SoapClient(endpoint).call("urn:example:NotAnAction", parse_xml(b"<r/>"))
     assert unknown.fault is not None and events == []
+
+
+def test_a_chained_sink_passes_every_event_on_even_one_it_failed_on() -> None:
+    seen: list[audit.AuditEvent] = []
+
+    def failing(event: audit.AuditEvent) -> None:
+        raise RuntimeError("storage down")
+
+    before = audit.set_sink(seen.append)
+    try:
+        previous = audit.chain_sink(failing)
+        assert previous is not None
+        event = audit.node_authentication_failure(listener="mllp://127.0.0.1:2575", peer_address="192.0.2.9",
+                                                  reason="no certificate")
+        audit.record(event)  # the failure is swallowed (and logged), the earlier sink still gets the event
+        assert seen == [event]
+        audit.set_sink(previous)
+        audit.record(event)
+        assert seen == [event, event]
+    finally:
+        audit.set_sink(before)
