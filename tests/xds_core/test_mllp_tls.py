@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tls_files import PkiFiles, issue_files
 from xds_core import audit, pki
 from xds_core.mllp import MllpError, MllpListener, Peer, ServerLimits, exchange, frame, read_frames
 from xds_core.tls import TlsSettings, client_context, server_context
@@ -23,22 +24,14 @@ BIG_ANSWER = b"A" * (4 * 1024 * 1024)
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
     """A CA; the listener's node certificate; a feed client of the CA; a client of a stranger CA."""
-    root = tmp_path_factory.mktemp("mllp-pki")
-    ca = pki.issue_ca()
-    (root / "ca.crt").write_bytes(ca.cert_pem)
-    paths = {"ca": root / "ca.crt"}
-    node = pki.issue(ca, "registry.test", addresses=("127.0.0.1",))
-    paths["server"], paths["server_key"] = node.write(root, "server")
-    paths["client"], paths["client_key"] = pki.issue(ca, "feed", unit="feed", server=False).write(root, "client")
-    stranger = pki.issue_ca("Stranger CA")
-    paths["stranger"], paths["stranger_key"] = pki.issue(stranger, "intruder", server=False).write(root, "stranger")
-    return paths
+    return issue_files(tmp_path_factory.mktemp("mllp-pki"), nodes={"server": "registry.test"},
+                       clients={"client": ("feed", "feed")}, strangers={"stranger": ("intruder", "")})
 
 
-def tls(certs: dict[str, Path], who: str) -> TlsSettings:
-    return TlsSettings(enabled=True, cert=str(certs[who]), key=str(certs[f"{who}_key"]), ca=(str(certs["ca"]),))
+def tls(certs: PkiFiles, who: str) -> TlsSettings:
+    return certs.settings(who)
 
 
 class Echo(MllpListener):

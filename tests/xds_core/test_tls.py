@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.tls_files import PkiFiles, issue_files
 from xds_core import pki
 from xds_core.identity import PeerCertificate, normalize_fingerprint
 from xds_core.tls import (
@@ -26,18 +27,11 @@ from xds_core.tls import (
 
 
 @pytest.fixture(scope="module")
-def domain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def domain(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
     """A CA, a server node, a client signed by the CA, a stranger CA's client, a self-signed pinned client."""
     root = tmp_path_factory.mktemp("pki")
-    ca = pki.issue_ca()
-    (root / "ca.crt").write_bytes(ca.cert_pem)
-    paths: dict[str, Path] = {"ca": root / "ca.crt"}
-    paths["server"], paths["server_key"] = pki.issue(ca, "server.test", dns_names=("localhost",),
-                                                     addresses=("127.0.0.1",)).write(root, "server")
-    consumer = pki.issue(ca, "consumer", unit="consumer", server=False)
-    paths["client"], paths["client_key"] = consumer.write(root, "client")
-    stranger = pki.issue_ca("Stranger CA")
-    paths["stranger"], paths["stranger_key"] = pki.issue(stranger, "intruder", server=False).write(root, "stranger")
+    paths = issue_files(root, nodes={"server": "server.test"}, clients={"client": ("consumer", "consumer")},
+                        strangers={"stranger": ("intruder", "")})
     pinned = pki.self_signed("pinned-peer")
     paths["pinned"], paths["pinned_key"] = pinned.write(root, "pinned")
     (root / "pinned.der").write_bytes(pinned.der)

@@ -33,7 +33,8 @@ from imaging_source.dicom.ae import AssociationError, associate, make_ae
 from imaging_source.dicom.config import DicomConfig, ListenerLimits, Peer
 from imaging_source.dicom.echo import echo
 from imaging_source.dicom.scp import DicomListener, ReceivedInstance
-from xds_core import audit, pki
+from tests.tls_files import PkiFiles, issue_files
+from xds_core import audit
 from xds_core.identity import PeerCertificate
 from xds_core.tls import TlsSettings, client_context, server_context
 
@@ -44,23 +45,16 @@ needs_dcmtk = pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk 
 
 
 @pytest.fixture(scope="module")
-def domain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def domain(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
     """A CA; our node; a modality the table lists; one the CA signed but the table does not list; a client of a
     CA we do not trust."""
-    root = tmp_path_factory.mktemp("dicom-pki")
-    ca = pki.issue_ca()
-    (root / "ca.crt").write_bytes(ca.cert_pem)
-    paths = {"ca": root / "ca.crt"}
-    for stem, issued in (("node", pki.issue(ca, "node.test", dns_names=("localhost",), addresses=("127.0.0.1",))),
-                         ("modality", pki.issue(ca, "modality", unit="source")),
-                         ("unlisted", pki.issue(ca, "unlisted", unit="source")),
-                         ("stranger", pki.issue(pki.issue_ca("Stranger CA"), "intruder"))):
-        paths[stem], paths[f"{stem}_key"] = issued.write(root, stem)
-    return paths
+    return issue_files(tmp_path_factory.mktemp("dicom-pki"), nodes={"node": "node.test"},
+                       clients={"modality": ("modality", "source"), "unlisted": ("unlisted", "source")},
+                       strangers={"stranger": ("intruder", "")})
 
 
-def _settings(domain: dict[str, Path], who: str) -> TlsSettings:
-    return TlsSettings(enabled=True, cert=str(domain[who]), key=str(domain[f"{who}_key"]), ca=(str(domain["ca"]),))
+def _settings(domain: PkiFiles, who: str) -> TlsSettings:
+    return domain.settings(who)
 
 
 def _fingerprint(path: Path) -> str:

@@ -20,8 +20,9 @@ import pytest
 
 from atna.models import NodeIdentity
 from tests.audit_messages import keep_captured, valid_messages
+from tests.tls_files import PkiFiles, issue_files
 from tests.xds_registry.registry_helpers import AUTHORITY
-from xds_core import audit, pki
+from xds_core import audit
 from xds_core.affinity_domain import load_affinity_domain
 from xds_core.identity import PeerCertificate
 from xds_core.mllp import MllpError, frame, read_frames
@@ -36,24 +37,16 @@ BASE_DIR = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA; the registry's node certificate; clients by role (feed, consumer, unlisted); a stranger CA's."""
-    root = tmp_path_factory.mktemp("feed-pki")
-    ca = pki.issue_ca()
-    (root / "ca.crt").write_bytes(ca.cert_pem)
-    paths = {"ca": root / "ca.crt"}
-    node = pki.issue(ca, "registry.test", addresses=("127.0.0.1",))
-    paths["server"], paths["server_key"] = node.write(root, "server")
-    for role in ("feed", "consumer", "unlisted"):
-        paths[role], paths[f"{role}_key"] = pki.issue(ca, role, unit=role, server=False).write(root, role)
-    stranger = pki.issue_ca("Stranger CA")
-    intruder = pki.issue(stranger, "feed", unit="feed", server=False)  # the same name, another CA
-    paths["stranger"], paths["stranger_key"] = intruder.write(root, "stranger")
-    return paths
+def certs(tmp_path_factory: pytest.TempPathFactory) -> PkiFiles:
+    """A CA; the registry's node certificate; clients by role (feed, consumer, unlisted); a stranger CA's
+    client with the feed's very name."""
+    return issue_files(tmp_path_factory.mktemp("feed-pki"), nodes={"server": "registry.test"},
+                       clients={role: (role, role) for role in ("feed", "consumer", "unlisted")},
+                       strangers={"stranger": ("feed", "feed")})
 
 
-def settings_of(certs: dict[str, Path], who: str) -> TlsSettings:
-    return TlsSettings(enabled=True, cert=str(certs[who]), key=str(certs[f"{who}_key"]), ca=(str(certs["ca"]),))
+def settings_of(certs: PkiFiles, who: str) -> TlsSettings:
+    return certs.settings(who)
 
 
 def fingerprint(path: Path) -> str:
