@@ -579,7 +579,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.size(
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Tracebacks' exception messages are redacted (UIDs, patient ids, query strings: xds_core/log_ref.py).
+    "formatters": {"plain": {"()": "xds_core.log_ref.RedactingFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # pydicom logs a value it cannot parse at WARNING, quoting the value, and in a garbled header that can be

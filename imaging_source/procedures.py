@@ -31,6 +31,7 @@ from imaging_source.patient_mapping import RewriteRule, UnmappedPatient, map_pat
 from jobs.api import announce
 from jobs.models import Job
 from jobs.registry import Event
+from xds_core.log_ref import redact
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class WorklistPoller:
             try:
                 self.poll_once()
             except WorklistError as exc:
-                logger.warning("worklist poll peer=%s failed: %s", self.peer, exc)
+                logger.warning("worklist poll peer=%s failed: %s", self.peer, redact(exc))
             except Exception:  # noqa: BLE001 - the poller outlives a bad poll (e.g. a database hiccup)
                 logger.exception("worklist poll peer=%s failed", self.peer)
             stop.wait(self.interval)

@@ -82,6 +82,7 @@ from xds_core import audit
 from xds_core.ebxml.messages import RetrieveImagingDocumentSetRequest
 from xds_core.ebxml.responses import DocumentResponse, document_response_xml
 from xds_core.errors import ErrorCode, RegistryError, Severity, WadoErrorCode
+from xds_core.log_ref import redact
 from xds_core.soap.mtom import OutgoingPart
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
@@ -311,7 +312,7 @@ class _Retrieval:
                 yield by_key[key], instance
         except (FetchError, ConnectionError, OSError) as exc:
             # No UID in the log line (no patient data in operational logs); the exception names none.
-            logger.warning("rad69 fetch failed: %s", exc)
+            logger.warning("rad69 fetch failed: %s", redact(exc))
             context = (f"the PACS did not answer in time: {exc}" if isinstance(exc, PacsTimeout)
                        else f"the PACS could not be reached: {exc}")
             for item in self.wanted:

@@ -29,7 +29,7 @@ from typing import Any
 
 from imaging_source.dicom.config import DicomConfig
 from imaging_source.dicom.find import FindError, find_study, study_instance_counts
-from xds_core.log_ref import log_ref
+from xds_core.log_ref import log_ref, redact
 
 logger = logging.getLogger("imaging_source.stable")
 
@@ -99,7 +99,7 @@ class StableStudyWatcher:
                     if changed:
                         logger.info("stable poll changed=%d studies=%s", len(changed), ",".join(changed[:10]))
                 except (FindError, ConnectionError, OSError) as exc:
-                    logger.warning("stable poll of the PACS failed: %s", exc)
+                    logger.warning("stable poll of the PACS failed: %s", redact(exc))
             self.run_once()
             stop.wait(tick)
 

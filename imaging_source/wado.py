@@ -32,6 +32,7 @@ from imaging_source.dicom.fetch import FetchStream
 from imaging_source.dicom.instances import DEFAULT_DEADLINES, FetchError, PacsDeadlines, PacsTimeout, SeriesFetch
 from imaging_source.dicom.transcode import TranscodeError, choose_target, known_transfer_syntax, transcode
 from xds_core import audit
+from xds_core.log_ref import redact
 from xds_core.vocabulary import DICOM_MIME_TYPE
 
 logger = logging.getLogger("imaging_source.rad55")
@@ -88,10 +89,10 @@ def _retrieve(params: dict[str, str], dicom: DicomConfig, deadlines: PacsDeadlin
     try:
         delivered = list(stream)
     except PacsTimeout as exc:
-        logger.warning("rad55 fetch failed: %s", exc)
+        logger.warning("rad55 fetch failed: %s", redact(exc))
         return _text(504, "the PACS did not answer in time")
     except (FetchError, ConnectionError, OSError) as exc:
-        logger.warning("rad55 fetch failed: %s", exc)
+        logger.warning("rad55 fetch failed: %s", redact(exc))
         return _text(502, "the PACS could not be reached")
     if not delivered:
         # Not in that study/series (the collector checks both) or unknown: no such object.

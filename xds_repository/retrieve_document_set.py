@@ -39,7 +39,7 @@ from xds_core import audit
 from xds_core.ebxml.messages import DocumentRequest
 from xds_core.ebxml.responses import DocumentResponse, RetrieveDocumentSetResult
 from xds_core.errors import ErrorCode, RegistryError
-from xds_core.log_ref import log_ref
+from xds_core.log_ref import log_ref, redact
 from xds_core.soap.mtom import OutgoingPart
 from xds_repository import records
 from xds_repository import storage as store
@@ -110,7 +110,7 @@ def retrieve_document_set(requests: list[DocumentRequest], config: RepositoryCon
                 # immutable (content-addressed, renamed into place), so the checked file is sent.
                 store.verify(config.storage, row.storage_name, sha1=row.hash, size=row.size)
             except store.StorageError as exc:
-                logger.error("stored document %s failed its check: %s", log_ref(row.unique_id), exc)
+                logger.error("stored document %s failed its check: %s", log_ref(row.unique_id), redact(exc))
                 errors.append(_error(
                     ErrorCode.XDSRepositoryError,
                     f"document {wanted.document_unique_id} cannot be returned: stored content damaged",

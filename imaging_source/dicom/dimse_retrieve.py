@@ -56,6 +56,7 @@ from imaging_source.dicom.instances import (
 from imaging_source.dicom.received import decode_received
 from imaging_source.dicom.status import DicomServiceError
 from xds_core.identifiers import is_dicom_uid
+from xds_core.log_ref import redact
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def fetch_c_get(config: DicomConfig, series: Sequence[SeriesFetch], collector: C
                           event.context.transfer_syntax, study_uid=study_uid)
             return 0x0000
         except DicomServiceError as exc:  # e.g. a deflate bomb (0xA7DF): refused, reported as missing
-            logger.warning("C-GET sub-operation refused: %s", exc)
+            logger.warning("C-GET sub-operation refused: %s", redact(exc))
             return int(exc.status)
         except Exception:  # noqa: BLE001 - answer the PACS, report through the missing instance
             logger.exception("C-GET sub-operation could not be kept")

@@ -77,7 +77,7 @@ from imaging_source.dicom.status import (
 )
 from xds_core import audit, disk
 from xds_core.identifiers import is_dicom_uid
-from xds_core.log_ref import log_ref
+from xds_core.log_ref import log_ref, redact
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ class DicomListener:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a DIMSE status
             status = status_for(exc, service="C-STORE")
             if isinstance(exc, DicomServiceError):
-                logger.warning("dicom C-STORE refused from=%s status=0x%04X: %s", self._peer(event), status, exc)
+                logger.warning("dicom C-STORE refused from=%s status=0x%04X: %s", self._peer(event), status,
+                               redact(exc))
             else:
                 logger.exception("C-STORE %s failed", _loggable(sop_uid))
         logger.info("dicom C-STORE from=%s kind=%s sop=%s status=0x%04X ms=%.1f", self._peer(event), kind,

@@ -35,6 +35,7 @@ from imaging_source.dicom.instances import (
     SeriesFetch,
     checked_uids,
 )
+from xds_core.log_ref import redact
 from xds_core.multipart import MultipartError, boundary_of, iter_parts, read_chunks
 
 logger = logging.getLogger(__name__)
@@ -204,10 +205,10 @@ def send_ahead(config: DicomConfig, item: SeriesFetch, transfer_syntax: str | No
         return _WadoGet(base, _wado_targets(base, item)[0], wado_accept(_asked_syntax(base, transfer_syntax)),
                         deadlines, config.tls)
     except FetchError as exc:  # not a UID: the retrieval refuses it per document, nothing to send
-        logger.info("WADO-RS request not sent ahead: %s", exc)
+        logger.info("WADO-RS request not sent ahead: %s", redact(exc))
         return None
     except (OSError, http.client.HTTPException) as exc:
-        logger.info("WADO-RS request could not be sent ahead (sent again when fetched): %s", exc)
+        logger.info("WADO-RS request could not be sent ahead (sent again when fetched): %s", redact(exc))
         return None
 
 

@@ -39,6 +39,7 @@ from jobs.models import JobState
 from portal import audit as portal_audit
 from portal.access import is_home_user, why_not_home
 from xds_core import audit
+from xds_core.log_ref import redact
 
 logger = logging.getLogger("portal.operator")
 
@@ -189,7 +190,7 @@ def studies(request: HttpRequest) -> HttpResponse:
     try:
         page = operations.pacs_studies(dicom, page=number, size=size)
     except FindError as exc:
-        logger.warning("operator studies: PACS query failed: %s", exc)
+        logger.warning("operator studies: PACS query failed: %s", redact(exc))
         context["pacs_error"] = str(exc)
         return render(request, "portal/operator/studies.html", context)
     uids = [s.study_instance_uid for s in page.studies]
