@@ -24,7 +24,6 @@ journal chains the same way).  The sink writes rows only: the trail's periodic j
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 
 from django.db import connection
@@ -104,34 +103,18 @@ class AuditTrail:
         store(event, self.source)
 
 
-_installed: AuditTrail | None = None
-_previous: audit.Sink | None = None
-_install_lock = threading.Lock()
+_slot: audit.SinkSlot[AuditTrail] = audit.SinkSlot()
 
 
 def install(source: AuditSource) -> AuditTrail:
     """Install the trail as the audit sink, chained to the sink installed before it (once per process)."""
-    global _installed, _previous
-    with _install_lock:
-        if _installed is not None:
-            return _installed
-        trail = AuditTrail(source)
-
-        # The sink installed before ours still gets every event, even one ours failed on.
-        _previous = audit.chain_sink(trail)
-        _installed = trail
-        return trail
+    return _slot.install(lambda: AuditTrail(source))
 
 
 def installed() -> AuditTrail | None:
-    return _installed
+    return _slot.installed()
 
 
 def uninstall() -> None:
     """Remove the trail's sink and put the one it chained to back (tests)."""
-    global _installed, _previous
-    with _install_lock:
-        if _installed is None:
-            return
-        audit.set_sink(_previous)
-        _installed, _previous = None, None
+    _slot.uninstall()

@@ -164,35 +164,18 @@ def _tail_lines(path: Path, n: int, block: int = 16384) -> list[bytes]:
     return list(reversed(lines[-n:]))
 
 
-_installed: Journal | None = None
-_previous: audit.Sink | None = None
-_install_lock = threading.Lock()
+_slot: audit.SinkSlot[Journal] = audit.SinkSlot()
 
 
 def install(directory: Path, max_bytes: int = MAX_BYTES) -> Journal:
     """Install the journal as the audit sink, chained to the sink installed before it (once per process)."""
-    global _installed, _previous
-    with _install_lock:
-        if _installed is not None:
-            return _installed
-        journal = Journal(directory, max_bytes)
-
-        # The sink installed before ours still gets every event, even one ours failed on.
-        _previous = audit.chain_sink(journal)
-        _installed = journal
-        return journal
+    return _slot.install(lambda: Journal(directory, max_bytes))
 
 
 def installed() -> Journal | None:
-    return _installed
+    return _slot.installed()
 
 
 def uninstall() -> None:
     """Remove the journal sink and put the one it chained to back (tests)."""
-    global _installed, _previous
-    with _install_lock:
-        if _installed is None:
-            return
-        _installed.close()
-        audit.set_sink(_previous)
-        _installed, _previous = None, None
+    _slot.uninstall(Journal.close)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum, IntEnum, StrEnum
 from functools import cache, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from xds_core import ns
@@ -657,6 +657,41 @@ def chain_sink(sink: Sink) -> Sink | None:
 
         _sink = chained
     return previous
+
+
+_S = TypeVar("_S", bound=Callable[["AuditEvent"], None])
+
+
+class SinkSlot(Generic[_S]):
+    """Where one kind of sink (the ATNA trail, the portal's journal) is installed once per process, chained in
+    front of the sink installed before it (:func:`chain_sink`), and taken out again (tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._installed: _S | None = None
+        self._previous: Sink | None = None
+
+    def install(self, make: Callable[[], _S]) -> _S:
+        """Install ``make()``, once: a second call returns the sink installed by the first."""
+        with self._lock:
+            if self._installed is None:
+                sink = make()
+                self._previous = chain_sink(sink)
+                self._installed = sink
+            return self._installed
+
+    def installed(self) -> _S | None:
+        return self._installed
+
+    def uninstall(self, close: Callable[[_S], None] | None = None) -> None:
+        """Put the previous sink back (``close`` the removed one first, if given)."""
+        with self._lock:
+            if self._installed is None:
+                return
+            if close is not None:
+                close(self._installed)
+            set_sink(self._previous)
+            self._installed, self._previous = None, None
 
 
 def enabled() -> bool:
